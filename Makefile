@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test system-deps bench typecheck clean
+
+$(BIN)/kpi-exporter: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+## run: install into .venv (first time) and serve on the built-in defaults
+run: $(BIN)/kpi-exporter
+	$(BIN)/kpi-exporter serve $(ARGS)
+
+## system-deps: the real servers and browser the end-to-end tests use
+system-deps:
+	scripts/install-system-deps.sh
+
+## test: install everything the suite needs and run all of it
+test: $(BIN)/kpi-exporter system-deps
+	$(BIN)/python -m mypy
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## bench: throughput, scrape and memory benchmarks (not part of the tests)
+bench: $(BIN)/kpi-exporter
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

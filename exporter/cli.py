@@ -1,0 +1,137 @@
+"""The ``kpi-exporter`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from exporter import __version__
+from exporter.config import ConfigError, load_config
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("kpi_exporter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kpi-exporter",
+        description="Receives OpenTelemetry events, spans and metrics over OTLP/HTTP, maps them "
+                    "by YAML rules to Prometheus metrics and serves them on /metrics.",
+        epilog="Run 'kpi-exporter COMMAND --help' for a command's options. "
+               "Docs: docs/mapping.md (rules), docs/troubleshooting.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"kpi-exporter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve", help="run the OTLP receiver and /metrics",
+        description="Runs the OTLP/HTTP receiver (POST /v1/logs, /v1/traces, /v1/metrics) and "
+                    "the metrics listener (/metrics, /-/healthy, /-/ready, POST /-/reload). "
+                    "Without --config it runs on the built-in rules for the standard event "
+                    "vocabulary. SIGHUP reloads the config; SIGTERM stops gracefully.")
+    serve.add_argument("--config", metavar="FILE", help="YAML config file (see config.example.yaml)")
+    serve.add_argument("--otlp-listen", metavar="HOST:PORT",
+                       help="OTLP/HTTP address (env KPI_EXPORTER_OTLP_LISTEN; default 0.0.0.0:4318)")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="metrics address (env KPI_EXPORTER_METRICS_LISTEN; default 0.0.0.0:9464)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="log verbosity (default info)")
+
+    check = sub.add_parser(
+        "check-config", help="validate a config file",
+        description="Validates a config file and its rules. Prints every problem with the line "
+                    "and key, and exits 1 if there is any.")
+    check.add_argument("file", metavar="FILE")
+
+    explain = sub.add_parser(
+        "explain", help="show what the rules do with one record",
+        description="Runs one record through the rules and prints which rules match, why the "
+                    "others do not, and the metric updates it would make. FILE holds OTLP JSON "
+                    "(an export request, or one log record, span or metric) or the simple form "
+                    '{"name": "app.page_view", "attributes": {"url.path": "/home"}}. '
+                    "Use - for standard input.")
+    explain.add_argument("--config", metavar="FILE", help="config file (default: built-in rules)")
+    explain.add_argument("file", metavar="EVENT.json")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from exporter.logfmt import setup_logging
+    from exporter.pipeline import Pipeline
+    from exporter.server import Server
+
+    setup_logging(args.log_level)
+    overrides = {k: v for k, v in (("otlp_listen", args.otlp_listen),
+                                   ("metrics_listen", args.metrics_listen)) if v}
+    try:
+        config = load_config(args.config, overrides=overrides)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("invalid config: %s", problem)
+        return 2
+    pipeline = Pipeline(config)
+    pipeline.config_path = args.config
+    pipeline.config_overrides = overrides
+    log.info("starting kpi-exporter %s with %s", __version__, config.describe())
+    server = Server(pipeline)
+    try:
+        server.serve_forever()
+    except OSError as exc:
+        log.error("cannot listen: %s (is another process using the port? see --otlp-listen "
+                  "and --metrics-listen)", exc)
+        return 1
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file, env={})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.file}: {len(exc.problems)} problem(s); the exporter would refuse this config",
+              file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK, {config.user_rule_count} rules of your own"
+          f"{' plus the built-in rules' if config.default_rules else ''}; "
+          f"{config.describe().split(': ', 1)[1]}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from exporter.explain import explain, records_from_json
+    from exporter.mapper import Mapping
+
+    try:
+        config = load_config(args.config, env={})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    try:
+        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+        records = records_from_json(json.loads(text))
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    mapping = Mapping(config.rules)
+    for record in records:
+        print("\n".join(explain(mapping, record)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"serve": _serve, "check-config": _check_config, "explain": _explain}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

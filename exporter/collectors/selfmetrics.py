@@ -1,0 +1,101 @@
+"""The exporter's own metrics (``kpi_exporter_*``): what came in, what was lost and why.
+
+Per-request counters are prometheus_client metrics (updated once per request, never per
+record); per-metric series counts come from the store at scrape time.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.store import OVERFLOW, Store
+
+__all__ = ["SelfMetrics", "StoreStatsCollector"]
+
+P = "kpi_exporter_"
+
+# _created series double the exposition and no dashboard or alert of ours reads them.
+disable_created_metrics()
+
+
+class SelfMetrics:
+    """The per-request self-metrics, registered in the exporter's registry."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.received = Counter(P + "records_received", "Records (log records, spans, metric "
+                                "data points) received, by signal.", ["signal"], registry=registry)
+        self.rejected = Counter(P + "records_rejected", "Records that could not be used, by "
+                                "signal and reason; the rest of their batch was kept.",
+                                ["signal", "reason"], registry=registry)
+        self.unmatched = Counter(P + "records_unmatched", "Records that no rule mapped, by "
+                                 "signal (see `kpi-exporter explain`).", ["signal"],
+                                 registry=registry)
+        self.requests = Counter(P + "requests", "OTLP export requests, by signal and HTTP status "
+                                "code.", ["signal", "code"], registry=registry)
+        self.request_duration = Histogram(
+            P + "request_duration_seconds", "Time to handle an OTLP export request, by signal.",
+            ["signal"], registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.request_bytes = Counter(P + "request_bytes", "Bytes of OTLP request bodies as "
+                                     "received (before decompression), by signal.", ["signal"],
+                                     registry=registry)
+        self.reloads = Counter(P + "config_reloads", "Configuration reloads, by outcome "
+                               "(success, failure).", ["outcome"], registry=registry)
+        self.last_reload_ok = Gauge(P + "config_last_reload_successful", "1 if the last "
+                                    "configuration reload succeeded, else 0.", registry=registry)
+        self.last_reload_time = Gauge(P + "config_last_reload_success_timestamp_seconds",
+                                      "When the configuration was last loaded successfully.",
+                                      registry=registry)
+        self.build = Info(P + "build", "The exporter's version.", registry=registry)
+        self.build.info({"version": __version__, "python_version": platform.python_version()})
+        for outcome in ("success", "failure"):
+            self.reloads.labels(outcome)
+        self.last_reload_ok.set(1)
+        self.last_reload_time.set_to_current_time()
+
+
+class StoreStatsCollector(Collector):
+    """Series, overflow and expiry per mapped metric, and the rule lookup cache."""
+
+    def __init__(self, store_ref: Callable[[], Store], cache_stats: Callable[[], tuple[int, int]]):
+        self._store_ref = store_ref
+        self._cache_stats = cache_stats
+
+    def collect(self) -> Iterator[Metric]:
+        series = GaugeMetricFamily(P + "metric_series", "Series a mapped metric has now "
+                                   "(the overflow series included).", labels=["metric"])
+        limit = GaugeMetricFamily(P + "metric_series_limit", "Series a mapped metric may have "
+                                  "before updates go to its overflow series.", labels=["metric"])
+        overflow = CounterMetricFamily(P + "metric_overflow_updates", "Updates that went to a "
+                                       "metric's overflow series because its series cap was "
+                                       "reached.", labels=["metric"])
+        expired = CounterMetricFamily(P + "metric_series_expired", "Series removed after being "
+                                      "idle longer than their rule's series_ttl.",
+                                      labels=["metric"])
+        store = self._store_ref()
+        with store.lock:
+            rows = [(s.definition.name, len(s.series), s.definition.max_series,
+                     s.overflow_updates, s.expired, OVERFLOW in s.series) for s in store.metrics.values()]
+        for name, n, cap, over, exp, _has_overflow in rows:
+            series.add_metric([name], n)
+            limit.add_metric([name], cap)
+            overflow.add_metric([name], over)
+            expired.add_metric([name], exp)
+        yield series
+        yield limit
+        yield overflow
+        yield expired
+        hits, misses = self._cache_stats()
+        cache = CounterMetricFamily(P + "rule_cache_lookups", "Lookups of the rules for a "
+                                    "(signal, name), by result (hit, miss).", labels=["result"])
+        cache.add_metric(["hit"], hits)
+        cache.add_metric(["miss"], misses)
+        yield cache

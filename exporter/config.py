@@ -1,0 +1,255 @@
+"""The exporter's configuration: YAML file, environment and command line, validated at load.
+
+Precedence, highest first: command-line flags, ``KPI_EXPORTER_*`` environment variables, the
+config file, built-in defaults. Every problem is reported with the file, line and key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping as TMapping
+
+from exporter import yamlload
+from exporter.rules import Rule, RuleError, _unknown, parse_rules
+
+__all__ = ["Config", "ServerConfig", "ConfigError", "load_config", "default_rules_text",
+           "parse_listen", "parse_size"]
+
+DEFAULT_OTLP_LISTEN = "0.0.0.0:4318"
+DEFAULT_METRICS_LISTEN = "0.0.0.0:9464"
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+_TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "state", "privacy")
+_SERVER_KEYS = ("otlp_listen", "metrics_listen", "max_body_size", "max_concurrent_requests",
+                "threads", "auth", "cors")
+_AUTH_KEYS = ("bearer_tokens", "bearer_token_file")
+_CORS_KEYS = ("allowed_origins", "max_age")
+_LIMIT_KEYS = ("max_series_per_metric", "max_label_value_length")
+_SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "kb": 1000,
+               "mb": 1000 ** 2, "gb": 1000 ** 3}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used. ``problems`` holds one actionable message each."""
+
+    def __init__(self, problems: list[str], source: str = ""):
+        self.problems = [f"{source}: {p}" if source else p for p in problems]
+        super().__init__("\n".join(self.problems))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT' (or ':PORT', or '[::1]:PORT') as (host, port); ValueError otherwise."""
+    m = re.match(r"^(?:\[([^\]]+)\]|([^:\[\]]*)):(\d{1,5})$", value.strip())
+    if not m or not 0 <= int(m.group(3)) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 0.0.0.0:4318 or 127.0.0.1:9464)")
+    host = m.group(1) or m.group(2) or "0.0.0.0"
+    return host, int(m.group(3))
+
+
+def parse_size(value: Any) -> int:
+    """A byte size: an integer, or a string like '64MiB'; ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value.strip())
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    raise ValueError(f"{value!r} is not a size: write bytes, or a number with KiB, MiB or GiB")
+
+
+@dataclass
+class ServerConfig:
+    """Listeners and the receiver's request handling."""
+
+    otlp_listen: str = DEFAULT_OTLP_LISTEN
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
+    max_body_size: int = DEFAULT_MAX_BODY
+    max_concurrent_requests: int = 16
+    threads: int = 8
+    bearer_tokens: tuple[str, ...] = ()
+    cors_allowed_origins: tuple[str, ...] = ()
+    cors_max_age: int = 600
+
+
+@dataclass
+class Config:
+    """Everything the exporter runs on."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    rules: list[Rule] = field(default_factory=list)
+    max_series_per_metric: int = 2000
+    max_label_value_length: int = 256
+    default_rules: bool = True
+    user_rule_count: int = 0
+    source: str = "built-in defaults"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for the log and the landing page."""
+        return (f"{self.source}: {len(self.rules)} rules feeding "
+                f"{len({r.metric.name for r in self.rules})} metrics")
+
+
+def default_rules_text() -> str:
+    """The built-in rule set shipped inside the package."""
+    return resources.files("exporter").joinpath("defaults/rules.yaml").read_text("utf-8")
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        return yamlload.load(text)
+    except yamlload.YAMLLoadError as exc:
+        raise ConfigError([str(exc)], source) from None
+
+
+def _default_rules(limits: dict[str, Any]) -> list[Rule]:
+    doc = _load_yaml(default_rules_text(), "built-in rules")
+    try:
+        return parse_rules(doc.get("rules"), limits, source="built-in")
+    except RuleError as exc:  # a packaging bug, not a user error
+        raise ConfigError(exc.problems, "built-in rules") from None
+
+
+def _read_token_file(path: str) -> list[str]:
+    text = Path(path).read_text("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Loads, merges and validates the configuration; raises :class:`ConfigError`.
+
+    ``overrides`` are command-line values (``otlp_listen``, ``metrics_listen``) that win over
+    everything else.
+    """
+    env = os.environ if env is None else env
+    source = path or "built-in defaults"
+    doc: Any = {}
+    if path:
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], path) from None
+        doc = _load_yaml(text, path)
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            raise ConfigError(["the config file must be a YAML mapping with keys like 'server' "
+                               "and 'rules'"], path)
+    problems: list[str] = _unknown(doc, _TOP_KEYS, "top level")
+    cfg = Config(source=source, raw=dict(doc))
+
+    def section(key: str, allowed: tuple[str, ...], where: str, parent: Any = doc) -> dict[str, Any]:
+        value = parent.get(key) if isinstance(parent, dict) else None
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping")
+            return {}
+        line = yamlload.line_of(value)
+        problems.extend(_unknown(value, allowed, f"{where}" + (f" (line {line})" if line else "")))
+        return value
+
+    server = section("server", _SERVER_KEYS, "server")
+    limits = section("limits", _LIMIT_KEYS, "limits")
+    auth = section("auth", _AUTH_KEYS, "server.auth", server)
+    cors = section("cors", _CORS_KEYS, "server.cors", server)
+    s = cfg.server
+
+    for key in ("otlp_listen", "metrics_listen"):
+        value = (overrides or {}).get(key) or env.get(f"KPI_EXPORTER_{key.upper()}") or server.get(key)
+        if value is None:
+            continue
+        try:
+            parse_listen(str(value))
+            setattr(s, key, str(value))
+        except ValueError as exc:
+            problems.append(f"server.{key}: {exc}")
+    if "max_body_size" in server:
+        try:
+            s.max_body_size = parse_size(server["max_body_size"])
+        except ValueError as exc:
+            problems.append(f"server.max_body_size: {exc}")
+    for key in ("max_concurrent_requests", "threads"):
+        if key in server:
+            v = server[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                problems.append(f"server.{key}: expected a positive integer, got {v!r}")
+            else:
+                setattr(s, key, v)
+
+    tokens: list[str] = []
+    raw_tokens = auth.get("bearer_tokens", [])
+    if isinstance(raw_tokens, str):
+        raw_tokens = [raw_tokens]
+    if not isinstance(raw_tokens, list) or not all(isinstance(t, str) and t for t in raw_tokens):
+        problems.append("server.auth.bearer_tokens: expected a list of non-empty strings")
+    else:
+        tokens += raw_tokens
+    token_file = env.get("KPI_EXPORTER_BEARER_TOKEN_FILE") or auth.get("bearer_token_file")
+    if token_file:
+        try:
+            tokens += _read_token_file(str(token_file))
+        except OSError as exc:
+            problems.append(f"server.auth.bearer_token_file: cannot read {token_file!r}: "
+                            f"{exc.strerror or exc}")
+    if env.get("KPI_EXPORTER_BEARER_TOKEN"):
+        tokens.append(env["KPI_EXPORTER_BEARER_TOKEN"])
+    s.bearer_tokens = tuple(tokens)
+
+    origins = cors.get("allowed_origins", [])
+    if isinstance(origins, str):
+        origins = [origins]
+    if not isinstance(origins, list) or not all(isinstance(o, str) and o for o in origins):
+        problems.append("server.cors.allowed_origins: expected a list of origins like "
+                        "'https://app.example.com' (or '*')")
+    else:
+        bad = [o for o in origins if o != "*" and not re.match(r"^https?://[^/]+$", o)]
+        if bad:
+            problems.append(f"server.cors.allowed_origins: {bad[0]!r} is not an origin: write "
+                            f"scheme://host[:port] with no path, or '*'")
+        s.cors_allowed_origins = tuple(origins)
+    if "max_age" in cors:
+        v = cors["max_age"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            problems.append(f"server.cors.max_age: expected seconds as an integer, got {v!r}")
+        else:
+            s.cors_max_age = v
+
+    for key in _LIMIT_KEYS:
+        if key in limits:
+            v = limits[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                problems.append(f"limits.{key}: expected a positive integer, got {v!r}")
+            else:
+                setattr(cfg, key, v)
+
+    default_rules = doc.get("default_rules", True)
+    if not isinstance(default_rules, bool):
+        problems.append(f"default_rules: expected true or false, got {default_rules!r}")
+        default_rules = True
+    cfg.default_rules = default_rules
+    rule_limits = {"max_series_per_metric": cfg.max_series_per_metric}
+    user_rules: list[Rule] = []
+    try:
+        user_rules = parse_rules(doc.get("rules"), rule_limits, source=source)
+    except RuleError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, source if path else "")
+    cfg.user_rule_count = len(user_rules)
+    rules = list(user_rules)
+    if default_rules:
+        # A user rule for a metric the defaults also feed replaces the defaults' rules for it.
+        mine = {r.metric.name for r in user_rules}
+        builtin = [r for r in _default_rules(rule_limits) if r.metric.name not in mine]
+        rules = builtin + user_rules
+    for order, rule in enumerate(rules):
+        rule.order = order
+    cfg.rules = rules
+    return cfg

@@ -1,0 +1,101 @@
+"""``kpi-exporter explain``: runs one record through the rules and says what it would do."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from exporter import otlp_json
+from exporter.mapper import Mapping
+from exporter.naming import is_identity_attribute
+from exporter.records import LOG, METRIC, SPAN, Record
+from exporter.rules import RecordError
+
+__all__ = ["records_from_json", "explain"]
+
+_SIGNAL_WORDS = {"log": LOG, "logs": LOG, "event": LOG, "span": SPAN, "trace": SPAN,
+                 "metric": METRIC, "data_point": METRIC}
+
+
+def records_from_json(doc: Any) -> list[Record]:
+    """Records from any of: a full OTLP JSON export request (logs, traces or metrics), one OTLP
+    JSON log record, span or metric, or the simple form
+    ``{"signal": "log", "name": ..., "attributes": {...}, "value": ..., "duration": ...}``."""
+    if not isinstance(doc, dict):
+        raise ValueError("expected a JSON object")
+    raw = json.dumps(doc).encode()
+    if "resourceLogs" in doc or "resource_logs" in doc:
+        return otlp_json.decode_logs(raw).records
+    if "resourceSpans" in doc or "resource_spans" in doc:
+        return otlp_json.decode_traces(raw).records
+    if "resourceMetrics" in doc or "resource_metrics" in doc:
+        return otlp_json.decode_metrics(raw).records
+    if isinstance(doc.get("attributes"), list):  # one OTLP JSON record
+        if "startTimeUnixNano" in doc or "spanId" in doc:
+            return otlp_json.decode_traces(json.dumps(
+                {"resourceSpans": [{"scopeSpans": [{"spans": [doc]}]}]}).encode()).records
+        return otlp_json.decode_logs(json.dumps(
+            {"resourceLogs": [{"scopeLogs": [{"logRecords": [doc]}]}]}).encode()).records
+    if any(k in doc for k in ("gauge", "sum", "histogram")):
+        return otlp_json.decode_metrics(json.dumps(
+            {"resourceMetrics": [{"scopeMetrics": [{"metrics": [doc]}]}]}).encode()).records
+    if "name" in doc:
+        signal = _SIGNAL_WORDS.get(str(doc.get("signal", "log")).lower())
+        if signal is None:
+            raise ValueError(f"signal {doc.get('signal')!r} is not one of log, span, metric")
+        attrs = doc.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise ValueError("'attributes' must be an object of attribute name to value")
+        value = doc.get("value")
+        return [Record(signal, str(doc["name"]), 0, dict(attrs),
+                       value=float(value) if value is not None else None,
+                       duration=float(doc["duration"]) if "duration" in doc else None,
+                       status={"unset": 0, "ok": 1, "error": 2}.get(str(doc.get("status", "unset")), 0))]
+    raise ValueError("not a record: give an OTLP JSON export request, one OTLP JSON log record, "
+                     "span or metric, or {\"name\": ..., \"attributes\": {...}}")
+
+
+def _shown(attrs: dict[str, Any]) -> dict[str, Any]:
+    # explain output may be pasted into tickets: identities are never printed
+    return {k: ("<redacted>" if is_identity_attribute(k) else v) for k, v in attrs.items()}
+
+
+def explain(mapping: Mapping, record: Record) -> list[str]:
+    """Human-readable lines: the rules that matched, why others did not, the updates."""
+    lines = [f"{record.signal} {record.name!r} with attributes {_shown(record.attributes)}"]
+    rules = mapping.rules_for(record.signal, record.name)
+    if not rules:
+        same_signal = sorted({r.name_exact for r in mapping.rules
+                              if r.signal == record.signal and r.name_exact})
+        close = difflib.get_close_matches(record.name, same_signal, n=3)
+        lines.append(f"  no rule matches {record.signal} records named {record.name!r}"
+                     + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+        if not record.name and record.signal == LOG:
+            lines.append("  (log records need an event name: set event_name, or the "
+                         "deprecated event.name attribute)")
+        return lines
+    updates = 0
+    for rule in rules:
+        head = f"  {rule.title}"
+        reason = rule.why_not(record)
+        if reason is not None:
+            lines.append(f"{head}: skipped, {reason}")
+            continue
+        try:
+            value = rule.value_of(record)
+        except RecordError as err:
+            lines.append(f"{head}: REJECTS the record ({err.reason}): {err}")
+            continue
+        if value is None:
+            lines.append(f"{head}: skipped, the record has no {rule.value.describe()}")
+            continue
+        labels = ", ".join(f'{n}="{v}"' for n, v in zip(rule.metric.label_names,
+                                                          rule.label_getter(record)))
+        verb = {"counter": "add", "gauge": "set to", "histogram": "observe"}[rule.metric.type]
+        shown = value if isinstance(value, float) else "a histogram data point"
+        lines.append(f"{head}: {rule.metric.name}{{{labels}}} {verb} {shown}")
+        updates += 1
+    if not updates:
+        lines.append("  => no metric updates: the record is counted as unmatched")
+    return lines

@@ -1,0 +1,190 @@
+"""OTLP/HTTP protobuf payloads to :class:`~exporter.records.Record` lists.
+
+Parsing is protobuf's own (the upb C backend); this module only walks the parsed messages
+and reads what the mapping can use. It is on the hot path: keep per-record work small.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any, Callable
+
+from google.protobuf.message import DecodeError as _PbDecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from exporter.records import (
+    LOG, METRIC, POINT_GAUGE, POINT_HISTOGRAM, POINT_SUM, SPAN, Batch, DecodeError, Histogram,
+    Record,
+)
+
+__all__ = ["decode_logs", "decode_traces", "decode_metrics", "any_value", "DECODERS"]
+
+
+def any_value(v: Any) -> Any:
+    """An OTLP ``AnyValue`` message as a Python value (None when empty)."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "int_value":
+        return v.int_value
+    if which == "double_value":
+        return v.double_value
+    if which == "bool_value":
+        return v.bool_value
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    if which == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode("ascii")
+    return None
+
+
+def _attributes(kvs: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = dict(base) if base else {}
+    for kv in kvs:
+        out[kv.key] = any_value(kv.value)
+    return out
+
+
+def _parse(message: Any, body: bytes) -> Any:
+    try:
+        message.ParseFromString(body)
+    except (_PbDecodeError, RuntimeError, ValueError) as exc:
+        raise DecodeError(f"cannot decode protobuf {type(message).__name__}: {exc}") from None
+    return message
+
+
+def decode_logs(body: bytes) -> Batch:
+    """Decodes an ``ExportLogsServiceRequest``; each log record becomes a record.
+
+    The event name is the ``event_name`` field, or the deprecated ``event.name`` attribute.
+    """
+    req = _parse(ExportLogsServiceRequest(), body)
+    batch = Batch(LOG)
+    records = batch.records
+    for rl in req.resource_logs:
+        resource = _attributes(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            base = _attributes(sl.scope.attributes, resource) if sl.scope.attributes else resource
+            for lr in sl.log_records:
+                attrs = _attributes(lr.attributes, base)
+                name = lr.event_name
+                if not name:
+                    legacy = attrs.get("event.name")
+                    name = legacy if isinstance(legacy, str) else ""
+                records.append(
+                    Record(LOG, name, lr.time_unix_nano or lr.observed_time_unix_nano, attrs)
+                )
+    return batch
+
+
+def decode_traces(body: bytes) -> Batch:
+    """Decodes an ``ExportTraceServiceRequest``; each span becomes a record with a duration."""
+    req = _parse(ExportTraceServiceRequest(), body)
+    batch = Batch(SPAN)
+    records = batch.records
+    for rs in req.resource_spans:
+        resource = _attributes(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            base = _attributes(ss.scope.attributes, resource) if ss.scope.attributes else resource
+            for span in ss.spans:
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                if end < start:
+                    batch.reject(
+                        "invalid_span", f"span {span.name!r} ends before it starts"
+                    )
+                    continue
+                records.append(
+                    Record(
+                        SPAN, span.name, end, _attributes(span.attributes, base),
+                        duration=(end - start) / 1e9, status=span.status.code, kind=span.kind,
+                    )
+                )
+    return batch
+
+
+def _number(point: Any) -> float | None:
+    which = point.WhichOneof("value")
+    if which == "as_double":
+        return float(point.as_double)
+    if which == "as_int":
+        return float(point.as_int)
+    return None
+
+
+def decode_metrics(body: bytes) -> Batch:
+    """Decodes an ``ExportMetricsServiceRequest``; each data point becomes a record.
+
+    Gauge and sum points carry a number, histogram points a :class:`Histogram`. Exponential
+    histograms and summaries are not mapped and are rejected with their own reason.
+    """
+    req = _parse(ExportMetricsServiceRequest(), body)
+    batch = Batch(METRIC)
+    records = batch.records
+    for rm in req.resource_metrics:
+        resource = _attributes(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            base = _attributes(sm.scope.attributes, resource) if sm.scope.attributes else resource
+            for metric in sm.metrics:
+                name = metric.name
+                data = metric.WhichOneof("data")
+                if data == "gauge" or data == "sum":
+                    container = metric.gauge if data == "gauge" else metric.sum
+                    temporality = container.aggregation_temporality if data == "sum" else 0
+                    monotonic = bool(container.is_monotonic) if data == "sum" else False
+                    for p in container.data_points:
+                        value = _number(p)
+                        if value is None:
+                            batch.reject("missing_value", f"{name}: data point without a value")
+                            continue
+                        records.append(
+                            Record(
+                                METRIC, name, p.time_unix_nano, _attributes(p.attributes, base),
+                                value=value,
+                                point_kind=POINT_SUM if data == "sum" else POINT_GAUGE,
+                                temporality=temporality, monotonic=monotonic,
+                                start_ns=p.start_time_unix_nano,
+                            )
+                        )
+                elif data == "histogram":
+                    h = metric.histogram
+                    for p in h.data_points:
+                        bounds = tuple(p.explicit_bounds)
+                        counts = tuple(p.bucket_counts)
+                        if counts and len(counts) != len(bounds) + 1:
+                            batch.reject(
+                                "invalid_histogram",
+                                f"{name}: {len(counts)} bucket counts for {len(bounds)} bounds",
+                            )
+                            continue
+                        records.append(
+                            Record(
+                                METRIC, name, p.time_unix_nano, _attributes(p.attributes, base),
+                                value=Histogram(bounds, counts, p.sum if p.HasField("sum") else math.nan, p.count),
+                                point_kind=POINT_HISTOGRAM, temporality=h.aggregation_temporality,
+                                monotonic=True, start_ns=p.start_time_unix_nano,
+                            )
+                        )
+                else:
+                    points = len(getattr(metric, data).data_points) if data else 1
+                    for _ in range(points):
+                        batch.reject(
+                            "unsupported_point_type",
+                            f"{name}: {data or 'empty'} data points are not supported",
+                        )
+    return batch
+
+
+DECODERS: dict[str, Callable[[bytes], Batch]] = {
+    LOG: decode_logs,
+    SPAN: decode_traces,
+    METRIC: decode_metrics,
+}

@@ -1,0 +1,211 @@
+"""The OTLP/HTTP receiver: ``POST /v1/logs``, ``/v1/traces`` and ``/v1/metrics``.
+
+Follows the OTLP/HTTP specification: protobuf and JSON bodies, gzip and deflate, answers in
+the request's content type, ``google.rpc.Status`` bodies for errors, ``partial_success`` when
+some records could not be used, 503 with ``Retry-After`` only when overloaded.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+import zlib
+from typing import Any
+
+from flask import Flask, Response, request
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from exporter import otlp_json, otlp_protobuf
+from exporter.pipeline import Pipeline
+from exporter.records import LOG, METRIC, SPAN, DecodeError
+
+__all__ = ["create_receiver"]
+
+log = logging.getLogger("kpi_exporter")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_PATHS = {"/v1/logs": LOG, "/v1/traces": SPAN, "/v1/metrics": METRIC}
+_RESPONSES: dict[str, Any] = {LOG: ExportLogsServiceResponse, SPAN: ExportTraceServiceResponse,
+                              METRIC: ExportMetricsServiceResponse}
+_REJECTED_FIELD = {LOG: "rejected_log_records", SPAN: "rejected_spans",
+                   METRIC: "rejected_data_points"}
+_REJECTED_JSON = {LOG: "rejectedLogRecords", SPAN: "rejectedSpans", METRIC: "rejectedDataPoints"}
+# google.rpc.Code numbers for the Status body
+_RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+_CORS_ALLOW_HEADERS = "Content-Type, Content-Encoding, Authorization"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _status_body(code: int, message: str, content_type: str) -> bytes:
+    if content_type == PROTOBUF:
+        return Status(code=_RPC_CODE.get(code, 2), message=message).SerializeToString()
+    return json.dumps({"code": _RPC_CODE.get(code, 2), "message": message}).encode()
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Inflates a gzip or deflate body, never past ``limit`` bytes (a gzip bomb costs nothing)."""
+    if encoding == "gzip":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif body[:1] == b"\x78":
+        d = zlib.decompressobj(zlib.MAX_WBITS)  # zlib-wrapped deflate, as HTTP means it
+    else:
+        d = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some clients send it
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"cannot {encoding}-decompress the body: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise _TooLarge()
+    if not d.eof:
+        raise DecodeError(f"the {encoding} body is truncated")
+    return out
+
+
+def create_receiver(pipeline: Pipeline) -> Flask:
+    """The OTLP/HTTP WSGI app for a pipeline."""
+    app = Flask("kpi_exporter.receiver")
+    app.url_map.strict_slashes = False
+    inflight = threading.BoundedSemaphore(pipeline.config.server.max_concurrent_requests)
+    metrics = pipeline.metrics
+
+    def error(status: int, message: str, content_type: str, headers: dict[str, str] | None = None
+              ) -> Response:
+        resp = Response(_status_body(status, message, content_type), status=status,
+                        content_type=content_type, headers=headers)
+        return resp
+
+    def cors_origin() -> str | None:
+        """The origin to echo back when the request's Origin is allowed, else None."""
+        origin = request.headers.get("Origin")
+        allowed = pipeline.config.server.cors_allowed_origins
+        if not origin or not allowed:
+            return None
+        if "*" in allowed:
+            return "*"
+        return origin if origin in allowed else None
+
+    @app.after_request
+    def add_cors(resp: Response) -> Response:
+        origin = cors_origin()
+        if origin and request.method != "OPTIONS":
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Vary"] = "Origin"
+            resp.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        return resp
+
+    def handle(signal: str) -> Response:
+        server = pipeline.config.server
+        if request.method == "OPTIONS":
+            origin = cors_origin()
+            if origin is None:
+                return Response("origin not allowed by server.cors.allowed_origins\n", status=403,
+                                content_type="text/plain")
+            return Response(status=204, headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", _CORS_ALLOW_HEADERS),
+                "Access-Control-Max-Age": str(server.cors_max_age),
+                "Vary": "Origin",
+            })
+        mimetype = (request.mimetype or "").lower()
+        content_type = mimetype if mimetype in (PROTOBUF, JSON) else JSON
+        started = time.perf_counter()
+        resp = _handle_export(signal, mimetype, content_type)
+        metrics.requests.labels(signal, str(resp.status_code)).inc()
+        metrics.request_duration.labels(signal).observe(time.perf_counter() - started)
+        return resp
+
+    def _handle_export(signal: str, mimetype: str, content_type: str) -> Response:
+        server = pipeline.config.server
+        if server.bearer_tokens:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            ok = False
+            if scheme.lower() == "bearer" and token:
+                presented = token.strip().encode()
+                # compare against every token so the time taken says nothing about which matched
+                for expected in server.bearer_tokens:
+                    ok |= hmac.compare_digest(presented, expected.encode())
+            if not ok:
+                return error(401, "missing or wrong bearer token" if header else
+                             "this exporter requires 'Authorization: Bearer <token>'",
+                             content_type, {"WWW-Authenticate": 'Bearer realm="kpi-exporter"'})
+        if mimetype not in (PROTOBUF, JSON):
+            return error(415, f"unsupported content type {request.mimetype or '(none)'!r}: send "
+                         f"{PROTOBUF} or {JSON}", JSON)
+        encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "deflate"):
+            return error(415, f"unsupported Content-Encoding {encoding!r}: send gzip, deflate or "
+                         f"none", content_type)
+        limit = server.max_body_size
+        if request.content_length is not None and request.content_length > limit:
+            return error(413, f"request body of {request.content_length} bytes is over the "
+                         f"limit of {limit} bytes (server.max_body_size)", content_type)
+        if not inflight.acquire(blocking=False):
+            return error(503, "the exporter is overloaded; retry later", content_type,
+                         {"Retry-After": "1"})
+        try:
+            body = request.stream.read(limit + 1)
+            metrics.request_bytes.labels(signal).inc(len(body))
+            if len(body) > limit:
+                return error(413, f"request body is over the limit of {limit} bytes "
+                             f"(server.max_body_size)", content_type)
+            try:
+                if encoding != "identity":
+                    body = _decompress(body, encoding, limit)
+                decoders = otlp_protobuf.DECODERS if mimetype == PROTOBUF else otlp_json.DECODERS
+                batch = decoders[signal](body)
+            except _TooLarge:
+                return error(413, f"decompressed body is over the limit of {limit} bytes "
+                             f"(server.max_body_size)", content_type)
+            except DecodeError as exc:
+                metrics.rejected.labels(signal, "malformed_request").inc()
+                return error(400, str(exc), content_type)
+            result = pipeline.ingest(batch)
+        finally:
+            inflight.release()
+        rejected = result.rejected_total
+        message = ""
+        if rejected:
+            message = (f"{rejected} of {result.received} records rejected: "
+                       + ", ".join(f"{n} {r}" for r, n in sorted(result.rejected.items()))
+                       + (f" (first: {result.messages[0]})" if result.messages else ""))
+        if content_type == PROTOBUF:
+            msg = _RESPONSES[signal]()
+            if rejected:
+                setattr(msg.partial_success, _REJECTED_FIELD[signal], rejected)
+                msg.partial_success.error_message = message
+            return Response(msg.SerializeToString(), status=200, content_type=PROTOBUF)
+        doc: dict[str, Any] = {}
+        if rejected:
+            doc["partialSuccess"] = {_REJECTED_JSON[signal]: str(rejected), "errorMessage": message}
+        return Response(json.dumps(doc), status=200, content_type=JSON)
+
+    for path, signal in _PATHS.items():
+        app.add_url_rule(path, f"export_{signal}", lambda s=signal: handle(s),
+                         methods=["POST", "OPTIONS"])
+
+    @app.errorhandler(405)
+    def method_not_allowed(_e: Exception) -> Response:
+        return error(405, f"{request.method} is not allowed here: OTLP exports are POST requests",
+                     JSON, {"Allow": "POST, OPTIONS"})
+
+    @app.errorhandler(404)
+    def not_found(_e: Exception) -> Response:
+        return error(404, f"no OTLP endpoint at {request.path}: use /v1/logs, /v1/traces or "
+                     f"/v1/metrics", JSON)
+
+    return app

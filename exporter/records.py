@@ -1,0 +1,111 @@
+"""The one flat shape every decoded log record, span and metric data point takes.
+
+Decoders (``otlp_protobuf``, ``otlp_json``) produce :class:`Record` objects; the mapper and the
+KPI windows read them. Attributes are merged once per record with the lookup order
+record > scope > resource, so rules never care where an attribute came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LOG = "log"
+SPAN = "span"
+METRIC = "metric"
+SIGNALS = (LOG, SPAN, METRIC)
+
+# Span kinds and status codes as OTLP numbers them.
+SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+STATUS_CODES = ("unset", "ok", "error")
+
+# Metric data point kinds.
+POINT_GAUGE = "gauge"
+POINT_SUM = "sum"
+POINT_HISTOGRAM = "histogram"
+
+TEMPORALITY_UNSPECIFIED = 0
+TEMPORALITY_DELTA = 1
+TEMPORALITY_CUMULATIVE = 2
+
+
+class Histogram:
+    """An OTLP explicit-bucket histogram data point: bucket counts are per bucket, not cumulative."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: tuple[float, ...], counts: tuple[int, ...], sum: float, count: int):
+        self.bounds = bounds
+        self.counts = counts
+        self.sum = sum
+        self.count = count
+
+
+class Record:
+    """One log record, span or metric data point.
+
+    ``name`` is the event name (logs), the span name, or the metric name. ``value`` is the
+    number of a gauge or sum data point, or a :class:`Histogram`; ``duration`` is a span's
+    duration in seconds. For metric points, ``point_kind``, ``temporality``, ``monotonic`` and
+    ``start_ns`` describe the point.
+    """
+
+    __slots__ = (
+        "signal", "name", "time_ns", "attributes", "value", "duration", "status", "kind",
+        "point_kind", "temporality", "monotonic", "start_ns",
+    )
+
+    def __init__(
+        self,
+        signal: str,
+        name: str,
+        time_ns: int,
+        attributes: dict[str, Any],
+        value: Any = None,
+        duration: float | None = None,
+        status: int = 0,
+        kind: int = 0,
+        point_kind: str = "",
+        temporality: int = 0,
+        monotonic: bool = False,
+        start_ns: int = 0,
+    ) -> None:
+        self.signal = signal
+        self.name = name
+        self.time_ns = time_ns
+        self.attributes = attributes
+        self.value = value
+        self.duration = duration
+        self.status = status
+        self.kind = kind
+        self.point_kind = point_kind
+        self.temporality = temporality
+        self.monotonic = monotonic
+        self.start_ns = start_ns
+
+    def __repr__(self) -> str:  # for explain output and test failures
+        return (
+            f"Record(signal={self.signal!r}, name={self.name!r}, time_ns={self.time_ns}, "
+            f"attributes={self.attributes!r}, value={self.value!r}, duration={self.duration!r})"
+        )
+
+
+class Batch:
+    """What a decoder hands on: the usable records and a count of the unusable ones by reason."""
+
+    __slots__ = ("signal", "records", "rejected", "messages")
+
+    def __init__(self, signal: str) -> None:
+        self.signal = signal
+        self.records: list[Record] = []
+        self.rejected: dict[str, int] = {}
+        self.messages: list[str] = []
+
+    def reject(self, reason: str, message: str) -> None:
+        """Counts one unusable record under ``reason``; keeps the first few messages."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if len(self.messages) < 5:
+            self.messages.append(message)
+
+
+class DecodeError(ValueError):
+    """The whole payload is malformed: the request is answered 400 and nothing is counted."""

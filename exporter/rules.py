@@ -1,0 +1,587 @@
+"""Mapping rules: parsed and validated from YAML, compiled into fast predicates and getters.
+
+One rule turns matching records into updates of one Prometheus metric. Several rules may
+feed the same metric (they must then agree on its type, labels and buckets), and one record
+may feed several rules. Every problem is found at load time and names the rule and key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from exporter import naming
+from exporter.records import LOG, METRIC, SIGNALS, SPAN, SPAN_KINDS, STATUS_CODES, Record
+from exporter.yamlload import line_of
+
+__all__ = [
+    "Rule", "MetricDef", "LabelSpec", "ValueSpec", "RuleError", "parse_rules", "RecordError",
+    "DEFAULT_BUCKETS", "label_str", "parse_duration",
+]
+
+COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+METRIC_TYPES = (COUNTER, GAUGE, HISTOGRAM)
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_SIGNAL_ALIASES = {"log": LOG, "logs": LOG, "event": LOG, "events": LOG, "span": SPAN,
+                   "spans": SPAN, "trace": SPAN, "traces": SPAN, "metric": METRIC,
+                   "metrics": METRIC}
+_FIELDS = ("name", "signal", "span_kind", "span_status")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class RuleError(ValueError):
+    """One or more problems in the rules; ``problems`` holds one message per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class RecordError(ValueError):
+    """A record that matched a rule but cannot be used by it; ``reason`` is a metric label."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '10m', '1h', '7d' (or a number of seconds) in seconds; ValueError otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value.strip())
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration: write a number and a unit, like 30s, 10m, 1h, 7d")
+
+
+def label_str(value: Any) -> str:
+    """An attribute value as a label value: strings as they are, others in a stable text form."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """A Prometheus metric that one or more rules feed."""
+
+    name: str
+    type: str
+    help: str
+    label_names: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+    max_series: int = 2000
+    series_ttl: float = 0.0
+
+    def same_shape(self, other: "MetricDef") -> bool:
+        """True when series of ``other`` can be kept as series of this metric across a reload."""
+        return (self.type, self.label_names, self.buckets) == (
+            other.type, other.label_names, other.buckets)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Where one label's value comes from."""
+
+    name: str
+    attributes: tuple[str, ...] = ()
+    field: str = ""
+    constant: str | None = None
+    default: str = ""
+    on_error_status: str | None = None
+
+    def get(self, record: Record) -> str:
+        """This label's value for a record."""
+        if self.constant is not None:
+            return self.constant
+        attrs = record.attributes
+        for key in self.attributes:
+            v = attrs.get(key)
+            if v is not None and v != "":
+                return v if type(v) is str else label_str(v)
+        if self.field:
+            if self.field == "name":
+                return record.name or self.default
+            if self.field == "signal":
+                return record.signal
+            if self.field == "span_kind":
+                k = record.kind
+                return SPAN_KINDS[k] if 0 <= k < len(SPAN_KINDS) else str(k)
+            if self.field == "span_status":
+                s = record.status
+                return STATUS_CODES[s] if 0 <= s < len(STATUS_CODES) else str(s)
+        if self.on_error_status is not None and record.status == 2:
+            return self.on_error_status
+        return self.default
+
+
+@dataclass(frozen=True)
+class ValueSpec:
+    """What number a matching record contributes: a constant, an attribute, the span's
+    duration or the data point's value, times ``scale``."""
+
+    kind: str  # "constant" | "attribute" | "duration" | "data_point"
+    constant: float = 1.0
+    attribute: str = ""
+    scale: float = 1.0
+
+    def describe(self) -> str:
+        if self.kind == "constant":
+            return repr(self.constant)
+        if self.kind == "attribute":
+            return f"attribute {self.attribute!r}" + (f" x {self.scale}" if self.scale != 1 else "")
+        return self.kind + (f" x {self.scale}" if self.scale != 1 else "")
+
+
+Predicate = Callable[[Any], bool]
+
+
+@dataclass
+class Rule:
+    """One compiled mapping rule."""
+
+    index: int
+    metric: MetricDef
+    signal: str
+    name_exact: str | None
+    name_pattern: re.Pattern[str] | None
+    name_source: str
+    conditions: tuple[tuple[str, str, Predicate], ...]
+    span_kinds: frozenset[int] | None
+    span_statuses: frozenset[int] | None
+    labels: tuple[LabelSpec, ...]
+    value: ValueSpec
+    line: int = 0
+    source: str = ""
+    order: int = 0
+    label_getter: Callable[[Record], tuple[str, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        specs = self.labels
+        simple = all(s.constant is None and len(s.attributes) == 1 and not s.field
+                     and s.on_error_status is None for s in specs)
+        if simple and specs:
+            # The common case, one attribute per label: a tight tuple of dict lookups.
+            keys = tuple((s.attributes[0], s.default) for s in specs)
+
+            def getter(record: Record) -> tuple[str, ...]:
+                attrs = record.attributes
+                out = []
+                for key, default in keys:
+                    v = attrs.get(key)
+                    out.append(default if v is None or v == "" else
+                               v if type(v) is str else label_str(v))
+                return tuple(out)
+        else:
+            def getter(record: Record) -> tuple[str, ...]:
+                return tuple([s.get(record) for s in specs])
+        self.label_getter = getter
+
+    @property
+    def title(self) -> str:
+        where = "built-in rules" if self.source == "built-in" else "rules"
+        return f"{where}[{self.index}] ({self.metric.name})"
+
+    def matches_name(self, name: str) -> bool:
+        if self.name_exact is not None:
+            return name == self.name_exact
+        if self.name_pattern is not None:
+            return bool(name) and self.name_pattern.fullmatch(name) is not None
+        return True
+
+    def why_not(self, record: Record) -> str | None:
+        """None when the record passes this rule's conditions, else the first reason it fails.
+
+        The signal and name were matched by the dispatch table already.
+        """
+        if self.span_kinds is not None and record.kind not in self.span_kinds:
+            return f"span kind is {record.kind}, the rule wants {sorted(self.span_kinds)}"
+        if self.span_statuses is not None and record.status not in self.span_statuses:
+            return f"span status is {record.status}, the rule wants {sorted(self.span_statuses)}"
+        attrs = record.attributes
+        for key, text, pred in self.conditions:
+            if not pred(attrs.get(key)):
+                return f"attribute {key!r} is {attrs.get(key)!r}, the rule wants {text}"
+        return None
+
+    def value_of(self, record: Record) -> Any:
+        """The value this record contributes, None when the rule's value is absent from the
+        record (the rule then does not apply), or raises :class:`RecordError`."""
+        v = self.value
+        if v.kind == "constant":
+            return v.constant
+        if v.kind == "attribute":
+            raw = record.attributes.get(v.attribute)
+            if raw is None:
+                return None
+            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+                raise RecordError("non_numeric_value",
+                                  f"{self.title}: attribute {v.attribute!r} is {raw!r}, not a number")
+            try:
+                number = float(raw) * v.scale
+            except ValueError:
+                raise RecordError("non_numeric_value",
+                                  f"{self.title}: attribute {v.attribute!r} is {raw!r}, not a number"
+                                  ) from None
+        elif v.kind == "duration":
+            if record.duration is None:
+                return None
+            number = record.duration * v.scale
+        else:  # data_point
+            raw = record.value
+            if raw is None:
+                return None
+            if not isinstance(raw, float):
+                return raw  # a Histogram point; the store merges it
+            number = raw * v.scale
+        if not math.isfinite(number):
+            raise RecordError("non_finite_value", f"{self.title}: value {number!r} is not finite")
+        if self.metric.type == COUNTER and number < 0:
+            raise RecordError("negative_counter_increment",
+                              f"{self.title}: a counter cannot go down (value {number!r})")
+        return number
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+_RULE_KEYS = ("metric", "type", "help", "match", "labels", "value", "scale", "buckets",
+              "max_series", "series_ttl")
+_MATCH_KEYS = ("signal", "name", "name_regex", "span_kind", "span_status", "attributes")
+_LABEL_KEYS = ("attribute", "field", "value", "default", "on_error_status")
+_CONDITION_KEYS = ("equals", "not_equals", "in", "not_in", "regex", "exists", "gt", "gte",
+                   "lt", "lte")
+
+
+def _unknown(keys: Any, allowed: tuple[str, ...], where: str) -> list[str]:
+    out = []
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+            out.append(f"{where}: unknown key {key!r}{hint}")
+    return out
+
+
+def _as_number(x: Any) -> float | None:
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, (int, float)):
+        return float(x)
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return None
+    return None
+
+
+def _compile_condition(key: str, spec: Any, where: str, problems: list[str]
+                       ) -> list[tuple[str, str, Predicate]]:
+    if not isinstance(spec, dict):
+        # shorthand: `key: value` means equals
+        spec = {"equals": spec}
+    problems.extend(_unknown(spec, _CONDITION_KEYS, where))
+    out: list[tuple[str, str, Predicate]] = []
+    for op, arg in spec.items():
+        if op not in _CONDITION_KEYS:
+            continue
+        text = f"{op} {arg!r}"
+        if op in ("equals", "not_equals"):
+            target = label_str(arg)
+            if op == "equals":
+                out.append((key, text, lambda v, t=target: v is not None and label_str(v) == t))
+            else:
+                out.append((key, text, lambda v, t=target: v is None or label_str(v) != t))
+        elif op in ("in", "not_in"):
+            if not isinstance(arg, list) or not arg:
+                problems.append(f"{where}.{op}: expected a non-empty list of values")
+                continue
+            targets = frozenset(label_str(a) for a in arg)
+            if op == "in":
+                out.append((key, text, lambda v, t=targets: v is not None and label_str(v) in t))
+            else:
+                out.append((key, text, lambda v, t=targets: v is None or label_str(v) not in t))
+        elif op == "regex":
+            try:
+                rx = re.compile(str(arg))
+            except re.error as exc:
+                problems.append(f"{where}.regex: {arg!r} is not a valid regular expression: {exc}")
+                continue
+            out.append((key, f"to match /{arg}/",
+                        lambda v, r=rx: v is not None and r.fullmatch(label_str(v)) is not None))
+        elif op == "exists":
+            if not isinstance(arg, bool):
+                problems.append(f"{where}.exists: expected true or false, got {arg!r}")
+                continue
+            if arg:
+                out.append((key, "it to exist", lambda v: v is not None))
+            else:
+                out.append((key, "it to be absent", lambda v: v is None))
+        else:
+            bound = _as_number(arg)
+            if bound is None:
+                problems.append(f"{where}.{op}: expected a number, got {arg!r}")
+                continue
+            cmp: Callable[[float, float], bool] = {
+                "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+                "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+            }[op]
+
+            def numeric(v: Any, b: float = bound, c: Callable[[float, float], bool] = cmp) -> bool:
+                n = _as_number(v)
+                return n is not None and c(n, b)
+
+            out.append((key, text, numeric))
+    return out
+
+
+def _parse_labels(raw: Any, where: str, metric_type: str, problems: list[str]
+                  ) -> tuple[LabelSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping of label name to attribute")
+        return ()
+    specs = []
+    for label, spec in raw.items():
+        lw = f"{where}.{label}"
+        problems.extend(f"{lw}: {p}" for p in naming.check_label_name(str(label), metric_type))
+        if isinstance(spec, str):
+            spec = {"attribute": spec}
+        if not isinstance(spec, dict):
+            problems.append(f"{lw}: expected an attribute name or a mapping with 'attribute', "
+                            f"'field' or 'value'")
+            continue
+        problems.extend(_unknown(spec, _LABEL_KEYS, lw))
+        sources = [k for k in ("attribute", "field", "value") if k in spec]
+        if len(sources) != 1 and not ("attribute" in spec and "field" in spec):
+            problems.append(f"{lw}: give exactly one of 'attribute', 'field' or 'value'")
+            continue
+        attrs_raw = spec.get("attribute", [])
+        attrs = (attrs_raw,) if isinstance(attrs_raw, str) else tuple(attrs_raw or ())
+        if not all(isinstance(a, str) and a for a in attrs):
+            problems.append(f"{lw}.attribute: expected an attribute name or a list of them")
+            continue
+        for a in attrs:
+            if naming.is_identity_attribute(a):
+                problems.append(
+                    f"{lw}: attribute {a!r} identifies a person, device or session and cannot "
+                    f"be a label (one series per identity floods Prometheus and leaks identities). "
+                    f"Count distinct users and sessions with the KPI windows instead: "
+                    f"app_active_users and app_sessions (docs/kpis.md)"
+                )
+        fld = spec.get("field", "")
+        if fld and fld not in _FIELDS:
+            problems.append(f"{lw}.field: {fld!r} is not one of {', '.join(_FIELDS)}")
+        constant = spec.get("value")
+        default = spec.get("default", "")
+        err = spec.get("on_error_status")
+        specs.append(LabelSpec(
+            name=str(label), attributes=attrs, field=fld,
+            constant=None if constant is None else label_str(constant),
+            default=label_str(default), on_error_status=None if err is None else label_str(err),
+        ))
+    return tuple(specs)
+
+
+def _parse_value(raw: Any, scale: float, where: str, problems: list[str]) -> ValueSpec:
+    if raw is None:
+        raw = 1
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return ValueSpec("constant", constant=float(raw) * scale)
+    if raw in ("duration", "data_point"):
+        return ValueSpec(str(raw), scale=scale)
+    if isinstance(raw, dict) and set(raw) == {"attribute"} and isinstance(raw["attribute"], str):
+        return ValueSpec("attribute", attribute=raw["attribute"], scale=scale)
+    problems.append(f"{where}: expected a number, 'duration', 'data_point' or "
+                    f"{{attribute: NAME}}, got {raw!r}")
+    return ValueSpec("constant")
+
+
+def _parse_enum_list(raw: Any, names: tuple[str, ...], where: str, problems: list[str]
+                     ) -> frozenset[int] | None:
+    if raw is None:
+        return None
+    items = [raw] if isinstance(raw, str) else raw
+    out = set()
+    for item in items if isinstance(items, list) else [items]:
+        if isinstance(item, str) and item.lower() in names:
+            out.add(names.index(item.lower()))
+        else:
+            problems.append(f"{where}: {item!r} is not one of {', '.join(names)}")
+    return frozenset(out)
+
+
+def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str]) -> Rule | None:
+    if not isinstance(raw, dict):
+        problems.append(f"rules[{index}]: expected a mapping with 'metric', 'type' and 'match'")
+        return None
+    line = line_of(raw)
+    title = f"rules[{index}]" + (f" ({raw['metric']})" if isinstance(raw.get("metric"), str) else "")
+    where = title + (f", line {line}" if line else "")
+    before = len(problems)
+    problems.extend(_unknown(raw, _RULE_KEYS, where))
+    name = raw.get("metric")
+    mtype = raw.get("type")
+    if not isinstance(name, str) or not name:
+        problems.append(f"{where}: 'metric' (the Prometheus metric name) is required")
+        name = "invalid"
+    if mtype not in METRIC_TYPES:
+        problems.append(f"{where}.type: expected one of {', '.join(METRIC_TYPES)}, got {mtype!r}")
+        mtype = GAUGE
+    match = raw.get("match")
+    if not isinstance(match, dict) or "signal" not in match:
+        problems.append(f"{where}.match: required, with at least 'signal' (log, span or metric)")
+        match = {"signal": "log"}
+    problems.extend(_unknown(match, _MATCH_KEYS, where + ".match"))
+    signal = _SIGNAL_ALIASES.get(str(match.get("signal")).lower())
+    if signal is None:
+        problems.append(f"{where}.match.signal: expected one of {', '.join(SIGNALS)}, "
+                        f"got {match.get('signal')!r}")
+        signal = LOG
+    name_exact: str | None = None
+    name_pattern: re.Pattern[str] | None = None
+    name_source = ""
+    if "name" in match and "name_regex" in match:
+        problems.append(f"{where}.match: give 'name' or 'name_regex', not both")
+    elif "name" in match:
+        n = match["name"]
+        if not isinstance(n, str) or not n:
+            problems.append(f"{where}.match.name: expected a non-empty name or glob")
+        elif _GLOB_CHARS.search(n):
+            name_pattern = re.compile(fnmatch.translate(n))
+            name_source = f"glob {n!r}"
+        else:
+            name_exact = n
+            name_source = repr(n)
+    elif "name_regex" in match:
+        try:
+            name_pattern = re.compile(str(match["name_regex"]))
+            name_source = f"regex /{match['name_regex']}/"
+        except re.error as exc:
+            problems.append(f"{where}.match.name_regex: not a valid regular expression: {exc}")
+    conditions: list[tuple[str, str, Predicate]] = []
+    attrs = match.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        problems.append(f"{where}.match.attributes: expected a mapping of attribute to condition")
+        attrs = {}
+    for key, spec in attrs.items():
+        conditions += _compile_condition(str(key), spec, f"{where}.match.attributes.{key}", problems)
+    span_kinds = _parse_enum_list(match.get("span_kind"), SPAN_KINDS, where + ".match.span_kind",
+                                  problems)
+    span_statuses = _parse_enum_list(match.get("span_status"), STATUS_CODES,
+                                     where + ".match.span_status", problems)
+    if signal != SPAN and (span_kinds is not None or span_statuses is not None):
+        problems.append(f"{where}.match: span_kind and span_status apply to spans only")
+    scale = raw.get("scale", 1)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale == 0:
+        problems.append(f"{where}.scale: expected a non-zero number, got {scale!r}")
+        scale = 1
+    value = _parse_value(raw.get("value"), float(scale), where + ".value", problems)
+    if value.kind == "duration" and signal != SPAN:
+        problems.append(f"{where}.value: 'duration' is only known for spans")
+    if value.kind == "data_point" and signal != METRIC:
+        problems.append(f"{where}.value: 'data_point' is only known for metric data points")
+    if mtype == GAUGE and value.kind == "constant":
+        problems.append(f"{where}.value: a gauge set to a constant says nothing; take the value "
+                        f"from an attribute, the duration or the data point")
+    labels = _parse_labels(raw.get("labels"), where + ".labels", mtype, problems)
+    unit_hint = "seconds" if value.kind == "duration" and value.scale == 1 else None
+    problems.extend(f"{where}.metric: {p}" for p in naming.check_metric_name(name, mtype, unit_hint))
+    buckets: tuple[float, ...] = ()
+    if mtype == HISTOGRAM:
+        rb = raw.get("buckets")
+        if rb is None:
+            buckets = () if value.kind == "data_point" else DEFAULT_BUCKETS
+        elif (not isinstance(rb, list) or not rb
+              or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                         and math.isfinite(b) for b in rb)):
+            problems.append(f"{where}.buckets: expected a non-empty list of finite numbers")
+        elif any(b >= c for b, c in zip(rb, rb[1:])):
+            problems.append(f"{where}.buckets: bucket bounds must be strictly increasing")
+        else:
+            buckets = tuple(float(b) for b in rb)
+    elif "buckets" in raw:
+        problems.append(f"{where}.buckets: only histograms have buckets")
+    max_series = raw.get("max_series", limits.get("max_series_per_metric", 2000))
+    if isinstance(max_series, bool) or not isinstance(max_series, int) or max_series < 1:
+        problems.append(f"{where}.max_series: expected a positive integer, got {max_series!r}")
+        max_series = 2000
+    ttl = 0.0
+    if "series_ttl" in raw:
+        try:
+            ttl = parse_duration(raw["series_ttl"])
+        except ValueError as exc:
+            problems.append(f"{where}.series_ttl: {exc}")
+    help_text = raw.get("help", "")
+    if not isinstance(help_text, str):
+        problems.append(f"{where}.help: expected a string")
+        help_text = ""
+    if len(problems) > before:
+        return None
+    metric = MetricDef(name=name, type=mtype, help=help_text,
+                       label_names=tuple(s.name for s in labels), buckets=buckets,
+                       max_series=max_series, series_ttl=ttl)
+    return Rule(index=index, metric=metric, signal=signal, name_exact=name_exact,
+                name_pattern=name_pattern, name_source=name_source,
+                conditions=tuple(conditions), span_kinds=span_kinds,
+                span_statuses=span_statuses, labels=labels, value=value, line=line)
+
+
+def parse_rules(raw_rules: Any, limits: dict[str, Any] | None = None,
+                source: str = "") -> list[Rule]:
+    """Parses and validates a YAML list of rules; raises :class:`RuleError` listing every problem.
+
+    Rules that feed the same metric must agree on its type, labels and buckets; the first
+    non-empty help wins.
+    """
+    problems: list[str] = []
+    if raw_rules is None:
+        raw_rules = []
+    if not isinstance(raw_rules, list):
+        raise RuleError(["rules: expected a list of rules"])
+    rules: list[Rule] = []
+    for i, raw in enumerate(raw_rules):
+        rule = _parse_rule(i, raw, limits or {}, problems)
+        if rule is not None:
+            rule.source = source
+            rules.append(rule)
+    first: dict[str, Rule] = {}
+    for rule in rules:
+        seen = first.get(rule.metric.name)
+        if seen is None:
+            first[rule.metric.name] = rule
+            continue
+        a, b = seen.metric, rule.metric
+        if not a.same_shape(b) or a.max_series != b.max_series or a.series_ttl != b.series_ttl:
+            problems.append(
+                f"{rule.title}: feeds {b.name!r} like {seen.title} but with a different "
+                f"{'type' if a.type != b.type else 'label set' if a.label_names != b.label_names else 'bucket list' if a.buckets != b.buckets else 'max_series or series_ttl'}"
+                f" ({a.type} {list(a.label_names)} vs {b.type} {list(b.label_names)}); rules "
+                f"feeding one metric must agree on its type, labels (same order) and buckets"
+            )
+        elif b.help and not a.help:
+            first[rule.metric.name] = rule
+    if problems:
+        raise RuleError(problems)
+    # Every rule of a metric shares one MetricDef (the first with a help text).
+    for rule in rules:
+        rule.metric = first[rule.metric.name].metric
+    return rules

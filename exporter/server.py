@@ -1,0 +1,99 @@
+"""Runs the two listeners under waitress (a production WSGI server) and handles signals:
+SIGHUP reloads the config, SIGTERM and SIGINT stop gracefully."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any, Callable
+
+from waitress.server import create_server
+
+from exporter.config import parse_listen
+from exporter.pipeline import Pipeline
+from exporter.receiver import create_receiver
+from exporter.web import create_web_app
+
+__all__ = ["Server"]
+
+log = logging.getLogger("kpi_exporter")
+
+
+class Server:
+    """The OTLP and metrics listeners of one pipeline. ``start()`` binds and serves in
+    background threads; ``stop()`` closes them and runs the shutdown hooks."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.shutdown_hooks: list[Callable[[], None]] = []
+        self._servers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        cfg = self.pipeline.config.server
+        receiver = create_receiver(self.pipeline)
+        web = create_web_app(self.pipeline)
+        otlp = parse_listen(cfg.otlp_listen)
+        metrics = parse_listen(cfg.metrics_listen)
+        common = dict(threads=cfg.threads, max_request_body_size=cfg.max_body_size + 1,
+                      ident="kpi-exporter", clear_untrusted_proxy_headers=True,
+                      channel_timeout=60, connection_limit=1000)
+        if otlp == metrics:
+            def both(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+                path = environ.get("PATH_INFO", "")
+                target = receiver if path.startswith("/v1/") else web
+                return target(environ, start_response)
+            listeners = [("otlp+metrics", both, otlp)]
+        else:
+            listeners = [("otlp", receiver, otlp), ("metrics", web, metrics)]
+        for name, app, (host, port) in listeners:
+            server = create_server(app, host=host, port=port, map={}, **common)  # type: ignore[arg-type]
+            self._servers.append(server)
+            t = threading.Thread(target=server.run, name=f"listener-{name}", daemon=True)
+            self._threads.append(t)
+            log.info("listening for %s on %s:%s", name, host, server.effective_port)
+        for t in self._threads:
+            t.start()
+        self.pipeline.ready.set()
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(s.effective_port) for s in self._servers]
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.pipeline.ready.clear()
+        for server in self._servers:
+            try:
+                server.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.exception("error closing a listener")
+        for hook in self.shutdown_hooks:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - every hook gets its turn
+                log.exception("error in a shutdown hook")
+
+    def serve_forever(self) -> None:
+        """Starts, then blocks until SIGTERM or SIGINT; SIGHUP reloads the config."""
+        stop = threading.Event()
+
+        def on_term(signum: int, _frame: Any) -> None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            stop.set()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            threading.Thread(target=self.pipeline.reload, name="reload", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+        self.start()
+        while not stop.wait(1.0):
+            pass
+        self.stop()
+        log.info("stopped")

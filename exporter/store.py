@@ -1,0 +1,239 @@
+"""The metric store: plain dicts of series keyed by label-value tuples, one lock.
+
+The mapper aggregates a request's updates into :class:`Deltas`; :meth:`Store.apply` merges
+them here under the lock, so per-event work never touches a lock or prometheus_client.
+Series beyond a metric's cap go to one overflow series (OpenTelemetry's cardinality rule);
+idle series expire after a metric's TTL when one is set.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from exporter.rules import COUNTER, GAUGE, HISTOGRAM, MetricDef
+
+__all__ = ["Store", "Deltas", "MetricState", "OVERFLOW", "Cumulative"]
+
+# The label tuple of the overflow series; the collector renders it as otel_metric_overflow="true".
+OVERFLOW: tuple[str, ...] = ("\x00overflow",)
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Cumulative:
+    """A cumulative OTLP point: its increase is computed against the stream's last point."""
+
+    metric: str
+    labels: tuple[str, ...]
+    stream: tuple[Any, ...]
+    start_ns: int
+    value: Any  # float, or [sum, count, b0..bn] for a histogram
+
+
+@dataclass
+class Deltas:
+    """One request's worth of updates, aggregated per series."""
+
+    counters: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
+    gauges: dict[tuple[str, tuple[str, ...]], tuple[int, float]] = field(default_factory=dict)
+    histograms: dict[tuple[str, tuple[str, ...]], list[float]] = field(default_factory=dict)
+    cumulative: list[Cumulative] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.gauges or self.histograms or self.cumulative)
+
+
+class MetricState:
+    """The series of one metric. Values: counter float; gauge [time_ns, value];
+    histogram [sum, count, bucket_0, ..., bucket_+Inf] (per-bucket, not cumulative)."""
+
+    __slots__ = ("definition", "series", "touched", "overflow_updates", "expired", "streams",
+                 "limit")
+
+    def __init__(self, definition: MetricDef):
+        self.definition = definition
+        self.series: dict[tuple[str, ...], Any] = {}
+        self.touched: dict[tuple[str, ...], float] = {}
+        self.overflow_updates = 0
+        self.expired = 0
+        self.streams: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        # Regular series allowed; the overflow series is the last of max_series.
+        self.limit = max(1, definition.max_series - 1)
+
+    def new_value(self) -> Any:
+        t = self.definition.type
+        if t == COUNTER:
+            return 0.0
+        if t == GAUGE:
+            return [0, 0.0]
+        return [0.0, 0] + [0] * (len(self.definition.buckets) + 1)
+
+
+class Store:
+    """All mapped series, safe to update from request threads and read from scrapes."""
+
+    def __init__(self, metrics: dict[str, MetricDef], max_label_length: int = 256,
+                 clock: Clock = time.monotonic):
+        self.lock = threading.Lock()
+        self.max_label_length = max_label_length
+        self.clock = clock
+        self.metrics: dict[str, MetricState] = {n: MetricState(d) for n, d in metrics.items()}
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _admit(self, state: MetricState, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """The key a new label tuple is stored under: itself (length-capped) or OVERFLOW."""
+        cap = self.max_label_length
+        if any(len(v) > cap for v in labels):
+            labels = tuple(v[:cap] for v in labels)
+            if labels in state.series:
+                return labels
+        regular = len(state.series) - (OVERFLOW in state.series)
+        if regular >= state.limit:
+            state.overflow_updates += 1
+            labels = OVERFLOW
+        if labels not in state.series:
+            state.series[labels] = state.new_value()
+        return labels
+
+    def apply(self, deltas: Deltas) -> None:
+        """Merges one request's updates into the store (one lock acquisition)."""
+        metrics = self.metrics
+        now = self.clock()
+        with self.lock:
+            for (name, labels), inc in deltas.counters.items():
+                state = metrics.get(name)
+                if state is None:
+                    continue
+                series = state.series
+                if labels not in series:
+                    labels = self._admit(state, labels)
+                series[labels] += inc
+                if state.definition.series_ttl:
+                    state.touched[labels] = now
+            for (name, labels), (t, value) in deltas.gauges.items():
+                state = metrics.get(name)
+                if state is None:
+                    continue
+                series = state.series
+                if labels not in series:
+                    labels = self._admit(state, labels)
+                cur = series[labels]
+                if t >= cur[0]:
+                    cur[0] = t
+                    cur[1] = value
+                if state.definition.series_ttl:
+                    state.touched[labels] = now
+            for (name, labels), h in deltas.histograms.items():
+                state = metrics.get(name)
+                if state is None:
+                    continue
+                series = state.series
+                if labels not in series:
+                    labels = self._admit(state, labels)
+                cur = series[labels]
+                for i, x in enumerate(h):
+                    cur[i] += x
+                if state.definition.series_ttl:
+                    state.touched[labels] = now
+            for c in deltas.cumulative:
+                self._apply_cumulative(c, now)
+
+    def _apply_cumulative(self, c: Cumulative, now: float) -> None:
+        state = self.metrics.get(c.metric)
+        if state is None:
+            return
+        prev = state.streams.pop(c.stream, None)
+        value = c.value
+        if isinstance(value, list):
+            if prev is None or prev[0] != c.start_ns or value[1] < prev[1][1]:
+                inc: Any = value  # first point of the stream, or a reset: all of it is new
+            else:
+                inc = [a - b for a, b in zip(value, prev[1])]
+        else:
+            if prev is None or prev[0] != c.start_ns or value < prev[1]:
+                inc = value
+            else:
+                inc = value - prev[1]
+        state.streams[c.stream] = (c.start_ns, value)
+        if len(state.streams) > 4 * state.definition.max_series:
+            state.streams.pop(next(iter(state.streams)))  # forget the stalest stream
+        labels = c.labels
+        if labels not in state.series:
+            labels = self._admit(state, labels)
+        if isinstance(inc, list):
+            cur = state.series[labels]
+            for i, x in enumerate(inc):
+                cur[i] += x
+        else:
+            state.series[labels] += inc
+        if state.definition.series_ttl:
+            state.touched[labels] = now
+
+    def expire(self) -> int:
+        """Drops series idle for longer than their metric's TTL; returns how many."""
+        now = self.clock()
+        dropped = 0
+        with self.lock:
+            for state in self.metrics.values():
+                ttl = state.definition.series_ttl
+                if not ttl:
+                    continue
+                stale = [k for k, t in state.touched.items() if now - t > ttl]
+                for k in stale:
+                    del state.touched[k]
+                    state.series.pop(k, None)
+                state.expired += len(stale)
+                dropped += len(stale)
+        return dropped
+
+    def reconfigure(self, metrics: dict[str, MetricDef]) -> tuple[int, int]:
+        """Switches to a new set of metric definitions. Series of metrics whose name, type,
+        labels and buckets are unchanged are kept; the rest are dropped. Returns (kept, dropped)
+        metric counts."""
+        kept = dropped = 0
+        with self.lock:
+            new: dict[str, MetricState] = {}
+            for name, definition in metrics.items():
+                old = self.metrics.get(name)
+                state = MetricState(definition)
+                if old is not None and old.definition.same_shape(definition):
+                    state.series, state.touched, state.streams = old.series, old.touched, old.streams
+                    state.overflow_updates, state.expired = old.overflow_updates, old.expired
+                    kept += 1
+                new[name] = state
+            dropped = len(self.metrics) - kept
+            self.metrics = new
+        return kept, dropped
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[tuple[MetricDef, dict[tuple[str, ...], Any], int, int]]:
+        """A consistent copy of every metric: (definition, series, overflow updates, expired)."""
+        if any(s.definition.series_ttl for s in self.metrics.values()):
+            self.expire()
+        with self.lock:
+            out = []
+            for state in self.metrics.values():
+                if state.definition.type == COUNTER:
+                    series = dict(state.series)
+                else:
+                    series = {k: list(v) for k, v in state.series.items()}
+                out.append((state.definition, series, state.overflow_updates, state.expired))
+        return out
+
+    def __iter__(self) -> Iterator[MetricState]:
+        return iter(list(self.metrics.values()))
+
+    def get(self, metric: str, labels: tuple[str, ...]) -> Any:
+        """One series' current value (a copy), or None. For tests and explain."""
+        with self.lock:
+            state = self.metrics.get(metric)
+            if state is None or labels not in state.series:
+                return None
+            v = state.series[labels]
+            return list(v) if isinstance(v, list) else v

@@ -1,0 +1,79 @@
+"""The metrics listener: ``/metrics`` (Prometheus text or OpenMetrics, gzip when asked), a
+landing page, health and readiness, and ``POST /-/reload``."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable, Iterable
+
+from flask import Flask, Response
+from prometheus_client import make_wsgi_app
+
+from exporter import __version__
+from exporter.pipeline import Pipeline
+
+__all__ = ["create_web_app"]
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _landing(pipeline: Pipeline) -> str:
+    cfg = pipeline.config
+    rows = []
+    for r in cfg.rules:
+        match = f"{r.signal} {r.name_source or '(any name)'}"
+        if r.conditions:
+            match += " where " + ", ".join(f"{k} {t}" for k, t, _ in r.conditions)
+        rows.append(
+            f"<tr><td><code>{html.escape(r.metric.name)}</code></td><td>{r.metric.type}</td>"
+            f"<td>{html.escape(match)}</td><td>{html.escape(', '.join(r.metric.label_names))}</td>"
+            f"<td>{html.escape(r.value.describe())}</td></tr>")
+    s = cfg.server
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>kpi-exporter</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:80em}}td,th{{padding:2px 8px;text-align:left}}
+tr:nth-child(even){{background:#f4f4f4}}code{{font-size:95%}}</style></head>
+<body><h1>kpi-exporter {html.escape(__version__)}</h1>
+<p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a> &middot;
+<a href="/-/ready">Readiness</a></p>
+<p>OTLP/HTTP receiver on <code>{html.escape(s.otlp_listen)}</code> (<code>/v1/logs</code>,
+<code>/v1/traces</code>, <code>/v1/metrics</code>); metrics on
+<code>{html.escape(s.metrics_listen)}</code>.</p>
+<h2>Configuration</h2><p>{html.escape(cfg.describe())}.
+Bearer token required: {'yes' if s.bearer_tokens else 'no'}.
+CORS origins: {html.escape(', '.join(s.cors_allowed_origins) or 'none')}.
+Series cap per metric: {cfg.max_series_per_metric}.</p>
+<table><tr><th>Metric</th><th>Type</th><th>Match</th><th>Labels</th><th>Value</th></tr>
+{''.join(rows)}</table></body></html>"""
+
+
+def create_web_app(pipeline: Pipeline) -> WSGIApp:
+    """The WSGI app of the metrics listener."""
+    app = Flask("kpi_exporter.web")
+    metrics_app = make_wsgi_app(pipeline.registry)
+
+    @app.get("/")
+    def index() -> Response:
+        return Response(_landing(pipeline), content_type="text/html; charset=utf-8")
+
+    @app.get("/-/healthy")
+    def healthy() -> Response:
+        return Response("kpi-exporter is healthy.\n", content_type="text/plain")
+
+    @app.get("/-/ready")
+    def ready() -> Response:
+        if pipeline.ready.is_set():
+            return Response("kpi-exporter is ready.\n", content_type="text/plain")
+        return Response("kpi-exporter is starting.\n", status=503, content_type="text/plain")
+
+    @app.post("/-/reload")
+    def reload() -> Response:
+        ok, message = pipeline.reload()
+        return Response(message + "\n", status=200 if ok else 400, content_type="text/plain")
+
+    def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        return app(environ, start_response)
+
+    return dispatch

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the end-to-end tests run for real: Prometheus (and promtool),
+# Alertmanager (and amtool) and Chromium. Does nothing when they are already there.
+set -euo pipefail
+need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "install-system-deps: need root (or sudo) to apt-get install: ${need[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# Prometheus and Alertmanager are started by the tests themselves; keep the packages' own
+# services from holding their ports.
+$sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+for svc in prometheus prometheus-alertmanager; do
+  $sudo systemctl stop "$svc" >/dev/null 2>&1 || true
+  $sudo pkill -x "$svc" >/dev/null 2>&1 || true
+done
