@@ -1,0 +1,182 @@
+"""Shared test helpers: free ports, a running exporter (in-process or as a real process),
+and reading /metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import load_config
+from exporter.pipeline import Pipeline
+from exporter.server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Waits until ``url`` answers 200; fails early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def parse_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Exposition text as {(sample name, frozenset(labels)): value}."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+@dataclass
+class Scrape:
+    """A parsed /metrics answer with lookups by name and labels."""
+
+    text: str
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.samples = parse_samples(self.text)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The value of the one sample with exactly these labels, or None."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def matching(self, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+        """Every sample of ``name`` whose labels include ``labels``."""
+        want = set(labels.items())
+        return {lab: v for (n, lab), v in self.samples.items() if n == name and want <= lab}
+
+
+class RunningExporter:
+    """An exporter reachable over real HTTP on loopback ports."""
+
+    otlp_url: str
+    metrics_url: str
+
+    def scrape(self, **headers: str) -> Scrape:
+        r = requests.get(self.metrics_url + "/metrics", headers=headers, timeout=10)
+        r.raise_for_status()
+        return Scrape(r.text)
+
+    def post(self, signal_path: str, body: bytes, content_type: str = "application/json",
+             **headers: str) -> requests.Response:
+        return requests.post(self.otlp_url + signal_path, data=body,
+                             headers={"Content-Type": content_type, **headers}, timeout=10)
+
+
+class InProcessExporter(RunningExporter):
+    """The real Pipeline and waitress listeners, in this process (fast to start)."""
+
+    def __init__(self, config_text: str | None = None, tmp: Path | None = None):
+        self._dir = tempfile.TemporaryDirectory() if tmp is None else None
+        tmp = Path(self._dir.name) if self._dir else tmp
+        assert tmp is not None
+        self.config_path: str | None = None
+        if config_text is not None:
+            self.config_path = str(tmp / "config.yaml")
+            Path(self.config_path).write_text(config_text)
+        self.otlp_port, self.metrics_port = free_port(), free_port()
+        overrides = {"otlp_listen": f"127.0.0.1:{self.otlp_port}",
+                     "metrics_listen": f"127.0.0.1:{self.metrics_port}"}
+        config = load_config(self.config_path, env={}, overrides=overrides)
+        self.pipeline = Pipeline(config, process_metrics=False)
+        self.pipeline.config_path = self.config_path
+        self.pipeline.config_overrides = overrides
+        self.server = Server(self.pipeline)
+        self.server.start()
+        self.otlp_url = f"http://127.0.0.1:{self.otlp_port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        wait_http(self.metrics_url + "/-/ready")
+
+    def close(self) -> None:
+        self.server.stop()
+        if self._dir:
+            self._dir.cleanup()
+
+
+class ProcessExporter(RunningExporter):
+    """``kpi-exporter serve`` as a real child process."""
+
+    def __init__(self, args: list[str] | None = None, env: dict[str, str] | None = None,
+                 cwd: str | None = None, otlp_port: int | None = None,
+                 metrics_port: int | None = None):
+        self.otlp_port = otlp_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.otlp_url = f"http://127.0.0.1:{self.otlp_port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        cmd = [sys.executable, "-m", "exporter", "serve",
+               "--otlp-listen", f"127.0.0.1:{self.otlp_port}",
+               "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *(args or [])]
+        self.log_path = Path(tempfile.mkstemp(prefix="kpi-exporter-", suffix=".log")[1])
+        self._log = open(self.log_path, "wb")
+        full_env = {**os.environ, **(env or {})}
+        full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=full_env, cwd=cwd)
+        try:
+            wait_http(self.metrics_url + "/-/ready", proc=self.proc)
+        except Exception:
+            self.close()
+            raise RuntimeError(f"exporter did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def close(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Retries ``check()`` until it returns a truthy value (which is returned) or time is up;
+    for state that changes after a background action, never as a performance assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+
