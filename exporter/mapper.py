@@ -11,7 +11,9 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.records import METRIC, TEMPORALITY_CUMULATIVE, Batch, Histogram, Record
+from exporter.records import (
+    METRIC, POINT_SUM, TEMPORALITY_CUMULATIVE, Batch, Histogram, Record,
+)
 from exporter.rules import COUNTER, GAUGE, HISTOGRAM, MetricDef, RecordError, Rule, label_str
 from exporter.store import Cumulative, Deltas
 
@@ -130,7 +132,7 @@ class Mapping:
                 continue
             try:
                 if is_metric:
-                    updates = [(r, l, self._point_value(r, v)) for r, l, v in updates]
+                    updates = [(r, l, self._point_value(r, record, v)) for r, l, v in updates]
             except RecordError as err:
                 result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
                 if len(result.messages) < 5:
@@ -166,10 +168,15 @@ class Mapping:
                         gauges[key] = (t, value)
         return result
 
-    def _point_value(self, rule: Rule, value: Any) -> Any:
+    def _point_value(self, rule: Rule, record: Record, value: Any) -> Any:
         """A metric data point's contribution in the rule's shape: histogram points become
         [sum, count, buckets...] in the rule's buckets."""
         if not isinstance(value, Histogram):
+            if rule.metric.type == COUNTER and record.point_kind == POINT_SUM \
+                    and not record.monotonic:
+                raise RecordError("non_monotonic_sum",
+                                  f"{rule.title}: {record.name!r} is a non-monotonic sum; it can "
+                                  f"feed a gauge, not a counter")
             if rule.metric.type == COUNTER and value < 0:
                 raise RecordError("negative_counter_increment",
                                   f"{rule.title}: a counter cannot go down (value {value!r})")

@@ -37,7 +37,10 @@ class Server:
         web = create_web_app(self.pipeline)
         otlp = parse_listen(cfg.otlp_listen)
         metrics = parse_listen(cfg.metrics_listen)
-        common = dict(threads=cfg.threads, max_request_body_size=cfg.max_body_size + 1,
+        # waitress buffers a body before the app sees it; its own cap (with headroom, so the
+        # receiver answers most oversized requests itself with an OTLP error body) bounds that.
+        common = dict(threads=cfg.threads,
+                      max_request_body_size=max(2 * cfg.max_body_size, cfg.max_body_size + 2 ** 20),
                       ident="kpi-exporter", clear_untrusted_proxy_headers=True,
                       channel_timeout=60, connection_limit=1000)
         if otlp == metrics:
@@ -51,12 +54,28 @@ class Server:
         for name, app, (host, port) in listeners:
             server = create_server(app, host=host, port=port, map={}, **common)  # type: ignore[arg-type]
             self._servers.append(server)
-            t = threading.Thread(target=server.run, name=f"listener-{name}", daemon=True)
+            t = threading.Thread(target=self._run, args=(server,), name=f"listener-{name}",
+                                 daemon=True)
             self._threads.append(t)
             log.info("listening for %s on %s:%s", name, host, server.effective_port)
         for t in self._threads:
             t.start()
         self.pipeline.ready.set()
+
+    def _run(self, server: Any) -> None:
+        # waitress's own run() loops until its socket map is empty; closing the server from
+        # another thread races with select(). Loop in short steps and close from here instead.
+        try:
+            while not self._stopped.is_set():
+                server.asyncore.loop(timeout=0.2, map=server._map, count=1,
+                                     use_poll=server.adj.asyncore_use_poll)
+        finally:
+            try:
+                server.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.exception("error closing a listener")
+            for channel in list(server._map.values()):
+                channel.close()
 
     @property
     def ports(self) -> list[int]:
@@ -67,11 +86,8 @@ class Server:
             return
         self._stopped.set()
         self.pipeline.ready.clear()
-        for server in self._servers:
-            try:
-                server.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.exception("error closing a listener")
+        for t in self._threads:
+            t.join(10)
         for hook in self.shutdown_hooks:
             try:
                 hook()
