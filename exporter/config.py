@@ -38,8 +38,16 @@ class ConfigError(ValueError):
     """The configuration cannot be used. ``problems`` holds one actionable message each."""
 
     def __init__(self, problems: list[str], source: str = ""):
-        self.problems = [f"{source}: {p}" if source else p for p in problems]
+        self.problems = [_locate(source, p) for p in problems]
         super().__init__("\n".join(self.problems))
+
+
+def _locate(source: str, problem: str) -> str:
+    # "line 12: ..." from the parsers becomes the conventional "file.yaml:12: ..."
+    m = re.match(r"^line (\d+)(?:, column \d+)?: (.*)$", problem, re.DOTALL)
+    if source and m:
+        return f"{source}:{m.group(1)}: {m.group(2)}"
+    return f"{source}: {problem}" if source else problem
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -434,8 +434,7 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         problems.append(f"rules[{index}]: expected a mapping with 'metric', 'type' and 'match'")
         return None
     line = line_of(raw)
-    title = f"rules[{index}]" + (f" ({raw['metric']})" if isinstance(raw.get("metric"), str) else "")
-    where = title + (f", line {line}" if line else "")
+    where = f"rules[{index}]" + (f" ({raw['metric']})" if isinstance(raw.get("metric"), str) else "")
     before = len(problems)
     problems.extend(_unknown(raw, _RULE_KEYS, where))
     name = raw.get("metric")
@@ -443,9 +442,10 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
     if not isinstance(name, str) or not name:
         problems.append(f"{where}: 'metric' (the Prometheus metric name) is required")
         name = "invalid"
-    if mtype not in METRIC_TYPES:
+    type_known = mtype in METRIC_TYPES
+    if not type_known:
         problems.append(f"{where}.type: expected one of {', '.join(METRIC_TYPES)}, got {mtype!r}")
-        mtype = GAUGE
+        mtype = COUNTER
     match = raw.get("match")
     if not isinstance(match, dict) or "signal" not in match:
         problems.append(f"{where}.match: required, with at least 'signal' (log, span or metric)")
@@ -504,7 +504,9 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
                         f"from an attribute, the duration or the data point")
     labels = _parse_labels(raw.get("labels"), where + ".labels", mtype, problems)
     unit_hint = "seconds" if value.kind == "duration" and value.scale == 1 else None
-    problems.extend(f"{where}.metric: {p}" for p in naming.check_metric_name(name, mtype, unit_hint))
+    if type_known:  # the name rules depend on the type; don't pile guesses on a typo
+        problems.extend(f"{where}.metric: {p}"
+                        for p in naming.check_metric_name(name, mtype, unit_hint))
     buckets: tuple[float, ...] = ()
     if mtype == HISTOGRAM:
         rb = raw.get("buckets")
@@ -535,6 +537,8 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         problems.append(f"{where}.help: expected a string")
         help_text = ""
     if len(problems) > before:
+        if line:
+            problems[before:] = [f"line {line}: {p}" for p in problems[before:]]
         return None
     metric = MetricDef(name=name, type=mtype, help=help_text,
                        label_names=tuple(s.name for s in labels), buckets=buckets,

@@ -1,0 +1,171 @@
+"""check-config and config loading: broken configs are refused with messages a person can
+act on; the example config documents every option and passes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, load_config
+from tests.helpers import ROOT
+
+RULE = "rules:\n  - metric: app_x_total\n    type: counter\n    match: {signal: log, name: app.x}\n"
+
+BROKEN = [
+    # (config text, text the message must contain)
+    ("rules: [\n", ":2: expected the node content"),
+    ("server: {otlp_listen: 4318}\n", "is not HOST:PORT"),
+    ("server: {max_body_size: lots}\n", "is not a size"),
+    ("server: {threads: 0}\n", "server.threads: expected a positive integer"),
+    ("servr: {}\n", "did you mean 'server'"),
+    ("server:\n  cors: {allowed_origins: ['https://a.example.com/path']}\n", "is not an origin"),
+    ("limits: {max_series_per_metric: -1}\n", "limits.max_series_per_metric"),
+    ("rules:\n  - metric: app_x\n    type: counter\n    match: {signal: log, name: a}\n",
+     "must end in '_total' (rename it to 'app_x_total')"),
+    ("rules:\n  - metric: app_x_total\n    type: gauge\n    match: {signal: log, name: a}\n"
+     "    value: {attribute: n}\n", "only counters end in '_total'"),
+    ("rules:\n  - metric: app_latency_ms\n    type: histogram\n    match: {signal: log, name: a}\n"
+     "    value: {attribute: n}\n", "'_seconds' and convert with 'scale: 0.001'"),
+    ("rules:\n  - metric: kpi_exporter_mine_total\n    type: counter\n"
+     "    match: {signal: log, name: a}\n", "reserved for the exporter's own metrics"),
+    ("rules:\n  - metric: span_time\n    type: histogram\n    match: {signal: span}\n"
+     "    value: duration\n", "must end in '_seconds'"),
+    (RULE + "    labels: {user: user.id}\n", "app_active_users"),
+    (RULE + "    labels: {mail: customer.email}\n", "cannot be a label"),
+    (RULE + "    labels: {url.path: url.path}\n", "not a valid Prometheus label name"),
+    (RULE + "    labels: {r: {attribute: a, value: b}}\n", "exactly one of"),
+    (RULE + "    labels: {r: {field: colour}}\n", "is not one of name, signal"),
+    (RULE + "    labelz: {}\n", "did you mean 'labels'"),
+    ("rules:\n  - metric: app_x_total\n    type: counter\n    match: {name: a}\n",
+     "'signal' (log, span or metric)"),
+    ("rules:\n  - metric: app_x_total\n    type: counter\n    match: {signal: logz, name: a}\n",
+     "expected one of log, span, metric"),
+    ("rules:\n  - metric: app_x_total\n    type: countr\n    match: {signal: log, name: a}\n",
+     "expected one of counter, gauge, histogram"),
+    ("rules:\n  - metric: app_x_total\n    type: counter\n"
+     "    match: {signal: log, name_regex: '(['}\n", "not a valid regular expression"),
+    (RULE.replace("name: app.x}", "name: app.x, attributes: {n: {gt: many}}}"),
+     "expected a number"),
+    (RULE.replace("name: app.x}", "name: app.x, attributes: {n: {inn: [1]}}}"),
+     "did you mean 'in'"),
+    ("rules:\n  - metric: h_seconds\n    type: histogram\n    match: {signal: span}\n"
+     "    value: duration\n    buckets: [1, 0.5]\n", "strictly increasing"),
+    ("rules:\n  - metric: g_ratio\n    type: gauge\n    match: {signal: log, name: a}\n",
+     "a gauge set to a constant"),
+    ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: log, name: a}\n"
+     "    value: duration\n", "'duration' is only known for spans"),
+    ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: log, name: a}\n"
+     "    series_ttl: soon\n", "is not a duration"),
+    ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: log, name: a}\n"
+     "  - metric: c_total\n    type: counter\n    match: {signal: log, name: b}\n"
+     "    labels: {x: y}\n", "must agree on its type, labels"),
+    ("server: {}\nserver: {}\n", "appears twice"),
+]
+
+
+@pytest.mark.parametrize("text,needle", BROKEN, ids=[f"broken{i}" for i in range(len(BROKEN))])
+def test_broken_configs_are_refused_with_an_actionable_message(tmp_path, text, needle):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    message = "\n".join(err.value.problems)
+    assert needle in message
+    assert all(p.startswith(str(path)) for p in err.value.problems), message
+
+
+def test_errors_name_the_line_of_the_rule(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("# comment\n\nrules:\n  - metric: ok_total\n    type: counter\n"
+                    "    match: {signal: log, name: a}\n  - metric: bad\n    type: counter\n"
+                    "    match: {signal: log, name: b}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [
+        f"{path}:7: rules[1] (bad).metric: 'bad': a counter's name must end in '_total' "
+        f"(rename it to 'bad_total')"]
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("server: {otlp_listen: nope}\nrules:\n  - metric: a\n    type: counter\n"
+                    "    match: {signal: log}\n  - metric: b_total\n    type: nope\n"
+                    "    match: {signal: log}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert len(err.value.problems) == 3
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
+                          text=True, input=stdin, cwd=ROOT, timeout=60)
+
+
+def test_check_config_cli_exit_codes(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RULE + "    labels: {user: user.id}\n")
+    r = run_cli("check-config", str(bad))
+    assert r.returncode == 1
+    assert "user.id" in r.stderr and "1 problem(s)" in r.stderr
+    r = run_cli("check-config", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 1 and "cannot read the config file" in r.stderr
+
+
+def test_example_config_passes_and_documents_every_option():
+    r = run_cli("check-config", "config.example.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
+    text = (ROOT / "config.example.yaml").read_text()
+    from exporter import config as config_module
+    from exporter import rules as rules_module
+
+    keys = set(config_module._TOP_KEYS + config_module._SERVER_KEYS + config_module._AUTH_KEYS
+               + config_module._CORS_KEYS + config_module._LIMIT_KEYS + rules_module._RULE_KEYS
+               + rules_module._MATCH_KEYS + rules_module._LABEL_KEYS)
+    documented = set(re.findall(r"^\s*#?\s*-?\s*([a-z_]+):", text, re.M))
+    documented |= set(re.findall(r"[{,]\s*([a-z_]+):", text))
+    assert keys - documented == set()
+
+
+def test_environment_and_flags_override_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("server: {otlp_listen: '127.0.0.1:1111', metrics_listen: '127.0.0.1:2222'}\n")
+    cfg = load_config(str(path), env={"KPI_EXPORTER_OTLP_LISTEN": "127.0.0.1:3333",
+                                      "KPI_EXPORTER_BEARER_TOKEN": "t"},
+                      overrides={"metrics_listen": "127.0.0.1:4444"})
+    assert cfg.server.otlp_listen == "127.0.0.1:3333"
+    assert cfg.server.metrics_listen == "127.0.0.1:4444"
+    assert cfg.server.bearer_tokens == ("t",)
+
+
+def test_user_rule_replaces_the_builtin_rules_for_its_metric(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("rules:\n  - metric: app_page_views_total\n    type: counter\n"
+                    "    match: {signal: log, name: app.page_view}\n    labels: {route: url.path}\n")
+    cfg = load_config(str(path), env={})
+    mine = [r for r in cfg.rules if r.metric.name == "app_page_views_total"]
+    assert len(mine) == 1 and mine[0].metric.label_names == ("route",)
+    assert any(r.metric.name == "app_events_total" for r in cfg.rules)
+    path.write_text("default_rules: false\n")
+    assert load_config(str(path), env={}).rules == []
+
+
+def test_builtin_rules_cover_the_event_vocabulary():
+    names = {r.metric.name for r in load_config(None, env={}).rules}
+    arch = Path(ROOT.parent / "shared" / "ARCHITECTURE.md")
+    expected = {"app_events_total", "app_page_views_total", "app_feature_usage_total",
+                "app_conversions_total", "ai_recommendations_total",
+                "ai_recommendation_confidence", "ai_recommendation_responses_total",
+                "ai_recommendation_response_time_seconds", "ai_model_accuracy_ratio",
+                "ai_model_latency_seconds", "ai_model_error_rate_ratio",
+                "gen_ai_client_operation_duration_seconds", "gen_ai_client_token_usage",
+                "gen_ai_evaluation_score"}
+    assert expected <= names
+    if arch.exists():  # the shared design brief lists the same names
+        table = set(re.findall(r"^\| `([a-z_]+)` \| (?:counter|gauge|histogram)", arch.read_text(), re.M))
+        window_gauges = {"app_active_users", "app_sessions", "app_conversion_rate_ratio"}
+        assert table - window_gauges <= names
