@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.records import (
-    METRIC, POINT_SUM, TEMPORALITY_CUMULATIVE, Batch, Histogram, Record,
+    METRIC, TEMPORALITY_CUMULATIVE, Batch, Histogram, Record,
 )
 from exporter.rules import COUNTER, GAUGE, HISTOGRAM, MetricDef, RecordError, Rule, label_str
 from exporter.store import Cumulative, Deltas
@@ -172,11 +172,6 @@ class Mapping:
         """A metric data point's contribution in the rule's shape: histogram points become
         [sum, count, buckets...] in the rule's buckets."""
         if not isinstance(value, Histogram):
-            if rule.metric.type == COUNTER and record.point_kind == POINT_SUM \
-                    and not record.monotonic:
-                raise RecordError("non_monotonic_sum",
-                                  f"{rule.title}: {record.name!r} is a non-monotonic sum; it can "
-                                  f"feed a gauge, not a counter")
             if rule.metric.type == COUNTER and value < 0:
                 raise RecordError("negative_counter_increment",
                                   f"{rule.title}: a counter cannot go down (value {value!r})")

@@ -248,6 +248,10 @@ class Rule:
                 return None
             if not isinstance(raw, float):
                 return raw  # a Histogram point; the store merges it
+            if self.metric.type == COUNTER and record.point_kind == "sum" and not record.monotonic:
+                raise RecordError("non_monotonic_sum",
+                                  f"{self.title}: {record.name!r} is a non-monotonic sum; it can "
+                                  f"feed a gauge, not a counter")
             number = raw * v.scale
         if not math.isfinite(number):
             raise RecordError("non_finite_value", f"{self.title}: value {number!r} is not finite")

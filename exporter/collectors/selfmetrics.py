@@ -74,9 +74,9 @@ class StoreStatsCollector(Collector):
                                    "(the overflow series included).", labels=["metric"])
         limit = GaugeMetricFamily(P + "metric_series_limit", "Series a mapped metric may have "
                                   "before updates go to its overflow series.", labels=["metric"])
-        overflow = CounterMetricFamily(P + "metric_overflow_updates", "Updates that went to a "
+        overflow = CounterMetricFamily(P + "metric_overflow_updates", "Label sets routed to a "
                                        "metric's overflow series because its series cap was "
-                                       "reached.", labels=["metric"])
+                                       "reached (each counted once per request it came in).", labels=["metric"])
         expired = CounterMetricFamily(P + "metric_series_expired", "Series removed after being "
                                       "idle longer than their rule's series_ttl.",
                                       labels=["metric"])

@@ -1,0 +1,296 @@
+"""The mapping engine, table-driven: matching, labels, values, aggregation and the store's
+caps. No HTTP here; the receiver tests drive the same code over the wire."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from exporter.mapper import Mapping
+from exporter.records import (
+    LOG, METRIC, POINT_HISTOGRAM, POINT_SUM, SPAN, TEMPORALITY_CUMULATIVE, TEMPORALITY_DELTA,
+    Batch, Histogram, Record,
+)
+from exporter.rules import parse_rules
+from exporter.store import OVERFLOW, Store
+from exporter import yamlload
+
+
+def compile_rules(text: str) -> Mapping:
+    return Mapping(parse_rules(yamlload.load(text)["rules"]))
+
+
+def run(mapping: Mapping, records: list[Record], store: Store | None = None, signal: str = LOG):
+    store = store or Store(mapping.metrics)
+    batch = Batch(signal)
+    batch.records.extend(records)
+    result = mapping.map_batch(batch)
+    store.apply(result.deltas)
+    return store, result
+
+
+def log(name: str, t: int = 1, **attrs) -> Record:
+    return Record(LOG, name, t, {k.replace("__", "."): v for k, v in attrs.items()})
+
+
+MATCH_RULES = """
+rules:
+  - metric: exact_total
+    type: counter
+    match: {signal: log, name: app.page_view}
+  - metric: glob_total
+    type: counter
+    match: {signal: log, name: "app.*"}
+  - metric: regex_total
+    type: counter
+    match: {signal: log, name_regex: "ai\\\\.(model|recommendation)\\\\..*"}
+  - metric: any_total
+    type: counter
+    match: {signal: log}
+  - metric: cond_total
+    type: counter
+    match:
+      signal: log
+      name: "*"
+      attributes:
+        tier: {in: [pro, team]}
+        score: {gte: 0.5, lt: 1}
+        country: {regex: "[A-Z]{2}"}
+        beta: {exists: false}
+        plan: {not_equals: legacy}
+"""
+
+SCENARIOS = [
+    # (record, metrics it must feed)
+    (log("app.page_view"), {"exact_total", "glob_total", "any_total"}),
+    (log("app.feature_used"), {"glob_total", "any_total"}),
+    (log("ai.model.performance"), {"regex_total", "any_total"}),
+    (log("ai.modelx"), {"any_total"}),
+    (log(""), {"any_total"}),  # a log without an event name only meets name-less rules
+    (log("x", tier="pro", score=0.5, country="DE"), {"any_total", "cond_total"}),
+    (log("x", tier="pro", score="0.7", country="DE"), {"any_total", "cond_total"}),
+    (log("x", tier="free", score=0.7, country="DE"), {"any_total"}),
+    (log("x", tier="pro", score=1, country="DE"), {"any_total"}),
+    (log("x", tier="pro", score="high", country="DE"), {"any_total"}),
+    (log("x", tier="pro", score=0.7, country="Germany"), {"any_total"}),
+    (log("x", tier="pro", score=0.7, country="DE", beta=True), {"any_total"}),
+    (log("x", tier="pro", score=0.7, country="DE", plan="legacy"), {"any_total"}),
+]
+
+
+@pytest.mark.parametrize("record,expected", SCENARIOS)
+def test_matching(record, expected):
+    store, _ = run(compile_rules(MATCH_RULES), [record])
+    fed = {name for name, state in store.metrics.items() if state.series}
+    assert fed == expected
+
+
+def test_labels_defaults_fields_fallbacks_and_constants():
+    m = compile_rules("""
+rules:
+  - metric: l_total
+    type: counter
+    match: {signal: span}
+    labels:
+      name: {field: name}
+      kind: {field: span_kind}
+      status: {field: span_status}
+      provider: {attribute: [gen_ai.provider.name, gen_ai.system], default: none}
+      const: {value: fixed}
+      n: count
+      err: {attribute: error.type, on_error_status: _OTHER}
+""")
+    recs = [Record(SPAN, "chat", 1, {"gen_ai.system": "openai", "count": 3}, duration=1,
+                   status=2, kind=3),
+            Record(SPAN, "chat", 1, {"gen_ai.provider.name": "anthropic", "gen_ai.system": "x",
+                                     "error.type": "timeout", "count": True}, duration=1, kind=2),
+            Record(SPAN, "embed", 1, {"count": [1, "a"]}, duration=1)]
+    store, _ = run(m, recs, signal=SPAN)
+    assert store.get("l_total", ("chat", "client", "error", "openai", "fixed", "3", "_OTHER")) == 1
+    assert store.get("l_total", ("chat", "server", "unset", "anthropic", "fixed", "true",
+                                 "timeout")) == 1
+    assert store.get("l_total", ("embed", "unspecified", "unset", "none", "fixed", '[1,"a"]',
+                                 "")) == 1
+
+
+def test_values_scale_histogram_buckets_and_rejections():
+    m = compile_rules("""
+rules:
+  - metric: lat_seconds
+    type: histogram
+    match: {signal: log, name: req}
+    value: {attribute: ms}
+    scale: 0.001
+    buckets: [0.1, 0.5, 1]
+  - metric: req_total
+    type: counter
+    match: {signal: log, name: req}
+""")
+    recs = [log("req", ms=100), log("req", ms=100.5), log("req", ms="750"), log("req", ms=5000),
+            log("req"),  # no value: the histogram rule does not apply, the counter does
+            log("req", ms="slow"), log("req", ms=float("nan")), log("req", ms=[1])]
+    store, result = run(m, recs)
+    assert store.get("lat_seconds", ()) == pytest.approx([5.9505, 4, 1, 1, 1, 1])
+    assert store.get("req_total", ()) == 5
+    assert result.rejected == {"non_numeric_value": 2, "non_finite_value": 1}
+    assert result.matched == 5 and result.unmatched == 0
+
+
+def test_negative_counter_increment_is_rejected_not_applied():
+    m = compile_rules("""
+rules:
+  - metric: v_total
+    type: counter
+    match: {signal: log, name: pay}
+    value: {attribute: amount}
+""")
+    store, result = run(m, [log("pay", amount=5), log("pay", amount=-2)])
+    assert store.get("v_total", ()) == 5
+    assert result.rejected == {"negative_counter_increment": 1}
+
+
+def test_gauge_keeps_the_newest_value_by_event_time():
+    m = compile_rules("""
+rules:
+  - metric: acc_ratio
+    type: gauge
+    match: {signal: log, name: perf}
+    value: {attribute: acc}
+""")
+    store, _ = run(m, [log("perf", t=20, acc=0.9), log("perf", t=10, acc=0.1)])
+    assert store.get("acc_ratio", ())[1] == 0.9
+    run(m, [log("perf", t=15, acc=0.5)], store)
+    assert store.get("acc_ratio", ())[1] == 0.9
+    run(m, [log("perf", t=30, acc=0.7)], store)
+    assert store.get("acc_ratio", ())[1] == 0.7
+
+
+CAP_RULE = """
+rules:
+  - metric: u_total
+    type: counter
+    match: {signal: log, name: e}
+    labels: {v: v}
+    max_series: 10
+"""
+
+
+def test_series_cap_sends_new_label_sets_to_one_overflow_series():
+    m = compile_rules(CAP_RULE)
+    store, _ = run(m, [log("e", v=str(i)) for i in range(100_000)])
+    state = store.metrics["u_total"]
+    assert len(state.series) == 10
+    assert state.series[OVERFLOW] == 100_000 - 9
+    # each label set that found no room counts once per request it appears in
+    assert state.overflow_updates == 100_000 - 9
+    # existing series keep counting; new ones keep overflowing
+    run(m, [log("e", v="0"), log("e", v="new")], store)
+    assert store.get("u_total", ("0",)) == 2
+    assert state.series[OVERFLOW] == 100_000 - 8
+
+
+def test_long_label_values_are_cut():
+    m = compile_rules(CAP_RULE)
+    store = Store(m.metrics, max_label_length=8)
+    run(m, [log("e", v="x" * 100), log("e", v="x" * 50)], store)
+    assert store.get("u_total", ("x" * 8,)) == 2
+
+
+def test_idle_series_expire_after_their_ttl():
+    now = [1000.0]
+    m = compile_rules("""
+rules:
+  - metric: t_total
+    type: counter
+    match: {signal: log, name: e}
+    labels: {v: v}
+    series_ttl: 10m
+""")
+    store = Store(m.metrics, clock=lambda: now[0])
+    run(m, [log("e", v="a"), log("e", v="b")], store)
+    now[0] += 300
+    run(m, [log("e", v="a")], store)
+    now[0] += 301
+    assert store.expire() == 1
+    assert store.get("t_total", ("a",)) == 2 and store.get("t_total", ("b",)) is None
+    assert store.metrics["t_total"].expired == 1
+
+
+HIST_POINT_RULE = """
+rules:
+  - metric: d_seconds
+    type: histogram
+    match: {signal: metric, name: d}
+    labels: {op: op}
+    value: data_point
+    buckets: [0.1, 1]
+  - metric: c_total
+    type: counter
+    match: {signal: metric, name: c}
+    value: data_point
+  - metric: g_ratio
+    type: gauge
+    match: {signal: metric, name: c}
+    value: data_point
+"""
+
+
+def hist_point(counts, total, count, temporality, start=1, bounds=(0.1, 0.5, 1, 5)):
+    return Record(METRIC, "d", 10, {"op": "chat"}, value=Histogram(bounds, counts, total, count),
+                  point_kind=POINT_HISTOGRAM, temporality=temporality, monotonic=True,
+                  start_ns=start)
+
+
+def sum_point(value, temporality, start=1, monotonic=True):
+    return Record(METRIC, "c", 10, {}, value=value, point_kind=POINT_SUM,
+                  temporality=temporality, monotonic=monotonic, start_ns=start)
+
+
+def test_histogram_points_are_rebucketed_into_a_subset_of_their_bounds():
+    m = compile_rules(HIST_POINT_RULE)
+    store, _ = run(m, [hist_point((1, 2, 3, 4, 5), 30.0, 15, TEMPORALITY_DELTA)], signal=METRIC)
+    # bounds 0.1, 0.5, 1, 5 into 0.1, 1: (1) (2+3) (4+5)
+    assert store.get("d_seconds", ("chat",)) == [30.0, 15, 1, 5, 9]
+    _, result = run(m, [hist_point((1, 1), 1.0, 2, TEMPORALITY_DELTA, bounds=(0.2,))], store,
+                    signal=METRIC)
+    assert result.rejected == {"bucket_mismatch": 1}
+    assert "do not include the rule's bounds" in result.messages[0]
+
+
+def test_cumulative_points_become_increases_with_reset_detection():
+    m = compile_rules(HIST_POINT_RULE)
+    store = Store(m.metrics)
+    for v in (5.0, 8.0, 8.0):
+        run(m, [sum_point(v, TEMPORALITY_CUMULATIVE)], store, signal=METRIC)
+    assert store.get("c_total", ()) == 8
+    run(m, [sum_point(3.0, TEMPORALITY_CUMULATIVE, start=2)], store, signal=METRIC)  # restart
+    assert store.get("c_total", ()) == 11
+    run(m, [sum_point(1.0, TEMPORALITY_CUMULATIVE, start=2)], store, signal=METRIC)  # went down
+    assert store.get("c_total", ()) == 12
+    run(m, [sum_point(2.0, TEMPORALITY_DELTA)], store, signal=METRIC)
+    assert store.get("c_total", ()) == 14
+    assert store.get("g_ratio", ())[1] == 2.0
+    for counts, total in (((1, 0, 0, 0, 0), 0.05), ((2, 1, 0, 0, 1), 10.4)):
+        run(m, [hist_point(counts, total, sum(counts), TEMPORALITY_CUMULATIVE)], store,
+            signal=METRIC)
+    assert store.get("d_seconds", ("chat",)) == pytest.approx([10.4, 4, 2, 1, 1])
+
+
+def test_non_monotonic_sum_cannot_feed_a_counter():
+    m = compile_rules(HIST_POINT_RULE)
+    _, result = run(m, [sum_point(-3.0, TEMPORALITY_CUMULATIVE, monotonic=False)], signal=METRIC)
+    assert result.rejected == {"non_monotonic_sum": 1}
+
+
+def test_cache_resolves_each_name_once():
+    m = compile_rules(MATCH_RULES)
+    run(m, [log("app.page_view") for _ in range(50)] + [log("nope") for _ in range(50)])
+    assert m.cache_misses == 2 and m.cache_hits == 98
+
+
+def test_histogram_sum_nan_counts_as_zero():
+    m = compile_rules(HIST_POINT_RULE)
+    store, _ = run(m, [hist_point((1, 0, 0, 0, 0), math.nan, 1, TEMPORALITY_DELTA)],
+                   signal=METRIC)
+    assert store.get("d_seconds", ("chat",)) == [0.0, 1, 1, 0, 0]
