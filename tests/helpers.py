@@ -150,7 +150,8 @@ class ProcessExporter(RunningExporter):
             raise RuntimeError(f"exporter did not start:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:

@@ -1,0 +1,180 @@
+"""The serve command as a user runs it: exposition formats, the landing page, health,
+reload by HTTP and by SIGHUP, graceful stop, and explain."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import subprocess
+import sys
+
+import requests
+
+from tests.helpers import ROOT, eventually
+
+PAGE_VIEW = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+    {"eventName": "app.page_view",
+     "attributes": [{"key": "url.path", "value": {"stringValue": "/home"}}]}]}]}]}).encode()
+
+CUSTOM = """
+rules:
+  - metric: app_signups_total
+    type: counter
+    help: Sign-ups.
+    match: {signal: log, name: app.signup}
+    labels: {plan: app.plan}
+"""
+
+
+def signup(plan="pro"):
+    return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"eventName": "app.signup",
+         "attributes": [{"key": "app.plan", "value": {"stringValue": plan}}]}]}]}]}).encode()
+
+
+def test_openmetrics_and_gzip_negotiation(exporter):
+    exporter.post("/v1/logs", PAGE_VIEW)
+    r = requests.get(exporter.metrics_url + "/metrics", timeout=5,
+                     headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert r.text.rstrip().endswith("# EOF")
+    assert "# TYPE app_page_views counter" in r.text
+    assert 'app_page_views_total{route="/home",service_name="unknown_service"} 1.0' in r.text
+    r = requests.get(exporter.metrics_url + "/metrics", timeout=5, stream=True,
+                     headers={"Accept-Encoding": "gzip"})
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert b"app_page_views_total" in gzip.decompress(r.raw.read())
+    plain = requests.get(exporter.metrics_url + "/metrics", timeout=5)
+    assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+
+
+def test_landing_page_health_and_readiness(exporter):
+    page = requests.get(exporter.metrics_url + "/", timeout=5)
+    assert page.status_code == 200 and 'href="/metrics"' in page.text
+    assert "app_page_views_total" in page.text and "built-in defaults" in page.text
+    assert requests.get(exporter.metrics_url + "/-/healthy", timeout=5).status_code == 200
+    assert requests.get(exporter.metrics_url + "/-/ready", timeout=5).status_code == 200
+
+
+def test_self_metrics_are_exposed(exporter):
+    exporter.post("/v1/logs", PAGE_VIEW)
+    exporter.post("/v1/logs", b"{", "application/json")
+    s = exporter.scrape()
+    assert s.value("kpi_exporter_requests_total", signal="log", code="200") == 1
+    assert s.value("kpi_exporter_requests_total", signal="log", code="400") == 1
+    assert s.value("kpi_exporter_request_duration_seconds_count", signal="log") == 2
+    assert s.value("kpi_exporter_metric_series", metric="app_page_views_total") == 1
+    assert s.value("kpi_exporter_metric_series_limit", metric="app_page_views_total") == 2000
+    assert s.matching("kpi_exporter_build_info")
+
+
+def test_reload_over_http_keeps_unchanged_series_and_refuses_a_broken_config(exporter_factory):
+    e = exporter_factory(CUSTOM)
+    e.post("/v1/logs", signup())
+    e.post("/v1/logs", PAGE_VIEW)
+    assert e.config_path is not None
+    with open(e.config_path, "a") as f:
+        f.write("""  - metric: app_logins_total
+    type: counter
+    match: {signal: log, name: app.login}
+""")
+    r = requests.post(e.metrics_url + "/-/reload", timeout=5)
+    assert r.status_code == 200, r.text
+    e.post("/v1/logs", signup())
+    s = e.scrape()
+    assert s.value("app_signups_total", plan="pro") == 2
+    assert s.value("app_page_views_total", route="/home", service_name="unknown_service") == 1
+    assert s.value("kpi_exporter_config_reloads_total", outcome="success") == 1
+    with open(e.config_path, "a") as f:
+        f.write("  - metric: broken\n")
+    r = requests.post(e.metrics_url + "/-/reload", timeout=5)
+    assert r.status_code == 400 and "broken" in r.text
+    e.post("/v1/logs", signup())
+    s = e.scrape()
+    assert s.value("app_signups_total", plan="pro") == 3
+    assert s.value("kpi_exporter_config_reloads_total", outcome="failure") == 1
+    assert s.value("kpi_exporter_config_last_reload_successful") == 0
+
+
+def test_reload_drops_series_whose_labels_changed(exporter_factory):
+    e = exporter_factory(CUSTOM)
+    e.post("/v1/logs", signup())
+    assert e.config_path is not None
+    with open(e.config_path, "w") as f:
+        f.write(CUSTOM.replace("labels: {plan: app.plan}", "labels: {tier: app.plan}"))
+    assert requests.post(e.metrics_url + "/-/reload", timeout=5).status_code == 200
+    e.post("/v1/logs", signup())
+    s = e.scrape()
+    assert s.value("app_signups_total", plan="pro") is None
+    assert s.value("app_signups_total", tier="pro") == 1
+
+
+def test_sighup_reloads_and_sigterm_stops_the_real_process(process_factory, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("default_rules: false\n" + CUSTOM)
+    e = process_factory("--config", str(config))
+    e.post("/v1/logs", signup())
+    config.write_text("default_rules: false\n" + CUSTOM.replace("app.signup", "app.register"))
+    e.signal(signal.SIGHUP)
+    assert eventually(lambda: e.scrape().value("kpi_exporter_config_reloads_total",
+                                               outcome="success") == 1)
+    e.post("/v1/logs", signup())  # no longer matches
+    s = e.scrape()
+    assert s.value("app_signups_total", plan="pro") == 1
+    assert s.value("kpi_exporter_records_unmatched_total", signal="log") == 1
+    assert e.close() == 0
+    log = e.log()
+    assert "config reloaded" in log and "received SIGTERM" in log
+    assert all(line.startswith("ts=") for line in log.splitlines() if line.strip())
+
+
+def test_serve_refuses_a_broken_config_with_exit_code_2(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("rules:\n  - metric: x\n")
+    r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--config", str(config)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2
+    assert f"{config}:2: rules[0] (x)" in r.stderr
+
+
+def test_explain_shows_matches_skips_and_suggestions(tmp_path):
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"name": "ai.model.performance", "attributes": {
+        "gen_ai.request.model": "m1", "ai.model.accuracy": 0.8, "user.id": "u-123",
+        "user.email": "a@b.example"}}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert 'ai_model_accuracy_ratio{model="m1"} set to 0.8' in out
+    assert "ai_model_latency_seconds): skipped, the record has no attribute 'ai.model.latency'" in out
+    assert "u-123" not in out and "a@b.example" not in out
+    event.write_text(json.dumps({"name": "app.pageview"}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "app_events_total" in r.stdout
+    event.write_text(json.dumps({"signal": "span", "name": "x", "attributes": {}}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "gen_ai.operation.name' is None, the rule wants it to exist" in r.stdout
+    assert "no metric updates: the record is counted as unmatched" in r.stdout
+
+
+def test_explain_reads_otlp_json_log_records(tmp_path):
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"eventName": "app.feature_used", "attributes": [
+        {"key": "app.feature", "value": {"stringValue": "workout"}},
+        {"key": "app.action", "value": {"stringValue": "share"}}]}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert 'app_feature_usage_total{feature="workout", action="share", ' \
+           'service_name="unknown_service"} add 1.0' in r.stdout
+
+
+def test_help_reads_well():
+    r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--help"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0
+    for flag in ("--config", "--otlp-listen", "--metrics-listen", "KPI_EXPORTER_OTLP_LISTEN"):
+        assert flag in r.stdout
