@@ -179,7 +179,7 @@ class _Redelivery(Generic[T]):
         self._max_backoff = max_backoff
         self._pending: collections.deque[list[T]] = collections.deque()
         self._pending_records = 0
-        self._retrying = False
+        self._inflight: list[T] | None = None  # the batch the retry thread is sending
         self._closed = False
         self._cond = threading.Condition()
         self._wake = threading.Event()
@@ -191,7 +191,8 @@ class _Redelivery(Generic[T]):
     @property
     def waiting(self) -> int:
         """Records held for a later attempt."""
-        return self._pending_records
+        with self._cond:
+            return self._pending_records + len(self._inflight or ())
 
     def export(self, batch: Sequence[T]) -> bool:
         """Delivers ``batch`` now, or keeps it for the background retries; never raises."""
@@ -202,14 +203,19 @@ class _Redelivery(Generic[T]):
             if self._closed:
                 self.dropped += len(records)
                 return False
-            if self._pending or self._retrying:
+            if self._pending or self._inflight is not None:
                 # The exporter is known to be unreachable: queue behind older batches
                 # instead of spending another timeout on the batch worker.
                 self._keep(records)
                 return False
-        return self._attempt(records, from_spool=False)
+        ok, retryable = self._attempt(records)
+        if not ok and retryable:
+            with self._cond:
+                self._keep(records)
+        return ok
 
-    def _attempt(self, records: list[T], from_spool: bool) -> bool:
+    def _attempt(self, records: list[T]) -> tuple[bool, bool]:
+        """Sends once (the OpenTelemetry exporter retries inside); (delivered, worth retrying)."""
         self._probe.reset()
         try:
             ok = self._send(records)
@@ -217,25 +223,29 @@ class _Redelivery(Generic[T]):
             log.exception("kpi-exporter sdk: exporting %s failed", self._name)
             ok = False
         status = self._probe.status
+        retryable = not ok and (status is None or status in _RETRYABLE_STATUS)
         with self._cond:
             if ok:
                 self.delivered += len(records)
-            elif status is not None and status not in _RETRYABLE_STATUS:
+            elif not retryable:
                 self.rejected += len(records)
                 log.warning("kpi-exporter sdk: the exporter refused %d %s with HTTP %s; "
                             "dropped them (see the exporter's log and "
                             "kpi_exporter_records_rejected_total)", len(records), self._name,
                             status)
-            elif not from_spool:
-                self._keep(records)
-            self._cond.notify_all()
-        return ok
+        return ok, retryable
 
-    def _keep(self, records: list[T]) -> None:
+    def _keep(self, records: list[T], front: bool = False) -> None:
         # called with self._cond held
-        self._pending.append(records)
+        if front:
+            self._pending.appendleft(records)
+        else:
+            self._pending.append(records)
         self._pending_records += len(records)
-        while self._pending_records > self._capacity and len(self._pending) > 1:
+        inflight = len(self._inflight or ())
+        # oldest first; one batch is always kept, even when it alone is over the cap
+        while (self._pending_records + inflight > self._capacity
+               and len(self._pending) > (0 if inflight else 1)):
             old = self._pending.popleft()
             self._pending_records -= len(old)
             self.dropped += len(old)
@@ -244,6 +254,7 @@ class _Redelivery(Generic[T]):
                                             name=f"kpi-sdk-redeliver-{self._name}", daemon=True)
             self._thread.start()
         self._wake.set()
+        self._cond.notify_all()
 
     def _retry_loop(self) -> None:
         backoff = self._min_backoff
@@ -256,19 +267,20 @@ class _Redelivery(Generic[T]):
                 if not self._pending:
                     backoff = self._min_backoff
                     continue
-                batch = self._pending[0]
-                self._retrying = True
-            ok = self._attempt(batch, from_spool=True)
+                batch = self._pending.popleft()
+                self._pending_records -= len(batch)
+                self._inflight = batch
+            ok, retryable = self._attempt(batch)
             with self._cond:
-                self._retrying = False
-                if ok or self._probe.status not in (None, *_RETRYABLE_STATUS):
-                    # delivered, or refused for good: either way it leaves the spool
-                    if self._pending and self._pending[0] is batch:
-                        self._pending.popleft()
-                        self._pending_records -= len(batch)
+                self._inflight = None
+                if ok or not retryable:
                     backoff = self._min_backoff
                     self._wake.set()  # go on with the next batch at once
+                elif self._closed:
+                    self.dropped += len(batch)
                 else:
+                    self._keep(batch, front=True)
+                    self._wake.clear()
                     backoff = min(backoff * 2, self._max_backoff)
                 self._cond.notify_all()
 
@@ -277,7 +289,7 @@ class _Redelivery(Generic[T]):
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._cond:
-            while self._pending or self._retrying:
+            while self._pending or self._inflight is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
