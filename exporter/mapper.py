@@ -62,6 +62,13 @@ class Mapping:
                 self._exact.setdefault((r.signal, r.name_exact), []).append(r)
             else:
                 self._fallback.setdefault(r.signal, []).append(r)
+        # Every attribute key some rule reads: decoders extract only these (and what the
+        # pipeline's observers ask for).
+        self.attribute_keys: frozenset[str] = frozenset(
+            key for r in rules for key in (
+                *(a for spec in r.labels for a in spec.attributes),
+                *(k for k, _t, _p in r.conditions),
+                *((r.value.attribute,) if r.value.kind == "attribute" else ())))
         self._cache: dict[tuple[str, str], tuple[Rule, ...]] = {}
         self.cache_hits = 0
         self.cache_misses = 0

@@ -164,7 +164,7 @@ def _resource_and_scopes(
     return out
 
 
-def decode_logs(body: bytes) -> Batch:
+def decode_logs(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     """Decodes an OTLP JSON ``ExportLogsServiceRequest``."""
     doc = parse(body)
     batch = Batch(LOG)
@@ -187,7 +187,7 @@ def decode_logs(body: bytes) -> Batch:
     return batch
 
 
-def decode_traces(body: bytes) -> Batch:
+def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     """Decodes an OTLP JSON ``ExportTraceServiceRequest``."""
     doc = parse(body)
     batch = Batch(SPAN)
@@ -239,7 +239,7 @@ def _point_attrs(p: dict[str, Any], base: dict[str, Any], path: str) -> dict[str
     return _attributes(_list(p, "attributes", "attributes", path), base, path + ".attributes")
 
 
-def decode_metrics(body: bytes) -> Batch:
+def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     """Decodes an OTLP JSON ``ExportMetricsServiceRequest``."""
     doc = parse(body)
     batch = Batch(METRIC)
@@ -302,7 +302,8 @@ def decode_metrics(body: bytes) -> Batch:
     return batch
 
 
-DECODERS: dict[str, Callable[[bytes], Batch]] = {
+# ``keep`` is accepted for symmetry with the protobuf decoders; JSON is parsed whole anyway.
+DECODERS: dict[str, Callable[[bytes, frozenset[str] | None], Batch]] = {
     LOG: decode_logs,
     SPAN: decode_traces,
     METRIC: decode_metrics,

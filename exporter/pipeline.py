@@ -6,19 +6,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter.collectors import MappedMetricsCollector, SelfMetrics, StoreStatsCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.mapper import Mapping, MapResult
-from exporter.records import Batch
+from exporter.records import METRIC, Batch
 from exporter.store import Store
 
 __all__ = ["Pipeline", "Observer"]
 
 log = logging.getLogger("kpi_exporter")
+
+# The deprecated way to name an event, read by the log decoders.
+_ALWAYS_DECODED = frozenset({"event.name"})
 
 # Called with every decoded batch after it was mapped (the KPI windows are one).
 Observer = Callable[[Batch, MapResult], None]
@@ -42,10 +45,35 @@ class Pipeline:
         self.registry.register(StoreStatsCollector(
             lambda: self.store, lambda: (self.mapping.cache_hits, self.mapping.cache_misses)))
         self.observers: list[Observer] = []
+        # Attribute keys each observer reads, when it said so with add_observer(); an observer
+        # appended to ``observers`` directly sees every attribute.
+        self._observer_attributes: dict[int, frozenset[str]] = {}
         self._reload_lock = threading.Lock()
         self.config_path: str | None = None
         self.config_overrides: dict[str, str] = {}
         self.ready = threading.Event()
+
+    def attributes_to_decode(self, signal: str) -> frozenset[str] | None:
+        """The attribute keys decoders should extract for a signal (None: all of them).
+
+        Metric points keep every attribute: they tell one source's cumulative stream from
+        another's."""
+        if signal == METRIC:
+            return None
+        keys = self.mapping.attribute_keys | _ALWAYS_DECODED
+        for observer in self.observers:
+            wanted = self._observer_attributes.get(id(observer))
+            if wanted is None:
+                return None
+            keys |= wanted
+        return keys
+
+    def add_observer(self, observer: Observer, attributes: Iterable[str] | None = None) -> None:
+        """Calls ``observer(batch, result)`` after every ingested batch. ``attributes`` names
+        the attribute keys it reads, so decoders can skip the rest; None means all."""
+        self.observers.append(observer)
+        if attributes is not None:
+            self._observer_attributes[id(observer)] = frozenset(attributes)
 
     def ingest(self, batch: Batch) -> MapResult:
         """Maps a decoded batch, applies it to the store and counts what happened."""

@@ -167,7 +167,7 @@ def create_receiver(pipeline: Pipeline) -> Flask:
                 if encoding != "identity":
                     body = _decompress(body, encoding, limit)
                 decoders = otlp_protobuf.DECODERS if mimetype == PROTOBUF else otlp_json.DECODERS
-                batch = decoders[signal](body)
+                batch = decoders[signal](body, pipeline.attributes_to_decode(signal))
             except _TooLarge:
                 return error(413, f"decompressed body is over the limit of {limit} bytes "
                              f"(server.max_body_size)", content_type)
