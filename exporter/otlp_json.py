@@ -143,7 +143,7 @@ def parse(body: bytes) -> dict[str, Any]:
 
 def _resource_and_scopes(
     doc: dict[str, Any], top: tuple[str, str], scopes: tuple[str, str]
-) -> list[tuple[str, dict[str, Any], list[Any]]]:
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(path, merged resource+scope attributes, the scope object) for every scope."""
     out = []
     for i, res in enumerate(_list(doc, top[0], top[1], "")):

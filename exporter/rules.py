@@ -296,6 +296,22 @@ def _as_number(x: Any) -> float | None:
     return None
 
 
+def _equals(target: str, positive: bool) -> Predicate:
+    if positive:
+        return lambda v: v is not None and label_str(v) == target
+    return lambda v: v is None or label_str(v) != target
+
+
+def _member(targets: frozenset[str], positive: bool) -> Predicate:
+    if positive:
+        return lambda v: v is not None and label_str(v) in targets
+    return lambda v: v is None or label_str(v) not in targets
+
+
+def _regex(rx: re.Pattern[str]) -> Predicate:
+    return lambda v: v is not None and rx.fullmatch(label_str(v)) is not None
+
+
 def _compile_condition(key: str, spec: Any, where: str, problems: list[str]
                        ) -> list[tuple[str, str, Predicate]]:
     if not isinstance(spec, dict):
@@ -308,28 +324,19 @@ def _compile_condition(key: str, spec: Any, where: str, problems: list[str]
             continue
         text = f"{op} {arg!r}"
         if op in ("equals", "not_equals"):
-            target = label_str(arg)
-            if op == "equals":
-                out.append((key, text, lambda v, t=target: v is not None and label_str(v) == t))
-            else:
-                out.append((key, text, lambda v, t=target: v is None or label_str(v) != t))
+            out.append((key, text, _equals(label_str(arg), op == "equals")))
         elif op in ("in", "not_in"):
             if not isinstance(arg, list) or not arg:
                 problems.append(f"{where}.{op}: expected a non-empty list of values")
                 continue
-            targets = frozenset(label_str(a) for a in arg)
-            if op == "in":
-                out.append((key, text, lambda v, t=targets: v is not None and label_str(v) in t))
-            else:
-                out.append((key, text, lambda v, t=targets: v is None or label_str(v) not in t))
+            out.append((key, text, _member(frozenset(label_str(a) for a in arg), op == "in")))
         elif op == "regex":
             try:
                 rx = re.compile(str(arg))
             except re.error as exc:
                 problems.append(f"{where}.regex: {arg!r} is not a valid regular expression: {exc}")
                 continue
-            out.append((key, f"to match /{arg}/",
-                        lambda v, r=rx: v is not None and r.fullmatch(label_str(v)) is not None))
+            out.append((key, f"to match /{arg}/", _regex(rx)))
         elif op == "exists":
             if not isinstance(arg, bool):
                 problems.append(f"{where}.exists: expected true or false, got {arg!r}")
@@ -442,7 +449,7 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
     before = len(problems)
     problems.extend(_unknown(raw, _RULE_KEYS, where))
     name = raw.get("metric")
-    mtype = raw.get("type")
+    mtype: str = str(raw.get("type"))
     if not isinstance(name, str) or not name:
         problems.append(f"{where}: 'metric' (the Prometheus metric name) is required")
         name = "invalid"

@@ -48,11 +48,11 @@ class Server:
                 path = environ.get("PATH_INFO", "")
                 target = receiver if path.startswith("/v1/") else web
                 return target(environ, start_response)
-            listeners = [("otlp+metrics", both, otlp)]
+            listeners: list[tuple[str, Any, tuple[str, int]]] = [("otlp+metrics", both, otlp)]
         else:
             listeners = [("otlp", receiver, otlp), ("metrics", web, metrics)]
         for name, app, (host, port) in listeners:
-            server = create_server(app, host=host, port=port, map={}, **common)  # type: ignore[arg-type]
+            server = create_server(app, host=host, port=port, map={}, **common)
             self._servers.append(server)
             t = threading.Thread(target=self._run, args=(server,), name=f"listener-{name}",
                                  daemon=True)

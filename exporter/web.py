@@ -73,7 +73,7 @@ def create_web_app(pipeline: Pipeline) -> WSGIApp:
 
     def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/metrics":
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics_app(environ, start_response)
         return app(environ, start_response)
 
     return dispatch

@@ -9,7 +9,7 @@ import yaml
 __all__ = ["Mapping", "load", "line_of", "YAMLLoadError"]
 
 
-class Mapping(dict):  # type: ignore[type-arg]
+class Mapping(dict[str, Any]):
     """A YAML mapping that knows its line (1-based) in the source file."""
 
     line: int = 0

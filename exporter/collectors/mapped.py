@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -26,7 +26,7 @@ def _bound(b: float) -> str:
 class MappedMetricsCollector(Collector):
     """Reads a consistent snapshot of the store under its lock, then builds the families."""
 
-    def __init__(self, store_ref: "StoreRef"):
+    def __init__(self, store_ref: Callable[[], Store]):
         self._store_ref = store_ref
 
     def collect(self) -> Iterator[Metric]:
@@ -63,6 +63,3 @@ class MappedMetricsCollector(Collector):
                     samples.append(Sample(definition.name + "_sum", lab, h[0], None, None))
             yield family
 
-
-class StoreRef:  # pragma: no cover - a typing aid; any zero-argument callable returning a Store
-    def __call__(self) -> Store: ...
