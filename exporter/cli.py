@@ -56,6 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
                     "Use - for standard input.")
     explain.add_argument("--config", metavar="FILE", help="config file (default: built-in rules)")
     explain.add_argument("file", metavar="EVENT.json")
+
+    demo = sub.add_parser(
+        "demo", help="send realistic synthetic traffic to a running exporter",
+        description="Sends synthetic product and AI traffic through the Python SDK to a running "
+                    "exporter: users with sessions, page views, feature use, conversions, AI "
+                    "recommendations and responses, model performance reports, GenAI spans and "
+                    "evaluations. Sends round(RATE x DURATION) items paced at RATE per second "
+                    "(the same items for the same --seed), then prints what it sent in the "
+                    "terms of the metrics, to compare with /metrics and the dashboards.")
+    demo.add_argument("--endpoint", default="http://localhost:4318", metavar="URL",
+                      help="the exporter's OTLP/HTTP base URL (default http://localhost:4318)")
+    demo.add_argument("--rate", type=float, default=50.0, metavar="N",
+                      help="events and spans per second (default 50)")
+    demo.add_argument("--duration", default="60s", metavar="TIME",
+                      help="how long to send, e.g. 30s, 5m (default 60s)")
+    demo.add_argument("--users", type=int, default=200, metavar="N",
+                      help="size of the user population (default 200)")
+    demo.add_argument("--seed", type=int, metavar="N", help="random seed (default: random, printed)")
+    demo.add_argument("--backfill", metavar="TIME",
+                      help="spread event times over this much past, e.g. 7d (default: now)")
+    demo.add_argument("--service-name", default="kpi-demo", metavar="NAME",
+                      help="service.name of the traffic (default kpi-demo)")
+    demo.add_argument("--json", metavar="FILE", dest="json_path",
+                      help="also write the summary as JSON to FILE (- for standard output)")
     return parser
 
 
@@ -127,9 +151,36 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from exporter.demo import DemoOptions, check_reachable, parse_duration, run_demo, write_json
+
+    try:
+        duration = parse_duration(args.duration)
+        backfill = parse_duration(args.backfill) if args.backfill else None
+    except ValueError as exc:
+        print(f"kpi-exporter demo: {exc}", file=sys.stderr)
+        return 2
+    if args.rate <= 0 or duration <= 0 or args.users < 1:
+        print("kpi-exporter demo: --rate, --duration and --users must be positive", file=sys.stderr)
+        return 2
+    problem = check_reachable(args.endpoint)
+    if problem:
+        print(f"kpi-exporter demo: no exporter at {args.endpoint}: {problem}. Start one with "
+              f"'kpi-exporter serve' (or 'make run'), or pass --endpoint.", file=sys.stderr)
+        return 1
+    summary = run_demo(DemoOptions(endpoint=args.endpoint, rate=args.rate, duration=duration,
+                                   users=args.users, seed=args.seed, backfill=backfill,
+                                   service_name=args.service_name))
+    print(summary.render())
+    if args.json_path:
+        write_json(summary, args.json_path)
+    return 0 if summary.delivered_all else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"serve": _serve, "check-config": _check_config, "explain": _explain}[args.command]
+    handler = {"serve": _serve, "check-config": _check_config, "explain": _explain,
+               "demo": _demo}[args.command]
     return handler(args)
 
 
