@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from google.protobuf.message import DecodeError as _PbDecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -63,6 +63,16 @@ def _attributes(kvs: Any, base: dict[str, Any] | None = None,
     return out
 
 
+def _scopes(resources: Any, scopes_field: str, keep: frozenset[str] | None
+            ) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(resource + scope attributes, scope block) for every scope of every resource."""
+    for res in resources:
+        resource = _attributes(res.resource.attributes, None, keep)
+        for block in getattr(res, scopes_field):
+            attrs = block.scope.attributes
+            yield (_attributes(attrs, resource, keep) if attrs else resource), block
+
+
 def _parse(message: Any, body: bytes) -> Any:
     try:
         message.ParseFromString(body)
@@ -80,19 +90,16 @@ def decode_logs(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     req = _parse(ExportLogsServiceRequest(), body)
     batch = Batch(LOG)
     records = batch.records
-    for rl in req.resource_logs:
-        resource = _attributes(rl.resource.attributes, None, keep)
-        for sl in rl.scope_logs:
-            base = _attributes(sl.scope.attributes, resource, keep) if sl.scope.attributes else resource
-            for lr in sl.log_records:
-                attrs = _attributes(lr.attributes, base, keep)
-                name = lr.event_name
-                if not name:
-                    legacy = attrs.get("event.name")
-                    name = legacy if isinstance(legacy, str) else ""
-                records.append(
-                    Record(LOG, name, lr.time_unix_nano or lr.observed_time_unix_nano, attrs)
-                )
+    for base, sl in _scopes(req.resource_logs, "scope_logs", keep):
+        for lr in sl.log_records:
+            attrs = _attributes(lr.attributes, base, keep)
+            name = lr.event_name
+            if not name:
+                legacy = attrs.get("event.name")
+                name = legacy if isinstance(legacy, str) else ""
+            records.append(
+                Record(LOG, name, lr.time_unix_nano or lr.observed_time_unix_nano, attrs)
+            )
     return batch
 
 
@@ -101,23 +108,20 @@ def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     req = _parse(ExportTraceServiceRequest(), body)
     batch = Batch(SPAN)
     records = batch.records
-    for rs in req.resource_spans:
-        resource = _attributes(rs.resource.attributes, None, keep)
-        for ss in rs.scope_spans:
-            base = _attributes(ss.scope.attributes, resource, keep) if ss.scope.attributes else resource
-            for span in ss.spans:
-                start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                if end < start:
-                    batch.reject(
-                        "invalid_span", f"span {span.name!r} ends before it starts"
-                    )
-                    continue
-                records.append(
-                    Record(
-                        SPAN, span.name, end, _attributes(span.attributes, base, keep),
-                        duration=(end - start) / 1e9, status=span.status.code, kind=span.kind,
-                    )
+    for base, ss in _scopes(req.resource_spans, "scope_spans", keep):
+        for span in ss.spans:
+            start, end = span.start_time_unix_nano, span.end_time_unix_nano
+            if end < start:
+                batch.reject(
+                    "invalid_span", f"span {span.name!r} ends before it starts"
                 )
+                continue
+            records.append(
+                Record(
+                    SPAN, span.name, end, _attributes(span.attributes, base, keep),
+                    duration=(end - start) / 1e9, status=span.status.code, kind=span.kind,
+                )
+            )
     return batch
 
 
@@ -139,57 +143,54 @@ def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     req = _parse(ExportMetricsServiceRequest(), body)
     batch = Batch(METRIC)
     records = batch.records
-    for rm in req.resource_metrics:
-        resource = _attributes(rm.resource.attributes, None, keep)
-        for sm in rm.scope_metrics:
-            base = _attributes(sm.scope.attributes, resource, keep) if sm.scope.attributes else resource
-            for metric in sm.metrics:
-                name = metric.name
-                data = metric.WhichOneof("data")
-                if data == "gauge" or data == "sum":
-                    container = metric.gauge if data == "gauge" else metric.sum
-                    temporality = container.aggregation_temporality if data == "sum" else 0
-                    monotonic = bool(container.is_monotonic) if data == "sum" else False
-                    for p in container.data_points:
-                        value = _number(p)
-                        if value is None:
-                            batch.reject("missing_value", f"{name}: data point without a value")
-                            continue
-                        records.append(
-                            Record(
-                                METRIC, name, p.time_unix_nano, _attributes(p.attributes, base, keep),
-                                value=value,
-                                point_kind=POINT_SUM if data == "sum" else POINT_GAUGE,
-                                temporality=temporality, monotonic=monotonic,
-                                start_ns=p.start_time_unix_nano,
-                            )
+    for base, sm in _scopes(req.resource_metrics, "scope_metrics", keep):
+        for metric in sm.metrics:
+            name = metric.name
+            data = metric.WhichOneof("data")
+            if data == "gauge" or data == "sum":
+                container = metric.gauge if data == "gauge" else metric.sum
+                temporality = container.aggregation_temporality if data == "sum" else 0
+                monotonic = bool(container.is_monotonic) if data == "sum" else False
+                for p in container.data_points:
+                    value = _number(p)
+                    if value is None:
+                        batch.reject("missing_value", f"{name}: data point without a value")
+                        continue
+                    records.append(
+                        Record(
+                            METRIC, name, p.time_unix_nano, _attributes(p.attributes, base, keep),
+                            value=value,
+                            point_kind=POINT_SUM if data == "sum" else POINT_GAUGE,
+                            temporality=temporality, monotonic=monotonic,
+                            start_ns=p.start_time_unix_nano,
                         )
-                elif data == "histogram":
-                    h = metric.histogram
-                    for p in h.data_points:
-                        bounds = tuple(p.explicit_bounds)
-                        counts = tuple(p.bucket_counts)
-                        if counts and len(counts) != len(bounds) + 1:
-                            batch.reject(
-                                "invalid_histogram",
-                                f"{name}: {len(counts)} bucket counts for {len(bounds)} bounds",
-                            )
-                            continue
-                        records.append(
-                            Record(
-                                METRIC, name, p.time_unix_nano, _attributes(p.attributes, base, keep),
-                                value=Histogram(bounds, counts, p.sum if p.HasField("sum") else math.nan, p.count),
-                                point_kind=POINT_HISTOGRAM, temporality=h.aggregation_temporality,
-                                monotonic=True, start_ns=p.start_time_unix_nano,
-                            )
-                        )
-                else:
-                    points = len(getattr(metric, data).data_points) if data else 1
-                    for _ in range(points):
+                    )
+            elif data == "histogram":
+                h = metric.histogram
+                for p in h.data_points:
+                    bounds = tuple(p.explicit_bounds)
+                    counts = tuple(p.bucket_counts)
+                    if counts and len(counts) != len(bounds) + 1:
                         batch.reject(
-                            "unsupported_point_type",
-                            f"{name}: {data or 'empty'} data points are not supported",
+                            "invalid_histogram",
+                            f"{name}: {len(counts)} bucket counts for {len(bounds)} bounds",
                         )
+                        continue
+                    records.append(
+                        Record(
+                            METRIC, name, p.time_unix_nano, _attributes(p.attributes, base, keep),
+                            value=Histogram(bounds, counts, p.sum if p.HasField("sum") else math.nan, p.count),
+                            point_kind=POINT_HISTOGRAM, temporality=h.aggregation_temporality,
+                            monotonic=True, start_ns=p.start_time_unix_nano,
+                        )
+                    )
+            else:
+                points = len(getattr(metric, data).data_points) if data else 1
+                for _ in range(points):
+                    batch.reject(
+                        "unsupported_point_type",
+                        f"{name}: {data or 'empty'} data points are not supported",
+                    )
     return batch
 
 

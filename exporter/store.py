@@ -47,6 +47,11 @@ class Deltas:
         return bool(self.counters or self.gauges or self.histograms or self.cumulative)
 
 
+def _add_into(target: list[Any], increments: list[Any]) -> None:
+    for i, x in enumerate(increments):
+        target[i] += x
+
+
 class MetricState:
     """The series of one metric. Values: counter float; gauge [time_ns, value];
     histogram [sum, count, bucket_0, ..., bucket_+Inf] (per-bucket, not cumulative)."""
@@ -100,79 +105,62 @@ class Store:
             state.series[labels] = state.new_value()
         return labels
 
+    def _slot(self, name: str, labels: tuple[str, ...], now: float
+              ) -> tuple[MetricState | None, tuple[str, ...]]:
+        """The metric and the series key an update goes to (admitting a new series, or the
+        overflow series, when needed). Called under the lock."""
+        state = self.metrics.get(name)
+        if state is None:  # the metric left the config while this request was in flight
+            return None, labels
+        if labels not in state.series:
+            labels = self._admit(state, labels)
+        if state.definition.series_ttl:
+            state.touched[labels] = now
+        return state, labels
+
     def apply(self, deltas: Deltas) -> None:
         """Merges one request's updates into the store (one lock acquisition)."""
-        metrics = self.metrics
         now = self.clock()
+        slot = self._slot
         with self.lock:
             for (name, labels), inc in deltas.counters.items():
-                state = metrics.get(name)
-                if state is None:
-                    continue
-                series = state.series
-                if labels not in series:
-                    labels = self._admit(state, labels)
-                series[labels] += inc
-                if state.definition.series_ttl:
-                    state.touched[labels] = now
+                state, key = slot(name, labels, now)
+                if state is not None:
+                    state.series[key] += inc
             for (name, labels), (t, value) in deltas.gauges.items():
-                state = metrics.get(name)
-                if state is None:
-                    continue
-                series = state.series
-                if labels not in series:
-                    labels = self._admit(state, labels)
-                cur = series[labels]
-                if t >= cur[0]:
-                    cur[0] = t
-                    cur[1] = value
-                if state.definition.series_ttl:
-                    state.touched[labels] = now
+                state, key = slot(name, labels, now)
+                if state is not None:
+                    cur = state.series[key]
+                    if t >= cur[0]:
+                        cur[0], cur[1] = t, value
             for (name, labels), h in deltas.histograms.items():
-                state = metrics.get(name)
-                if state is None:
-                    continue
-                series = state.series
-                if labels not in series:
-                    labels = self._admit(state, labels)
-                cur = series[labels]
-                for i, x in enumerate(h):
-                    cur[i] += x
-                if state.definition.series_ttl:
-                    state.touched[labels] = now
+                state, key = slot(name, labels, now)
+                if state is not None:
+                    _add_into(state.series[key], h)
             for c in deltas.cumulative:
                 self._apply_cumulative(c, now)
 
     def _apply_cumulative(self, c: Cumulative, now: float) -> None:
-        state = self.metrics.get(c.metric)
+        state, key = self._slot(c.metric, c.labels, now)
         if state is None:
             return
         prev = state.streams.pop(c.stream, None)
         value = c.value
+        # The first point of a stream, or a reset (new start time, or the value went down):
+        # all of it is new. Otherwise the increase since the stream's last point.
         if isinstance(value, list):
-            if prev is None or prev[0] != c.start_ns or value[1] < prev[1][1]:
-                inc: Any = value  # first point of the stream, or a reset: all of it is new
-            else:
-                inc = [a - b for a, b in zip(value, prev[1])]
+            fresh = prev is None or prev[0] != c.start_ns or value[1] < prev[1][1]
+            inc: Any = value if fresh else [a - b for a, b in zip(value, prev[1])]
         else:
-            if prev is None or prev[0] != c.start_ns or value < prev[1]:
-                inc = value
-            else:
-                inc = value - prev[1]
+            fresh = prev is None or prev[0] != c.start_ns or value < prev[1]
+            inc = value if fresh else value - prev[1]
         state.streams[c.stream] = (c.start_ns, value)
         if len(state.streams) > 4 * state.definition.max_series:
             state.streams.pop(next(iter(state.streams)))  # forget the stalest stream
-        labels = c.labels
-        if labels not in state.series:
-            labels = self._admit(state, labels)
         if isinstance(inc, list):
-            cur = state.series[labels]
-            for i, x in enumerate(inc):
-                cur[i] += x
+            _add_into(state.series[key], inc)
         else:
-            state.series[labels] += inc
-        if state.definition.series_ttl:
-            state.touched[labels] = now
+            state.series[key] += inc
 
     def expire(self) -> int:
         """Drops series idle for longer than their metric's TTL; returns how many."""

@@ -39,9 +39,9 @@ def test_pipeline_decodes_what_rules_and_declared_observers_read():
     keep = p.attributes_to_decode("log")
     assert keep is not None
     assert {"url.path", "service.name", "app.feature", "event.name"} <= keep
-    assert "user.id" not in keep
-    p.add_observer(lambda b, r: None, attributes=["user.id"])
-    assert "user.id" in (p.attributes_to_decode("log") or ())
+    assert "http.referrer" not in keep  # no rule reads it
+    p.add_observer(lambda b, r: None, attributes=["http.referrer"])
+    assert "http.referrer" in (p.attributes_to_decode("log") or ())
     p.observers.append(lambda b, r: None)  # says nothing: sees everything
     assert p.attributes_to_decode("log") is None
     assert p.attributes_to_decode("metric") is None
