@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import socket
@@ -406,6 +407,15 @@ class _Traffic:
             yield report
 
 
+def _screen(stream: TextIO) -> dict[str, int]:
+    # a terminal that reports a size of 0x0 (a fresh pty, some CI consoles) would hide the bar
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        return {"ncols": size.columns or 100, "nrows": size.lines or 24}
+    except (OSError, ValueError):
+        return {"ncols": 100, "nrows": 24}
+
+
 def run_demo(options: DemoOptions, progress: bool | None = None,
              progress_file: TextIO | None = None, client: sdk.Analytics | None = None) -> Summary:
     """Sends ``round(rate * duration)`` items paced at ``rate`` per second, flushes, and
@@ -428,7 +438,7 @@ def run_demo(options: DemoOptions, progress: bool | None = None,
     total = max(1, round(options.rate * options.duration))
     traffic = _Traffic(client, options, rng, summary)
     bar = tqdm(total=total, unit="item", desc="demo", file=progress_file, disable=not progress,
-               dynamic_ncols=True)
+               **(_screen(progress_file) if progress else {}))
     started = time.monotonic()
     try:
         items = traffic.sessions()

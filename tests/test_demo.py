@@ -1,0 +1,173 @@
+"""``kpi-exporter demo`` against a running exporter: what its summary claims is what /metrics
+shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter import sdk
+from exporter.demo import ACTIONS, CATEGORIES, DemoOptions, run_demo
+from exporter.records import Record
+from tests.helpers import ROOT, InProcessExporter, Scrape, free_port
+
+# the counters (and histogram counts) the demo's summary speaks for
+SUMMARY_METRICS = {
+    "app_events_total", "app_page_views_total", "app_feature_usage_total",
+    "app_conversions_total", "app_conversion_value_total", "ai_recommendations_total",
+    "ai_recommendation_responses_total", "gen_ai_client_operation_duration_seconds_count",
+    "gen_ai_client_tokens_total", "gen_ai_evaluation_results_total",
+}
+
+
+def run_cli(*args: str, stderr: Any = subprocess.PIPE, timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "exporter", "demo", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
+
+
+def scraped_counters(s: Scrape) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {k: v for k, v in s.samples.items() if k[0] in SUMMARY_METRICS}
+
+
+def claimed_counters(summary: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(x["metric"], frozenset(x["labels"].items())): x["value"] for x in summary["samples"]}
+
+
+def test_demo_summary_matches_the_scraped_counters_exactly(exporter, tmp_path):
+    out = tmp_path / "summary.json"
+    r = run_cli("--endpoint", exporter.otlp_url, "--rate", "250", "--duration", "3s",
+                "--users", "40", "--seed", "11", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads(out.read_text())
+    assert summary["delivered_all"] is True
+    assert summary["events"] + summary["spans"] == 750
+    assert "the exporter accepted all of them" in r.stdout
+    # a non-terminal stderr gets no progress bar
+    assert "item/s" not in r.stderr and "%|" not in r.stderr
+
+    claimed = claimed_counters(summary)
+    scraped = scraped_counters(exporter.scrape())
+    assert set(claimed) == set(scraped)
+    for key, value in claimed.items():
+        assert scraped[key] == pytest.approx(value, abs=1e-6), key
+    # the traffic is the one the demo promises, not a token sample
+    kinds = {dict(k[1])["event"] for k in claimed if k[0] == "app_events_total"}
+    assert kinds == {"app.page_view", "app.feature_used", "app.conversion",
+                     "ai.recommendation.generated", "ai.recommendation.response",
+                     "ai.model.performance", "gen_ai.evaluation.result"}
+    features = {(dict(k[1])["feature"], dict(k[1])["action"]) for k in claimed
+                if k[0] == "app_feature_usage_total"}
+    assert {f for f, _ in features} == set(CATEGORIES)
+    assert {a for _, a in features} == set(ACTIONS)
+    assert summary["spans"] > 0 and summary["sessions"] > 0
+    assert 0 < summary["users"] <= 40
+    # every line of the human summary's totals is a number /metrics confirms
+    total_events = sum(v for (m, _), v in claimed.items() if m == "app_events_total")
+    assert f"{int(total_events):>10}  app_events_total" in r.stdout
+
+
+def test_demo_backfill_spreads_event_times_over_the_past_week(exporter, tmp_path):
+    records: list[Record] = []
+    lock = threading.Lock()
+
+    def observe(batch: Any, _result: Any) -> None:
+        with lock:
+            records.extend(batch.records)
+
+    exporter.pipeline.observers.append(observe)
+    out = tmp_path / "summary.json"
+    before = time.time()
+    r = run_cli("--endpoint", exporter.otlp_url, "--rate", "400", "--duration", "2s",
+                "--seed", "5", "--backfill", "7d", "--json", str(out))
+    after = time.time()
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads(out.read_text())
+    assert len(records) == summary["events"] + summary["spans"] == 800
+    times = sorted(rec.time_ns / 1e9 for rec in records)
+    week = 7 * 86400
+    assert times[0] >= before - week - 1 and times[-1] <= after
+    assert times[0] < after - 5 * 86400  # reaches back most of the week
+    days = {min(6, int((after - t) // 86400)) for t in times}
+    assert days == set(range(7))  # every day of the week has traffic
+    first, last = summary["event_time_range"]
+    assert first == pytest.approx(times[0], abs=1e-3) and last <= after
+
+
+def test_demo_is_reproducible_for_a_seed(exporter_factory):
+    def once() -> list[dict[str, Any]]:
+        e: InProcessExporter = exporter_factory()
+        summary = run_demo(DemoOptions(endpoint=e.otlp_url, rate=2000, duration=0.3, users=25,
+                                       seed=42), progress=False)
+        assert summary.delivered_all
+        return summary.samples()
+
+    first, second = once(), once()
+    assert first == second
+    assert len(first) > 20
+
+
+def test_demo_draws_a_progress_bar_when_stderr_is_a_terminal(exporter):
+    master, slave = pty.openpty()
+    try:
+        r = run_cli("--endpoint", exporter.otlp_url, "--rate", "200", "--duration", "1s",
+                    "--seed", "1", stderr=slave)
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the terminal's other side is closed: all read
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    drawn = b"".join(chunks).decode(errors="replace")
+    assert r.returncode == 0, r.stdout
+    assert "demo: 100%" in drawn and "200/200" in drawn
+    assert "%|" not in r.stdout  # the bar stays off standard output
+
+
+def test_demo_refuses_to_start_without_an_exporter():
+    port = free_port()
+    r = run_cli("--endpoint", f"http://127.0.0.1:{port}", "--duration", "1s")
+    assert r.returncode == 1
+    assert f"no exporter at http://127.0.0.1:{port}" in r.stderr
+    assert "kpi-exporter serve" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--duration", "soon"], "'soon' is not a duration"),
+    (["--backfill", "7x"], "'7x' is not a duration"),
+    (["--rate", "0"], "must be positive"),
+])
+def test_demo_rejects_bad_options(args: list[str], message: str):
+    r = run_cli(*args)
+    assert r.returncode == 2 and message in r.stderr
+
+
+def test_demo_reports_what_did_not_arrive(exporter_factory, tmp_path: Path):
+    guarded = exporter_factory("server:\n  auth:\n    bearer_tokens: [right]\n")
+    client = sdk.Analytics(guarded.otlp_url, "kpi-demo", headers={"Authorization": "Bearer wrong"},
+                           schedule_delay_millis=50, close_at_exit=False)
+    summary = run_demo(DemoOptions(endpoint=guarded.otlp_url, rate=1000, duration=0.1, seed=2),
+                       progress=False, client=client)
+    client.shutdown(1)
+    assert not summary.delivered_all
+    text = summary.render()
+    assert "NOT all delivered: 0/" in text and "refused" in text
