@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="OTLP/HTTP address (env KPI_EXPORTER_OTLP_LISTEN; default 0.0.0.0:4318)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help="metrics address (env KPI_EXPORTER_METRICS_LISTEN; default 0.0.0.0:9464)")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="where counts and window sketches are saved and restored (env "
+                            "KPI_EXPORTER_STATE_DIR, config state.dir; default ./data)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="log verbosity (default info)")
 
@@ -87,10 +90,12 @@ def _serve(args: argparse.Namespace) -> int:
     from exporter.logfmt import setup_logging
     from exporter.pipeline import Pipeline
     from exporter.server import Server
+    from exporter import state
 
     setup_logging(args.log_level)
     overrides = {k: v for k, v in (("otlp_listen", args.otlp_listen),
-                                   ("metrics_listen", args.metrics_listen)) if v}
+                                   ("metrics_listen", args.metrics_listen),
+                                   ("state_dir", args.state_dir)) if v}
     try:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
@@ -102,6 +107,11 @@ def _serve(args: argparse.Namespace) -> int:
     pipeline.config_overrides = overrides
     log.info("starting kpi-exporter %s with %s", __version__, config.describe())
     server = Server(pipeline)
+    try:
+        state.attach(pipeline, server)
+    except state.StateError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         server.serve_forever()
     except OSError as exc:
@@ -129,6 +139,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from exporter.explain import explain, records_from_json
     from exporter.mapper import Mapping
+    from exporter.privacy import scrub_records
 
     try:
         config = load_config(args.config, env={})
@@ -146,6 +157,7 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 2
     mapping = Mapping(config.rules)
+    scrub_records(records, config.privacy)
     for record in records:
         print("\n".join(explain(mapping, record)))
     return 0

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping as TMapping
 
 from exporter import yamlload
+from exporter.privacy import PrivacyConfig, parse_privacy
 from exporter.rules import Rule, RuleError, _unknown, parse_rules
+from exporter.state import StateConfig, parse_state
+from exporter.windows import WindowsConfig, parse_windows
 
 __all__ = ["Config", "ServerConfig", "ConfigError", "load_config", "default_rules_text",
            "parse_listen", "parse_size"]
@@ -96,6 +99,9 @@ class Config:
     user_rule_count: int = 0
     source: str = "built-in defaults"
     raw: dict[str, Any] = field(default_factory=dict)
+    windows: WindowsConfig = field(default_factory=WindowsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     def describe(self) -> str:
         """One line for the log and the landing page."""
@@ -248,6 +254,10 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
         user_rules = parse_rules(doc.get("rules"), rule_limits, source=source)
     except RuleError as exc:
         problems.extend(exc.problems)
+    cfg.windows = parse_windows(doc.get("windows"), user_rules, problems)
+    cfg.privacy = parse_privacy(doc.get("privacy"), env, cfg.windows.identity_keys, user_rules,
+                                problems)
+    cfg.state = parse_state(doc.get("state"), env, overrides or {}, problems)
     if problems:
         raise ConfigError(problems, source if path else "")
     cfg.user_rule_count = len(user_rules)

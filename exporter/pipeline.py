@@ -15,6 +15,7 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.mapper import Mapping, MapResult
 from exporter.records import METRIC, Batch
 from exporter.store import Store
+from exporter.windows import install as install_kpis
 
 __all__ = ["Pipeline", "Observer"]
 
@@ -48,10 +49,13 @@ class Pipeline:
         # Attribute keys each observer reads, when it said so with add_observer(); an observer
         # appended to ``observers`` directly sees every attribute.
         self._observer_attributes: dict[int, frozenset[str]] = {}
+        # Called with every decoded batch before it is mapped (the privacy denylist is one).
+        self.filters: list[Callable[[Batch], None]] = []
         self._reload_lock = threading.Lock()
         self.config_path: str | None = None
         self.config_overrides: dict[str, str] = {}
         self.ready = threading.Event()
+        self.kpi = install_kpis(self)
 
     def attributes_to_decode(self, signal: str) -> frozenset[str] | None:
         """The attribute keys decoders should extract for a signal (None: all of them).
@@ -77,6 +81,8 @@ class Pipeline:
 
     def ingest(self, batch: Batch) -> MapResult:
         """Maps a decoded batch, applies it to the store and counts what happened."""
+        for apply_filter in self.filters:
+            apply_filter(batch)
         mapping = self.mapping  # one consistent mapping per batch, even across a reload
         result = mapping.map_batch(batch)
         if result.deltas:

@@ -1,0 +1,119 @@
+"""The KPI window gauges, the windows' own health, and the state file's self-metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from exporter.naming import OVERFLOW_LABEL
+
+if TYPE_CHECKING:
+    from exporter.windows import Windows
+
+__all__ = ["WindowsCollector", "StateMetrics"]
+
+P = "kpi_exporter_"
+
+_HELP = {
+    "app_active_users": "Distinct users (user.id) with at least one event in the window; a "
+                        "HyperLogLog estimate (docs/kpis.md gives the error bound).",
+    "app_sessions": "Distinct sessions (session.id) with at least one event in the window, "
+                    "anonymous ones included; a HyperLogLog estimate.",
+    "app_conversion_rate_ratio": "Sessions with a conversion event in the window over all "
+                                 "sessions in the window (0 when there were none).",
+}
+
+
+class WindowsCollector(Collector):
+    """Fresh families on every scrape from the windows' merged sketches."""
+
+    def __init__(self, windows: "Windows"):
+        self._windows = windows
+
+    def collect(self) -> Iterator[Metric]:
+        from exporter.windows import OVERFLOW_VALUE, breakdown_metric_names
+
+        w = self._windows
+        estimates = w.estimates()
+        users = GaugeMetricFamily("app_active_users", _HELP["app_active_users"],
+                                  labels=["window"])
+        sessions = GaugeMetricFamily("app_sessions", _HELP["app_sessions"], labels=["window"])
+        rate = GaugeMetricFamily("app_conversion_rate_ratio", _HELP["app_conversion_rate_ratio"],
+                                 labels=["window"])
+        breakdowns = w.config.breakdowns
+        split = []
+        for b in breakdowns:
+            names = breakdown_metric_names(b.label)
+            split.append(tuple(
+                GaugeMetricFamily(n, f"{_HELP[base]} By {b.attribute}.")
+                for n, base in zip(names, ("app_active_users", "app_sessions",
+                                           "app_conversion_rate_ratio"))))
+        for e in estimates:
+            if e.breakdown < 0:
+                users.add_metric([e.window], round(e.users))
+                sessions.add_metric([e.window], round(e.sessions))
+                rate.add_metric([e.window], e.conversion_rate)
+                continue
+            label = breakdowns[e.breakdown].label
+            labels = {"window": e.window}
+            if e.value == OVERFLOW_VALUE:
+                labels[OVERFLOW_LABEL] = "true"
+            else:
+                labels[label] = e.value
+            fu, fs, fr = split[e.breakdown]
+            _add(fu, labels, round(e.users))
+            _add(fs, labels, round(e.sessions))
+            _add(fr, labels, e.conversion_rate)
+        yield users
+        yield sessions
+        yield rate
+        for families in split:
+            yield from families
+
+        dropped = CounterMetricFamily(P + "window_records_dropped", "Events not counted in the "
+                                      "KPI windows, by reason: too_old (older than every "
+                                      "window), in_future (beyond windows.max_future).",
+                                      labels=["reason"])
+        for reason, n in sorted(w.dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        if breakdowns:
+            overflow = CounterMetricFamily(P + "window_overflow_records", "Events counted under a "
+                                           "breakdown's overflow value because it had "
+                                           "max_values values already.", labels=["breakdown"])
+            for b, n in zip(breakdowns, w.overflow):
+                overflow.add_metric([b.label], n)
+            yield overflow
+        size = GaugeMetricFamily(P + "window_sketch_bytes", "Size of the KPI window sketches, "
+                                 "serialized; bounded by the windows and precision, not by "
+                                 "the number of users.")
+        size.add_metric([], w.sketch_bytes())
+        yield size
+
+
+def _add(family: GaugeMetricFamily, labels: dict[str, str], value: float) -> None:
+    # label sets differ between a value and the overflow series, so samples go in directly
+    family.samples.append(Sample(family.name, labels, value, None, None))
+
+
+class StateMetrics:
+    """Self-metrics of the state file: saves by outcome, their duration, size and time."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.saves = Counter(P + "state_saves", "Saves of the state file, by outcome "
+                             "(success, failure).", ["outcome"], registry=registry)
+        self.save_duration = Histogram(
+            P + "state_save_duration_seconds", "Time to snapshot and write the state file.",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.bytes = Gauge(P + "state_bytes", "Size of the state file last written (or "
+                           "restored), in bytes.", registry=registry)
+        self.last_save = Gauge(P + "state_last_save_timestamp_seconds", "When the state file "
+                               "was last written successfully (at start: when the restored "
+                               "one was written).", registry=registry)
+        for outcome in ("success", "failure"):
+            self.saves.labels(outcome)

@@ -1,0 +1,286 @@
+"""Privacy at ingest: the secret salt, keyed hashing of identities, the attribute denylist.
+
+Identities (``user.id``, ``session.id``) reach the KPI windows only as 64-bit keyed BLAKE2b
+hashes; without the salt nobody can test a guessed id against a sketch. Attributes on the
+denylist (emails, phone numbers, IP addresses by default) are removed from every record before
+the rules see it, so they can never become a label, a log line or ``explain`` output.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from exporter import naming
+from exporter.records import METRIC, Batch, Record
+from exporter.rules import Rule, _unknown, label_str
+from exporter.yamlload import line_of
+
+__all__ = [
+    "PrivacyConfig", "DEFAULT_DENYLIST", "parse_privacy", "IdentityHasher", "AttributeScrubber",
+    "load_or_create_salt", "scrub_records", "SALT_FILE", "SaltError", "MIN_SALT_LENGTH",
+]
+
+log = logging.getLogger("kpi_exporter")
+
+SALT_ENV = "KPI_EXPORTER_SALT"
+SALT_FILE = "salt"
+MIN_SALT_LENGTH = 16
+
+# Attribute keys (globs, matched case-insensitively) that carry contact details or network
+# addresses. OpenTelemetry's semantic conventions put client IPs in several places over its
+# versions; all of them are listed.
+DEFAULT_DENYLIST: tuple[str, ...] = (
+    "*email*", "*e-mail*", "*phone*", "*msisdn*",
+    "*ip_address*", "*.ip", "ip", "client.address", "source.address", "network.peer.address",
+    "net.peer.ip", "net.sock.peer.addr", "http.client_ip",
+)
+
+_PRIVACY_KEYS = ("salt", "attribute_denylist", "default_denylist")
+
+# A flood of distinct attribute keys must not grow the decision cache without bound.
+_KEY_CACHE_LIMIT = 10_000
+
+
+@dataclass
+class PrivacyConfig:
+    """The ``privacy`` section. ``salt`` is None when it comes from the state directory."""
+
+    salt: str | None = field(default=None, repr=False)
+    salt_source: str = ""
+    default_denylist: bool = True
+    attribute_denylist: tuple[str, ...] = ()
+
+    @property
+    def denylist(self) -> tuple[str, ...]:
+        """The patterns in effect: the defaults (unless turned off) plus the configured ones."""
+        return (DEFAULT_DENYLIST if self.default_denylist else ()) + self.attribute_denylist
+
+
+def denied_by(key: str, patterns: Iterable[str]) -> str | None:
+    """The first denylist pattern that matches ``key``, or None."""
+    k = key.lower()
+    for p in patterns:
+        if fnmatch.fnmatchcase(k, p.lower()):
+            return p
+    return None
+
+
+def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ...],
+                  user_rules: list[Rule], problems: list[str]) -> PrivacyConfig:
+    """Parses the ``privacy`` section; problems name the key and what to do.
+
+    ``identity_keys`` are the attributes the KPI windows read: the denylist must not drop
+    them. ``user_rules`` are checked for attributes the denylist would remove before they
+    could be used.
+    """
+    cfg = PrivacyConfig()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append("privacy: expected a mapping with keys like 'salt' and "
+                        "'attribute_denylist'")
+        raw = {}
+    line = line_of(raw)
+    where = "privacy" + (f" (line {line})" if line else "")
+    problems.extend(_unknown(raw, _PRIVACY_KEYS, where))
+
+    env_salt = env.get(SALT_ENV)
+    if env_salt is not None:
+        if len(env_salt) < MIN_SALT_LENGTH:
+            problems.append(f"{SALT_ENV}: the salt is shorter than {MIN_SALT_LENGTH} characters; "
+                            f"use a long random value, for example the output of "
+                            f"`openssl rand -hex 32`")
+        cfg.salt, cfg.salt_source = env_salt, SALT_ENV
+    elif raw.get("salt") is not None:
+        salt = raw["salt"]
+        if not isinstance(salt, str) or len(salt) < MIN_SALT_LENGTH:
+            problems.append(f"{where}: salt: expected a string of at least {MIN_SALT_LENGTH} "
+                            f"random characters, for example the output of "
+                            f"`openssl rand -hex 32`; or leave it out and the exporter "
+                            f"generates one in the state directory")
+        else:
+            cfg.salt, cfg.salt_source = salt, "privacy.salt"
+
+    if "default_denylist" in raw:
+        v = raw["default_denylist"]
+        if not isinstance(v, bool):
+            problems.append(f"{where}: default_denylist: expected true or false, got {v!r}")
+        else:
+            cfg.default_denylist = v
+    patterns = raw.get("attribute_denylist", [])
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        problems.append(f"{where}: attribute_denylist: expected a list of attribute names or "
+                        f"globs, like ['customer.email', 'billing.*']")
+    else:
+        cfg.attribute_denylist = tuple(patterns)
+
+    for key in identity_keys:
+        p = denied_by(key, cfg.denylist)
+        if p is not None:
+            problems.append(f"{where}: the denylist pattern {p!r} matches {key!r}, which the KPI "
+                            f"windows count (as a salted hash); narrow the pattern, or set "
+                            f"windows.user_attribute / windows.session_attribute")
+    for rule in user_rules:
+        used = [a for spec in rule.labels for a in spec.attributes]
+        used += [key for key, _text, _pred in rule.conditions]
+        if rule.value.kind == "attribute":
+            used.append(rule.value.attribute)
+        for a in used:
+            p = denied_by(a, cfg.denylist)
+            if p is not None:
+                problems.append(
+                    f"{rule.title}: attribute {a!r} is dropped at ingest by the privacy denylist "
+                    f"(pattern {p!r}), so this rule would never see it; use another attribute, "
+                    f"or change privacy.attribute_denylist / privacy.default_denylist")
+    return cfg
+
+
+class SaltError(RuntimeError):
+    """The salt file exists but cannot be used; the message says what to do."""
+
+
+def load_or_create_salt(state_dir: Path) -> str:
+    """The salt kept in ``state_dir``, created (random, mode 0600) on first use."""
+    path = state_dir / SALT_FILE
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        salt = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, (salt + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(state_dir)
+        log.info("generated a new identity salt in %s (keep it with the state: the window "
+                 "sketches are only meaningful with it)", path)
+        return salt
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("the salt file %s was readable by others; its mode is now 0600", path)
+    try:
+        salt = path.read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SaltError(f"cannot read the salt file {path}: {exc}; fix its permissions, or set "
+                        f"{SALT_ENV} or privacy.salt") from None
+    if len(salt) < MIN_SALT_LENGTH:
+        raise SaltError(f"the salt file {path} is damaged (too short); move it away to let the "
+                        f"exporter generate a new one (the window sketches then start empty)")
+    return salt
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class IdentityHasher:
+    """Keyed BLAKE2b over identity values: 64-bit signed integers, which the sketches take
+    as they are. The same salt gives the same hashes across restarts and replicas."""
+
+    def __init__(self, salt: str):
+        self.set_salt(salt)
+
+    def set_salt(self, salt: str) -> None:
+        """Switches to another salt (at start, before any record is hashed)."""
+        # BLAKE2b keys are at most 64 bytes; deriving one keeps any salt length usable.
+        key = hashlib.blake2b(salt.encode("utf-8"), digest_size=32,
+                              person=b"kpi-exp-salt").digest()
+        self._base = hashlib.blake2b(key=key, digest_size=8)
+        self._fingerprint = hashlib.blake2b(b"kpi-exporter salt fingerprint", key=key,
+                                            digest_size=8).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the salt without revealing it: a snapshot made with another salt is told
+        apart by this."""
+        return self._fingerprint
+
+    def hash(self, value: Any) -> int:
+        """The identity's 64-bit hash (strings as they are, other values in label form)."""
+        text = value if type(value) is str else label_str(value)
+        h = self._base.copy()
+        h.update(text.encode("utf-8", "surrogatepass"))
+        return int.from_bytes(h.digest(), "little", signed=True)
+
+
+class AttributeScrubber:
+    """Removes denylisted attributes from every record of a batch, in place.
+
+    The decision is made once per distinct attribute KEY and cached, so a record costs two
+    set operations over its keys. On metric data points, identity attributes are replaced by
+    their salted hash: the store keeps a cumulative stream's attributes to compute increases,
+    and a raw identity must not be kept (or written to the state file) that way.
+    """
+
+    def __init__(self, patterns: tuple[str, ...], identity_keys: tuple[str, ...] = (),
+                 hasher: IdentityHasher | None = None):
+        self.patterns = tuple(p.lower() for p in patterns)
+        self._identity_keys = frozenset(identity_keys)
+        self._hasher = hasher
+        self._drop: set[str] = set()
+        self._identity: set[str] = set()
+        # Keys that need nothing done: on events and spans, and on metric points (where
+        # identities are hashed). A record whose keys are all in the set costs one subset test.
+        self._pass: set[str] = set()
+        self._pass_metric: set[str] = set()
+
+    def _learn(self, keys: Iterable[str]) -> None:
+        if len(self._pass) + len(self._drop) > _KEY_CACHE_LIMIT:
+            for cache in (self._drop, self._identity, self._pass, self._pass_metric):
+                cache.clear()
+        for key in list(keys):
+            if key in self._pass or key in self._drop:
+                continue
+            if denied_by(key, self.patterns) is not None:
+                self._drop.add(key)
+                continue
+            self._pass.add(key)
+            if key in self._identity_keys or naming.is_identity_attribute(key):
+                self._identity.add(key)
+            else:
+                self._pass_metric.add(key)
+
+    def scrub(self, records: list[Record], signal: str) -> None:
+        """Drops denylisted attributes (and hashes identities on metric points) in place."""
+        hasher = self._hasher
+        hash_identities = signal == METRIC and hasher is not None
+        clean = self._pass_metric if hash_identities else self._pass
+        for record in records:
+            attrs = record.attributes
+            if clean.issuperset(attrs):
+                continue
+            keys = attrs.keys()
+            if not self._pass.union(self._drop).issuperset(keys):
+                self._learn(keys)
+            drop = self._drop
+            if not drop.isdisjoint(keys):
+                for key in drop.intersection(keys):
+                    del attrs[key]
+            if hash_identities and not self._identity.isdisjoint(keys):
+                assert hasher is not None
+                for key in self._identity.intersection(keys):
+                    attrs[key] = f"hashed:{hasher.hash(attrs[key]) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+    def __call__(self, batch: Batch) -> None:
+        self.scrub(batch.records, batch.signal)
+
+
+def scrub_records(records: list[Record], config: PrivacyConfig) -> list[Record]:
+    """Drops denylisted attributes from records outside the pipeline (``explain``)."""
+    AttributeScrubber(config.denylist).scrub(records, "")
+    return records
