@@ -1,0 +1,385 @@
+"""Restart-safe state: snapshot round trip, a real `serve` process stopped with SIGTERM and
+started again, periodic saves and their self-metrics, corrupt and unsupported snapshots, the
+directory lock."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter import otlp_json
+from exporter.collectors.windows import StateMetrics
+from exporter.config import ConfigError, load_config
+from exporter.pipeline import Pipeline
+from exporter.state import (
+    FORMAT, STATE_FILE, VERSION, StateManager, encode_snapshot, snapshot_store,
+)
+from tests.helpers import ROOT, ProcessExporter, eventually, parse_samples
+from tests.otel import logger_provider, meter_provider, tracer_provider
+
+SALT = "state-test-salt-0123456789"
+
+CONFIG = f"""
+privacy:
+  salt: {SALT}
+rules:
+  - metric: app_jobs_total
+    type: counter
+    match: {{signal: metric, name: app.jobs}}
+    labels: {{queue: {{attribute: queue, default: none}}}}
+    value: data_point
+  - metric: app_job_duration_seconds
+    type: histogram
+    match: {{signal: metric, name: app.job.duration}}
+    labels: {{queue: {{attribute: queue, default: none}}}}
+    value: data_point
+    buckets: [5, 10, 100]
+  - metric: app_feature_clicks_total
+    type: counter
+    match: {{signal: log, name: app.feature_used}}
+    labels: {{feature: app.feature}}
+    max_series: 3
+"""
+
+
+def kv(key, value):
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def logs_body(events):
+    """An OTLP JSON logs request: events are (name, attributes) stamped now."""
+    now = str(time.time_ns())
+    records = [{"timeUnixNano": now, "eventName": name,
+                "attributes": [kv(k, v) for k, v in attrs.items()]} for name, attrs in events]
+    return json.dumps({"resourceLogs": [{
+        "resource": {"attributes": [kv("service.name", "web")]},
+        "scopeLogs": [{"logRecords": records}]}]}).encode()
+
+
+def cumulative_body(total, start_ns, queue="q1"):
+    """An OTLP JSON metrics request with one cumulative monotonic sum point."""
+    return json.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+        "name": "app.jobs", "sum": {
+            "aggregationTemporality": 2, "isMonotonic": True,
+            "dataPoints": [{"startTimeUnixNano": str(start_ns), "timeUnixNano": str(time.time_ns()),
+                            "asDouble": total, "attributes": [kv("queue", queue)]}]}}]}]}]}).encode()
+
+
+def traffic():
+    events = [("app.page_view", {"user.id": f"user-{i % 7}", "session.id": f"s-{i % 9}",
+                                 "url.path": "/home"}) for i in range(30)]
+    events += [("app.feature_used", {"app.feature": f"f{i}", "app.action": "open",
+                                     "session.id": f"s-{i}"}) for i in range(6)]
+    events += [("app.conversion", {"session.id": "s-2", "app.conversion.type": "purchase",
+                                   "app.conversion.value": 12.5})]
+    events += [("ai.model.performance", {"gen_ai.request.model": "m1", "ai.model.accuracy": 0.81,
+                                         "ai.model.latency": 0.4})]
+    return events
+
+
+def kpi_samples(text):
+    """The samples a restart must keep: mapped metrics and the window gauges."""
+    return {k: v for k, v in parse_samples(text).items()
+            if k[0].startswith(("app_", "ai_", "gen_ai_"))
+            or k[0] == "kpi_exporter_metric_overflow_updates_total"}
+
+
+def new_pipeline(config_text=CONFIG, tmp_path=None):
+    path = None
+    if config_text is not None:
+        path = tmp_path / f"config-{time.monotonic_ns()}.yaml"
+        path.write_text(config_text)
+    return Pipeline(load_config(str(path) if path else None, env={}), process_metrics=False)
+
+
+def manager(pipeline, directory):
+    """A StateManager of the pipeline, and the registry its self-metrics are in."""
+    registry = CollectorRegistry()
+    m = StateManager(Path(directory), pipeline.store, pipeline.kpi.windows, pipeline.kpi.hasher,
+                     StateMetrics(registry))
+    return m, registry
+
+
+def feed(pipeline, start_ns):
+    pipeline.ingest(otlp_json.decode_logs(logs_body(traffic())))
+    pipeline.ingest(otlp_json.decode_metrics(cumulative_body(10.0, start_ns)))
+    pipeline.ingest(otlp_json.decode_metrics(cumulative_body(4.0, start_ns, queue="q2")))
+
+
+# -- round trip -----------------------------------------------------------------------------------
+
+def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_path):
+    start_ns = time.time_ns() - 10**9
+    before = new_pipeline(tmp_path=tmp_path)
+    feed(before, start_ns)
+    m, _ = manager(before, tmp_path / "state")
+    m.open()
+    assert m.save()
+    m.close()
+    path = tmp_path / "state" / STATE_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in path.parent.iterdir()) == ["lock", STATE_FILE]
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    assert (doc["format"], doc["version"]) == (FORMAT, VERSION)
+
+    after = new_pipeline(tmp_path=tmp_path)
+    m2, registry = manager(after, tmp_path / "state")
+    m2.open()
+    assert m2.restore()
+    m2.close()
+    assert snapshot_store(after.store) == snapshot_store(before.store)
+    overflow = {s.definition.name: s.overflow_updates for s in after.store}
+    assert overflow["app_feature_clicks_total"] == 4  # six features, a cap of three
+    assert kpi_samples(generate_latest(after.registry).decode()) == \
+        kpi_samples(generate_latest(before.registry).decode())
+    text = generate_latest(after.registry).decode()
+    assert parse_samples(text)[("app_active_users", frozenset({("window", "5m")}))] == 7
+    # the restored stream state turns the next cumulative point into its increase only
+    after.ingest(otlp_json.decode_metrics(cumulative_body(15.0, start_ns)))
+    assert after.store.get("app_jobs_total", ("q1",)) == 15.0
+    samples = parse_samples(generate_latest(registry).decode())
+    assert samples[("kpi_exporter_state_bytes", frozenset())] == path.stat().st_size
+
+
+def test_a_changed_metric_is_not_restored_and_the_rest_is(tmp_path, caplog):
+    before = new_pipeline(tmp_path=tmp_path)
+    feed(before, time.time_ns())
+    assert manager(before, tmp_path)[0].save()
+    changed = CONFIG.replace("labels: {feature: app.feature}",
+                             "labels: {feature: app.feature, action: app.action}")
+    assert changed != CONFIG
+    after = new_pipeline(changed, tmp_path)
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        assert manager(after, tmp_path)[0].restore()
+    assert after.store.get("app_feature_clicks_total", ("f0",)) is None
+    assert after.store.get("app_jobs_total", ("q1",)) == 10.0
+    assert "not restored: app_feature_clicks_total changed its type, labels or buckets" in \
+        caplog.text
+
+
+def test_a_changed_salt_keeps_the_counts_and_starts_the_windows_empty(tmp_path, caplog):
+    before = new_pipeline(tmp_path=tmp_path)
+    feed(before, time.time_ns())
+    assert manager(before, tmp_path)[0].save()
+    after = new_pipeline(CONFIG.replace(SALT, "another-salt-9876543210"), tmp_path)
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        assert manager(after, tmp_path)[0].restore()
+    samples = parse_samples(generate_latest(after.registry).decode())
+    assert samples[("app_active_users", frozenset({("window", "1h")}))] == 0
+    assert after.store.get("app_jobs_total", ("q1",)) == 10.0
+    assert "the salt changed since the snapshot" in caplog.text
+
+
+def test_a_failed_save_is_counted_and_leaves_no_temp_file(tmp_path, caplog):
+    p = new_pipeline(tmp_path=tmp_path)
+    m, registry = manager(p, tmp_path)
+    (tmp_path / STATE_FILE).mkdir()  # a directory where the file should go: the rename fails
+    (tmp_path / STATE_FILE / "x").write_text("")
+    with caplog.at_level(logging.ERROR, logger="kpi_exporter"):
+        assert not m.save()
+    assert "cannot save the state" in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    samples = parse_samples(generate_latest(registry).decode())
+    assert samples[("kpi_exporter_state_saves_total", frozenset({("outcome", "failure")}))] == 1
+    assert samples[("kpi_exporter_state_saves_total", frozenset({("outcome", "success")}))] == 0
+
+
+# -- unusable snapshots ---------------------------------------------------------------------------
+
+def valid_snapshot(tmp_path) -> bytes:
+    p = new_pipeline(tmp_path=tmp_path)
+    feed(p, time.time_ns())
+    return encode_snapshot(manager(p, tmp_path)[0].snapshot())
+
+
+def rewrite(data: bytes, change) -> bytes:
+    doc = json.loads(gzip.decompress(data))
+    change(doc)
+    return encode_snapshot(doc)
+
+
+@pytest.mark.parametrize("damage, kind, message", [
+    (lambda d: b"this is not a snapshot", "corrupt", "not a readable gzip-compressed JSON"),
+    (lambda d: d[: len(d) // 2], "corrupt", "not a readable gzip-compressed JSON"),
+    (lambda d: d[:-12] + bytes(12), "corrupt", "not a readable gzip-compressed JSON"),
+    (lambda d: gzip.compress(b'{"hello": 1}'), "corrupt", "not a kpi-exporter state file"),
+    (lambda d: rewrite(d, lambda doc: doc["store"].update(metrics=7)), "corrupt",
+     "expected an object with a 'metrics' list"),
+    (lambda d: rewrite(d, lambda doc: doc["windows"]["tiers"][0]["cells"][0].__setitem__(
+        2, "bm90IGEgc2tldGNo")), "corrupt", "a sketch cannot be read"),
+    (lambda d: rewrite(d, lambda doc: doc.update(version=VERSION + 1)), "unsupported",
+     "written by a newer kpi-exporter"),
+    (lambda d: rewrite(d, lambda doc: doc.update(version=0)), "unsupported",
+     "format version 0, which this kpi-exporter cannot migrate"),
+])
+def test_an_unusable_snapshot_is_moved_aside_and_the_exporter_starts_fresh(
+        tmp_path, caplog, damage, kind, message):
+    data = damage(valid_snapshot(tmp_path))
+    (tmp_path / STATE_FILE).write_bytes(data)
+    p = new_pipeline(tmp_path=tmp_path)
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        assert not manager(p, tmp_path)[0].restore()
+    assert message in caplog.text
+    assert "starting with empty state" in caplog.text
+    aside = [f for f in tmp_path.iterdir() if f.name.startswith(f"{STATE_FILE}.{kind}-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == data
+    assert str(aside[0]) in caplog.text
+    assert not (tmp_path / STATE_FILE).exists()
+    # nothing half restored
+    assert all(not s.series for s in p.store)
+    assert parse_samples(generate_latest(p.registry).decode())[
+        ("app_sessions", frozenset({("window", "30d")}))] == 0
+
+
+# -- a real serve process -------------------------------------------------------------------------
+
+def send_everything(e, start_ns):
+    """Events through the SDK, a GenAI span, cumulative metrics through the SDK."""
+    lp = logger_provider(e.otlp_url, service="web")
+    log = lp.get_logger("app")
+    for name, attrs in traffic():
+        log.emit(event_name=name, attributes=attrs)
+    lp.shutdown()
+    tp = tracer_provider(e.otlp_url)
+    with tp.get_tracer("ai").start_as_current_span(
+            "chat m1", attributes={"gen_ai.operation.name": "chat", "gen_ai.provider.name": "p",
+                                   "gen_ai.request.model": "m1",
+                                   "gen_ai.usage.input_tokens": 120}):
+        pass
+    tp.shutdown()
+    assert e.post("/v1/metrics", cumulative_body(10.0, start_ns)).status_code == 200
+
+
+def test_sigterm_then_restart_keeps_every_counter_and_window_gauge(process_factory, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    state_dir = tmp_path / "state"
+    e = process_factory("--config", str(config), "--state-dir", str(state_dir))
+    start_ns = time.time_ns() - 10**9
+    send_everything(e, start_ns)
+    mp, reader = meter_provider(e.otlp_url, delta=False)
+    hist = mp.get_meter("jobs").create_histogram("app.job.duration")
+    for v in (3, 7, 50, 700):
+        hist.record(v, {"queue": "q1"})
+    reader.force_flush()
+    before = e.scrape()
+    kept = kpi_samples(before.text)
+    assert before.value("app_active_users", window="1h") == 7
+    assert before.value("app_job_duration_seconds_count", queue="q1") == 4
+    assert sum(before.matching("gen_ai_client_operation_duration_seconds_count",
+                               gen_ai_request_model="m1").values()) == 1
+    assert before.value("app_jobs_total", queue="q1") == 10
+    assert before.value("kpi_exporter_metric_overflow_updates_total",
+                        metric="app_feature_clicks_total") == 4
+
+    e.signal(signal.SIGTERM)
+    assert e.proc.wait(20) == 0
+    assert "saved the state to" in e.log()
+
+    # the same ports, so the SDK below keeps sending to the same endpoint
+    e2 = process_factory("--config", str(config), "--state-dir", str(state_dir),
+                         otlp_port=e.otlp_port, metrics_port=e.metrics_port)
+    after = e2.scrape()
+    assert kpi_samples(after.text) == kept
+    assert "restored state from" in e2.log()
+    assert after.value("kpi_exporter_state_last_save_timestamp_seconds") == pytest.approx(
+        time.time(), abs=60)
+    # the same SDK keeps sending cumulative values: only the increase since the last point
+    # before the restart is added
+    for v in (8, 9):
+        hist.record(v, {"queue": "q1"})
+    reader.force_flush()
+    mp.shutdown()
+    assert e2.post("/v1/metrics", cumulative_body(16.0, start_ns)).status_code == 200
+    s = e2.scrape()
+    assert s.value("app_job_duration_seconds_count", queue="q1") == 6
+    assert s.value("app_job_duration_seconds_bucket", queue="q1", le="10.0") == 4
+    assert s.value("app_jobs_total", queue="q1") == 16
+
+
+def test_periodic_saves_and_their_self_metrics(process_factory, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("state: {interval: 1s}\n")
+    e = process_factory("--config", str(config), "--state-dir", str(tmp_path / "s"))
+    e.post("/v1/logs", logs_body(traffic()))
+
+    def saved():
+        s = e.scrape()
+        n = s.value("kpi_exporter_state_saves_total", outcome="success")
+        return s if n and n >= 2 else None
+
+    s = eventually(saved, timeout=20)
+    assert s, e.log()
+    assert s.value("kpi_exporter_state_saves_total", outcome="failure") == 0
+    assert s.value("kpi_exporter_state_save_duration_seconds_count") >= 2
+    assert s.value("kpi_exporter_state_bytes") > 0
+    assert s.value("kpi_exporter_state_last_save_timestamp_seconds") == pytest.approx(
+        time.time(), abs=30)
+    assert (tmp_path / "s" / STATE_FILE).exists()
+
+
+def test_a_corrupt_snapshot_does_not_stop_a_real_exporter(process_factory, tmp_path):
+    state_dir = tmp_path / "s"
+    state_dir.mkdir()
+    (state_dir / STATE_FILE).write_bytes(b"\x1f\x8b garbage")
+    e = process_factory("--state-dir", str(state_dir))
+    assert "is corrupt" in e.log() or "cannot be restored" in e.log()
+    assert any(p.name.startswith(STATE_FILE + ".corrupt-") for p in state_dir.iterdir())
+    assert e.post("/v1/logs", logs_body(traffic())).status_code == 200
+    e.signal(signal.SIGTERM)
+    assert e.proc.wait(20) == 0
+    doc = json.loads(gzip.decompress((state_dir / STATE_FILE).read_bytes()))
+    assert doc["format"] == FORMAT
+
+
+def test_two_exporters_cannot_share_a_state_directory(process_factory, tmp_path):
+    state_dir = tmp_path / "s"
+    process_factory("--state-dir", str(state_dir))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--otlp-listen",
+                        "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--state-dir",
+                        str(state_dir)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2
+    assert "another kpi-exporter is using the state directory" in r.stderr
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+def test_state_dir_precedence(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("state: {dir: /from/config, interval: 45s}\n")
+    cfg = load_config(str(path), env={})
+    assert (cfg.state.dir, cfg.state.interval) == ("/from/config", 45)
+    assert load_config(str(path), env={"KPI_EXPORTER_STATE_DIR": "/from/env"}).state.dir == \
+        "/from/env"
+    assert load_config(str(path), env={"KPI_EXPORTER_STATE_DIR": "/from/env"},
+                       overrides={"state_dir": "/from/flag"}).state.dir == "/from/flag"
+    assert load_config(None, env={}).state.dir == "./data"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("state: {interval: 0.5s}\n", "state (line 1): interval: save at most once a second"),
+    ("state: {interval: often}\n", "interval: 'often' is not a duration"),
+    ("state: {dir: 7}\n", "dir: expected a directory path"),
+    ("state: {enable: false}\n", "did you mean 'enabled'"),
+])
+def test_state_config_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert message in str(err.value)
