@@ -158,8 +158,8 @@ class Summary:
         conversions = sum(v for (m, _), v in self.counters.items()
                           if m == "app_conversions_total")
         lines.append(f"  {len(self.users)} distinct users of {o.users}, {self.sessions} sessions, "
-                     f"{int(conversions)} conversions ({conversions / max(self.sessions, 1):.3f} "
-                     f"per session): compare app_active_users, app_sessions and "
+                     f"{int(conversions)} conversions (at most one per session: a conversion "
+                     f"rate of {conversions / max(self.sessions, 1):.3f}): compare app_active_users, app_sessions and "
                      f"app_conversion_rate_ratio for a window covering the run (HyperLogLog "
                      f"counts are estimates within a few percent)")
         lines.append("  the counters it should have added (labels also carry "

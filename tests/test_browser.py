@@ -340,7 +340,8 @@ def test_page_keeps_events_while_the_exporter_is_down_and_sends_them_later(
 
     config = tmp_path / "cors.yaml"
     config.write_text(f"server:\n  cors:\n    allowed_origins: ['{allowed.origin}']\n")
-    exporter = process_factory("--config", str(config), otlp_port=port)
+    exporter = process_factory("--config", str(config), "--state-dir", str(tmp_path / "state"),
+                               otlp_port=port)
     sent = browser.evaluate(tab, """
       (async () => {
         const delivered = await window.analytics.flush();

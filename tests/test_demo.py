@@ -72,6 +72,15 @@ def test_demo_summary_matches_the_scraped_counters_exactly(exporter, tmp_path):
     assert {a for _, a in features} == set(ACTIONS)
     assert summary["spans"] > 0 and summary["sessions"] > 0
     assert 0 < summary["users"] <= 40
+    # the KPI windows count the same users and sessions (HyperLogLog: an estimate)
+    s = exporter.scrape()
+    for window in ("5m", "1h", "1d", "7d", "30d"):
+        assert s.value("app_active_users", window=window) == pytest.approx(summary["users"],
+                                                                           rel=0.02)
+        assert s.value("app_sessions", window=window) == pytest.approx(summary["sessions"],
+                                                                       rel=0.02)
+        assert s.value("app_conversion_rate_ratio", window=window) == pytest.approx(
+            summary["conversion_rate"], rel=0.05)
     # every line of the human summary's totals is a number /metrics confirms
     total_events = sum(v for (m, _), v in claimed.items() if m == "app_events_total")
     assert f"{int(total_events):>10}  app_events_total" in r.stdout
@@ -102,6 +111,12 @@ def test_demo_backfill_spreads_event_times_over_the_past_week(exporter, tmp_path
     assert days == set(range(7))  # every day of the week has traffic
     first, last = summary["event_time_range"]
     assert first == pytest.approx(times[0], abs=1e-3) and last <= after
+    # the windows go by event time: the week holds every session, the last day a part
+    scrape = exporter.scrape()
+    week_sessions = scrape.value("app_sessions", window="7d")
+    day_sessions = scrape.value("app_sessions", window="1d")
+    assert week_sessions == pytest.approx(summary["sessions"], rel=0.05)
+    assert day_sessions is not None and 0 < day_sessions < week_sessions / 2
 
 
 def test_demo_is_reproducible_for_a_seed(exporter_factory):

@@ -151,6 +151,11 @@ def test_every_call_updates_the_default_metrics_exactly(exporter, client):
         for b in bounds:
             want(name + "_bucket", 1 if value <= b else 0, le=str(float(b)), **labels)
         want(name + "_bucket", 1, le="+Inf", **labels)
+    # the KPI windows: one user, one session, and that session converted
+    for window in ("5m", "1h", "1d", "7d", "30d"):
+        want("app_active_users", 1, window=window)
+        want("app_sessions", 1, window=window)
+        want("app_conversion_rate_ratio", 1, window=window)
     assert got == pytest.approx(expected)
     assert set(got) == set(expected)
 
@@ -260,7 +265,9 @@ def test_bad_arguments_are_counted_not_raised(exporter, client):
     st = client.stats()
     assert (st.errors, st.events_emitted, st.events_delivered) == (5, 1, 1)
     s = exporter.scrape()
-    assert {k[0] for k in product_samples(s)} == {"app_events_total", "app_page_views_total"}
+    window_gauges = {"app_active_users", "app_sessions", "app_conversion_rate_ratio"}
+    assert {k[0] for k in product_samples(s)} - window_gauges == {"app_events_total",
+                                                                  "app_page_views_total"}
 
 
 def test_endpoint_and_service_name_from_the_standard_variables(exporter, monkeypatch):
@@ -317,7 +324,7 @@ def test_a_refused_batch_is_dropped_and_counted_not_retried_forever(exporter_fac
     assert s.value("app_page_views_total", route="/refused", service_name=SERVICE) is None
 
 
-def test_exporter_down_neither_raises_nor_blocks_and_delivers_once_back(process_factory):
+def test_exporter_down_neither_raises_nor_blocks_and_delivers_once_back(process_factory, tmp_path):
     port = free_port()
     a = sdk.Analytics(f"http://127.0.0.1:{port}", SERVICE, schedule_delay_millis=50, timeout=1,
                       close_at_exit=False)
@@ -335,7 +342,7 @@ def test_exporter_down_neither_raises_nor_blocks_and_delivers_once_back(process_
         assert a.stats().events_delivered == 0
         assert a.flush(0.2) is False  # still down: flush reports it, without raising
 
-        e = process_factory(otlp_port=port)
+        e = process_factory("--state-dir", str(tmp_path / "state"), otlp_port=port)
         assert a.flush(60), a.stats()
         st = a.stats()
         assert (st.events_delivered, st.spans_delivered, st.waiting, st.dropped) == (120, 1, 0, 0)
@@ -350,7 +357,7 @@ def test_exporter_down_neither_raises_nor_blocks_and_delivers_once_back(process_
                    error_type="", gen_ai_token_type="output") == 7
 
 
-def test_spool_is_bounded_and_counts_what_it_drops(process_factory):
+def test_spool_is_bounded_and_counts_what_it_drops(process_factory, tmp_path):
     port = free_port()
     a = sdk.Analytics(f"http://127.0.0.1:{port}", SERVICE, schedule_delay_millis=50, timeout=1,
                       max_export_batch_size=10, spool_records=30, close_at_exit=False)
@@ -361,7 +368,7 @@ def test_spool_is_bounded_and_counts_what_it_drops(process_factory):
             a.stats()
         st = a.stats()
         assert st.waiting == 30 and st.dropped == 70
-        e = process_factory(otlp_port=port)
+        e = process_factory("--state-dir", str(tmp_path / "state"), otlp_port=port)
         assert a.flush(60)
         assert a.stats().events_delivered == 30
     finally:
