@@ -79,7 +79,8 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
 
     ``identity_keys`` are the attributes the KPI windows read: the denylist must not drop
     them. ``user_rules`` are checked for attributes the denylist would remove before they
-    could be used.
+    could be used. The salt's value in ``raw`` is replaced by a placeholder, so that the
+    parsed document a Config keeps never holds it.
     """
     cfg = PrivacyConfig()
     if raw is None:
@@ -108,6 +109,8 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
                             f"generates one in the state directory")
         else:
             cfg.salt, cfg.salt_source = salt, "privacy.salt"
+    if "salt" in raw:
+        raw["salt"] = "<redacted>"
 
     if "default_denylist" in raw:
         v = raw["default_denylist"]
