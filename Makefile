@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test system-deps bench typecheck clean
+.PHONY: run test system-deps bench typecheck clean generate
 
 $(BIN)/kpi-exporter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ system-deps:
 test: $(BIN)/kpi-exporter system-deps
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## generate: regenerate dashboards, recording rules, alerts, their promtool tests,
+## alertmanager.yml and docs/runbooks.md from mixin/ (thresholds: mixin/config.py)
+generate: $(BIN)/kpi-exporter
+	$(BIN)/python -m mixin.generate
 
 ## bench: throughput, scrape and memory benchmarks (not part of the tests)
 bench: $(BIN)/kpi-exporter

@@ -1,0 +1,117 @@
+"""The one place to tune the kpi-exporter monitoring mixin: selectors, thresholds, windows.
+
+Edit the defaults of :class:`Config` below, then run ``make generate`` (``python -m
+mixin.generate``) to rewrite the dashboards, recording rules, alerts, their promtool tests,
+the Alertmanager example and the runbooks. Commit the generated files with the edit; the
+test suite fails when the checked-in files differ from what the generator emits.
+
+Ratios are fractions (0.05 is 5%). Durations are Prometheus durations ("5m", "1h").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["Config", "LatencySLO", "CONFIG"]
+
+
+@dataclass(frozen=True)
+class LatencySLO:
+    """A latency objective on a histogram the exporter serves, alerted on with
+    multiwindow, multi-burn-rate rules (the Google SRE workbook, chapter 5)."""
+
+    # Histogram (base name, without _bucket) and the label that names the model.
+    metric: str = "ai_model_latency_seconds"
+    # An observation slower than this is a failure. It must be one of the histogram's bucket
+    # bounds (exporter/defaults/rules.yaml), because the rules read the bucket at this bound.
+    threshold_seconds: float = 1.0
+    # Fraction of observations that must be at or under the threshold over 30 days.
+    objective: float = 0.99
+
+
+@dataclass(frozen=True)
+class Config:
+    """Selectors and thresholds of every dashboard, recording rule and alert."""
+
+    # ---- where the exporter is ------------------------------------------------------------
+    # Label matchers that select the exporter's scrape job, in recording rules and alerts.
+    # Equality matchers only, one of them on job (the example prometheus.yml scrapes under
+    # that job name and the promtool tests label their input with these labels).
+    exporter_selector: str = 'job="kpi-exporter"'
+    # Address the example prometheus.yml scrapes and how often.
+    exporter_target: str = "localhost:9464"
+    exporter_scrape_interval: str = "5s"
+    # Address of Alertmanager in the example prometheus.yml.
+    alertmanager_target: str = "localhost:9093"
+
+    # ---- dashboards -----------------------------------------------------------------------
+    # Tag on every dashboard; the dashboards link to each other through it.
+    dashboard_tag: str = "kpi-exporter"
+    # Folder Grafana's file provider puts the dashboards in.
+    grafana_folder: str = "KPI exporter"
+    # Uid and URL of the provisioned Prometheus data source.
+    datasource_uid: str = "kpi-prometheus"
+    datasource_url: str = "http://localhost:9090"
+    # Where Grafana reads the dashboard files (mount grafana/dashboards there).
+    grafana_dashboards_path: str = "/var/lib/grafana/dashboards/kpi-exporter"
+    dashboard_refresh: str = "1m"
+
+    # ---- alerts: common -------------------------------------------------------------------
+    # Every alert name starts with this.
+    alert_prefix: str = "Kpi"
+    # Runbook links point at a section of this document; set it to where you publish
+    # docs/runbooks.md (for example the file's URL in your Git hosting).
+    runbook_url: str = "docs/runbooks.md"
+
+    # ---- alerts: the exporter itself ------------------------------------------------------
+    exporter_down_for: str = "5m"
+    # No records received at all for this long (the exporter is up but nothing reaches it).
+    no_records_for: str = "15m"
+    # Share of received records rejected (unusable values, malformed requests), per signal.
+    rejected_ratio_max: float = 0.01
+    rejected_for: str = "15m"
+    # Share of received records that no rule mapped, per signal. Spans and metric points
+    # that no rule wants count here, hence the high default and the info severity.
+    unmatched_ratio_max: float = 0.5
+    unmatched_for: str = "30m"
+    # Any update going to a metric's overflow series (its series cap was reached).
+    overflow_for: str = "10m"
+    # State snapshots failing (a restart would lose counts).
+    state_save_failing_for: str = "15m"
+
+    # ---- alerts: AI models ----------------------------------------------------------------
+    # Error rate a model reports (ai.model.performance) or GenAI spans show.
+    ai_error_rate_max: float = 0.05
+    ai_error_rate_for: str = "10m"
+    # Accuracy a model reports.
+    ai_accuracy_min: float = 0.8
+    ai_accuracy_for: str = "30m"
+    # Relative drop against the same time last week that counts as "dropping" (0.1 = 10%).
+    ai_accuracy_drop: float = 0.1
+    ai_acceptance_drop: float = 0.2
+    ai_drop_for: str = "1h"
+    latency_slo: LatencySLO = field(default_factory=LatencySLO)
+
+    # ---- alerts: product and business -----------------------------------------------------
+    # Relative drop of daily active users / 1-day conversion rate against the same hour
+    # last week.
+    dau_drop: float = 0.2
+    conversion_drop: float = 0.2
+    business_drop_for: str = "1h"
+    # A service that sent events within service_seen_window but none for service_quiet_for.
+    service_seen_window: str = "1d"
+    service_quiet_for: str = "30m"
+    service_silent_for: str = "5m"
+
+
+    def selector_labels(self) -> dict[str, str]:
+        """The labels exporter_selector matches."""
+        pairs = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', self.exporter_selector))
+        if "job" not in pairs or re.search(r"=~|!=|!~", self.exporter_selector):
+            raise ValueError("mixin/config.py: exporter_selector must be equality matchers "
+                             "with one on job, such as 'job=\"kpi-exporter\"'")
+        return pairs
+
+
+CONFIG = Config()

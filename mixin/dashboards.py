@@ -1,0 +1,513 @@
+"""Grafana dashboards, built with grafana-foundation-sdk.
+
+Conventions (checked by tests/test_mixin_lint.py): a ``datasource`` variable labelled
+"Data source" that every panel and variable uses, ``job`` and ``instance`` variables, a
+stable uid, a unit and a description on every panel, ``$__rate_interval`` in every
+rate()/increase(), and a link menu to the other kpi-exporter dashboards (by tag).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from grafana_foundation_sdk.builders import bargauge, heatmap, stat, timeseries
+from grafana_foundation_sdk.builders import common as common_b
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import heatmap as hm
+from grafana_foundation_sdk.models import prometheus as pm
+
+from mixin.alerts import pct
+from mixin.config import CONFIG, Config
+from mixin.rules import Names
+
+__all__ = ["build", "DASHBOARDS"]
+
+DS = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
+
+# Panel filters: raw exporter metrics carry job and instance; recording rules sum over
+# instances and keep job.
+INST = 'job=~"$job", instance=~"$instance"'
+JOB = 'job=~"$job"'
+MODEL = 'model=~"$model"'
+GENAI_MODEL = 'gen_ai_request_model=~"$model"'
+
+RI = "$__rate_interval"
+
+Panel = cogbuilder.Builder[dm.Panel]
+
+
+def _q(expr: str, legend: str = "__auto", ref: str = "A", instant: bool = False,
+       heatmap_format: bool = False) -> prometheus.Dataquery:
+    target = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DS)
+    if instant:
+        target = target.instant()
+    else:
+        target = target.range()
+    if heatmap_format:
+        target = target.format(pm.PromQueryFormat.HEATMAP)
+    return target
+
+
+def _targets(panel: Any, queries: list[tuple[str, str]], instant: bool = False) -> Any:
+    for i, (expr, legend) in enumerate(queries):
+        panel = panel.with_target(_q(expr, legend, chr(ord("A") + i), instant=instant))
+    return panel
+
+
+def _thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
+    return dash.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+        [dm.Threshold(value=v, color=c) for v, c in steps])
+
+
+def stat_panel(title: str, description: str, unit: str, expr: str, legend: str = "__auto",
+               thresholds: dash.ThresholdsConfig | None = None, width: int = 6,
+               decimals: float | None = None) -> stat.Panel:
+    """A stat panel of the top row: the current value of one query."""
+    p = (stat.Panel().title(title).description(description).unit(unit).datasource(DS)
+         .height(4).span(width)
+         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+         .graph_mode(common.BigValueGraphMode.AREA)
+         .color_mode(common.BigValueColorMode.VALUE)
+         .thresholds(thresholds or _thresholds((None, "text")))
+         .with_target(_q(expr, legend, instant=False)))
+    if decimals is not None:
+        p = p.decimals(decimals)
+    return p
+
+
+def ts_panel(title: str, description: str, unit: str, queries: list[tuple[str, str]],
+             width: int = 12, height: int = 8, min_val: float | None = 0,
+             max_val: float | None = None, thresholds: dash.ThresholdsConfig | None = None,
+             stacked: bool = False) -> timeseries.Panel:
+    """A time series panel over one or more queries (expr, legend)."""
+    p = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DS)
+         .height(height).span(width).fill_opacity(10).line_width(1).show_points(
+             common.VisibilityMode.NEVER)
+         .legend(common_b.VizLegendOptions().show_legend(True)
+                 .display_mode(common.LegendDisplayMode.TABLE)
+                 .placement(common.LegendPlacement.BOTTOM).calcs(["lastNotNull", "max"]))
+         .tooltip(common_b.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI)
+                  .sort(common.SortOrder.DESCENDING)))
+    if min_val is not None:
+        p = p.min(min_val)
+    if max_val is not None:
+        p = p.max(max_val)
+    if thresholds is not None:
+        p = p.thresholds(thresholds).thresholds_style(
+            common_b.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE_AND_AREA))
+    if stacked:
+        p = p.stacking(common_b.StackingConfig().mode(common.StackingMode.NORMAL))
+    return _targets(p, queries)
+
+
+def bar_panel(title: str, description: str, unit: str, expr: str, legend: str,
+              width: int = 12, height: int = 8) -> bargauge.Panel:
+    """A horizontal bar gauge of an instant query (top-k lists)."""
+    return (bargauge.Panel().title(title).description(description).unit(unit).datasource(DS)
+            .height(height).span(width).min(0)
+            .orientation(common.VizOrientation.HORIZONTAL)
+            .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+            .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+            .with_target(_q(expr, legend, instant=True)))
+
+
+def heatmap_panel(title: str, description: str, unit: str, y_unit: str, expr: str,
+                  width: int = 12, height: int = 8) -> heatmap.Panel:
+    """A heatmap of a Prometheus histogram's bucket rates."""
+    return (heatmap.Panel().title(title).description(description).unit(unit).datasource(DS)
+            .height(height).span(width).calculate(False)
+            .y_axis(heatmap.YAxisConfig().unit(y_unit).decimals(1))
+            .color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME)
+                   .scheme("Oranges").fill("dark-orange").scale(hm.HeatmapColorScale.EXPONENTIAL)
+                   .exponent(0.5).steps(64).reverse(False))
+            .with_target(_q(expr, "{{le}}", heatmap_format=True)))
+
+
+# ---- variables ------------------------------------------------------------------------------
+
+def datasource_var() -> dash.DatasourceVariable:
+    """The data source picker (file provisioning cannot resolve ${DS_PROMETHEUS} inputs)."""
+    return dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
+
+
+def job_var() -> dash.QueryVariable:
+    """The exporter's scrape job."""
+    return (dash.QueryVariable("job").label("Job").datasource(DS)
+            .description("Scrape job of the kpi-exporter.")
+            .query("label_values(kpi_exporter_build_info, job)")
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(
+                dm.VariableSort.ALPHABETICAL_ASC))
+
+
+def instance_var() -> dash.QueryVariable:
+    """The exporter replicas (recording-rule panels add the replicas up)."""
+    return (dash.QueryVariable("instance").label("Instance").datasource(DS)
+            .description("Exporter replicas; panels built on recording rules add all up.")
+            .query('label_values(kpi_exporter_build_info{job=~"$job"}, instance)')
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True).all_value(".*"))
+
+
+def model_var() -> dash.QueryVariable:
+    """AI models, from every series with a model label (the GenAI recording rules copy
+    gen_ai_request_model into it)."""
+    return (dash.QueryVariable("model").label("Model").datasource(DS)
+            .description("AI model (gen_ai.request.model).")
+            .query('label_values({job=~"$job", model!=""}, model)')
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True).all_value(".*"))
+
+
+def _dashboard(cfg: Config, uid: str, title: str, description: str, time_from: str,
+               model: bool = False) -> dash.Dashboard:
+    d = (dash.Dashboard(title).uid(uid).description(description)
+         .tags([cfg.dashboard_tag]).editable().time(time_from, "now")
+         .refresh(cfg.dashboard_refresh).timezone(common.TimeZoneBrowser)
+         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+         .timepicker(dash.TimePicker().refresh_intervals(
+             ["10s", "30s", "1m", "5m", "15m", "30m", "1h"]))
+         .link(dash.DashboardLink("KPI dashboards").type(dm.DashboardLinkType.DASHBOARDS)
+               .tags([cfg.dashboard_tag]).as_dropdown(True).include_vars(True)
+               .keep_time(True).tooltip("The other kpi-exporter dashboards"))
+         .with_variable(datasource_var()).with_variable(job_var())
+         .with_variable(instance_var()))
+    if model:
+        d = d.with_variable(model_var())
+    return d
+
+
+# ---- the dashboards -------------------------------------------------------------------------
+
+def product_analytics(cfg: Config) -> dash.Dashboard:
+    """Events, active users, sessions, features and pages."""
+    events = f"app_events_total{{{INST}}}"
+    per_min = f"sum(rate({events}[{RI}])) * 60"
+    return (
+        _dashboard(cfg, "kpi-product-analytics", "KPI exporter / Product analytics",
+                   "What users do in the apps: events, active users, sessions, features, "
+                   "pages.", "now-24h")
+        .with_row(dash.Row("Overview"))
+        .with_panel(stat_panel("Events per second", "Events of every kind received from the "
+                               "apps per second, all services.", "cps",
+                               f"sum(rate({events}[{RI}]))", "events/s"))
+        .with_panel(stat_panel("Active users (5m)", "Unique users (user.id) with an event in "
+                               "the last 5 minutes, estimated with HyperLogLog sketches.",
+                               "short", f'sum(app_active_users{{{INST}, window="5m"}})', "users",
+                               decimals=0))
+        .with_panel(stat_panel("Active users (1d)", "Unique users with an event in the last "
+                               "day (daily active users).", "short",
+                               f'sum(app_active_users{{{INST}, window="1d"}})', "users",
+                               decimals=0))
+        .with_panel(stat_panel("Sessions (1d)", "Unique sessions (session.id) with an event "
+                               "in the last day.", "short",
+                               f'sum(app_sessions{{{INST}, window="1d"}})', "sessions",
+                               decimals=0))
+        .with_row(dash.Row("Events"))
+        .with_panel(ts_panel("Events per minute", "All events received per minute.", "cpm",
+                             [(per_min, "events")]))
+        .with_panel(ts_panel("Events by event", "Events per minute by event name "
+                             "(event_name of the OpenTelemetry log record).", "cpm",
+                             [(f"sum by (event) (rate({events}[{RI}])) * 60", "{{event}}")]))
+        .with_panel(bar_panel("Top 5 events", "The five most frequent events right now, per "
+                              "minute.", "cpm",
+                              f"topk(5, sum by (event) (rate({events}[{RI}]))) * 60",
+                              "{{event}}"))
+        .with_panel(ts_panel("Events by service", "Events per minute by the service.name of "
+                             "the sending app; a line falling to zero is a service that "
+                             "stopped sending.", "cpm",
+                             [(f"sum by (service_name) (rate({events}[{RI}])) * 60",
+                               "{{service_name}}")]))
+        .with_row(dash.Row("Features and pages"))
+        .with_panel(ts_panel("Feature usage", "app.feature_used events per minute by feature "
+                             "and action.", "cpm",
+                             [(f"sum by (feature, action) (rate(app_feature_usage_total"
+                               f"{{{INST}}}[{RI}])) * 60", "{{feature}} / {{action}}")]))
+        .with_panel(ts_panel("Page views by route", "app.page_view events per minute by route "
+                             "template (url.path).", "cpm",
+                             [(f"sum by (route) (rate(app_page_views_total{{{INST}}}[{RI}]))"
+                               " * 60", "{{route}}")]))
+    )
+
+
+def business_kpis(cfg: Config) -> dash.Dashboard:
+    """Daily, weekly and monthly active users, sessions, conversion rate, week over week."""
+    def users(window: str, offset: str = "") -> str:
+        return f'sum(app_active_users{{{INST}, window="{window}"}}{offset})'
+
+    sessions = f'sum(app_sessions{{{INST}, window="1d"}})'
+    sessions_lw = f'sum(app_sessions{{{INST}, window="1d"}} offset 1w)'
+    conv = f'avg(app_conversion_rate_ratio{{{INST}, window="1d"}})'
+    conv_lw = f'avg(app_conversion_rate_ratio{{{INST}, window="1d"}} offset 1w)'
+    change = "Change against the same time one week earlier (offset 1w)."
+    wow = _thresholds((None, "red"), (0, "green"))
+    return (
+        _dashboard(cfg, "kpi-business", "KPI exporter / Business KPIs",
+                   "Daily, weekly and monthly active users, sessions and conversion rate, "
+                   "with week-over-week change.", "now-7d")
+        .with_row(dash.Row("Today"))
+        .with_panel(stat_panel("Daily active users", "Unique users over the last day "
+                               "(app_active_users, window 1d).", "short", users("1d"), "DAU",
+                               width=4, decimals=0))
+        .with_panel(stat_panel("Weekly active users", "Unique users over the last 7 days.",
+                               "short", users("7d"), "WAU", width=4, decimals=0))
+        .with_panel(stat_panel("Monthly active users", "Unique users over the last 30 days.",
+                               "short", users("30d"), "MAU", width=4, decimals=0))
+        .with_panel(stat_panel("Sessions (1d)", "Unique sessions over the last day.", "short",
+                               sessions, "sessions", width=4, decimals=0))
+        .with_panel(stat_panel("Conversion rate (1d)", "Conversions per session over the last "
+                               "day (app_conversion_rate_ratio, window 1d).", "percentunit",
+                               conv, "conversion rate", width=4))
+        .with_panel(stat_panel("DAU / MAU", "Stickiness: the share of the month's users who "
+                               "came back today.", "percentunit",
+                               f"{users('1d')} / {users('30d')}", "DAU/MAU", width=4))
+        .with_row(dash.Row("Week over week"))
+        .with_panel(stat_panel("DAU vs last week", f"Daily active users. {change}",
+                               "percentunit", f"{users('1d')} / {users('1d', ' offset 1w')} - 1",
+                               "DAU change", thresholds=wow, width=8))
+        .with_panel(stat_panel("Sessions vs last week", f"Sessions over the last day. {change}",
+                               "percentunit", f"{sessions} / {sessions_lw} - 1",
+                               "sessions change", thresholds=wow, width=8))
+        .with_panel(stat_panel("Conversion rate vs last week", f"1-day conversion rate. {change}",
+                               "percentunit", f"{conv} / {conv_lw} - 1", "conversion change",
+                               thresholds=wow, width=8))
+        .with_row(dash.Row("Trends"))
+        .with_panel(ts_panel("Active users", "Daily, weekly and monthly active users over "
+                             "time.", "short",
+                             [(f'sum by (window) (app_active_users{{{INST}, '
+                               f'window=~"1d|7d|30d"}})', "{{window}}")]))
+        .with_panel(ts_panel("DAU this week and last week", "Daily active users, and the same "
+                             "curve shifted by one week.", "short",
+                             [(users("1d"), "this week"),
+                              (users("1d", " offset 1w"), "last week")]))
+        .with_panel(ts_panel("Sessions this week and last week", "Sessions over the last day, "
+                             "and the same curve shifted by one week.", "short",
+                             [(sessions, "this week"), (sessions_lw, "last week")]))
+        .with_panel(ts_panel("Conversion rate this week and last week", "1-day conversion "
+                             "rate, and the same curve shifted by one week.", "percentunit",
+                             [(conv, "this week"), (conv_lw, "last week")], max_val=1))
+        .with_panel(ts_panel("Conversions by type", "app.conversion events per minute by "
+                             "conversion type.", "cpm",
+                             [(f"sum by (type) (rate(app_conversions_total{{{INST}}}[{RI}]))"
+                               " * 60", "{{type}}")]))
+        .with_panel(ts_panel("Active users (5m and 1h)", "Unique users over the last 5 "
+                             "minutes and the last hour.", "short",
+                             [(f'sum by (window) (app_active_users{{{INST}, '
+                               f'window=~"5m|1h"}})', "{{window}}")]))
+    )
+
+
+def ai_performance(cfg: Config) -> dash.Dashboard:
+    """Model accuracy, latency, acceptance, errors, confidence, evaluations, tokens."""
+    m = f"{{{JOB}, {MODEL}}}"
+    err = cfg.ai_error_rate_max
+    red = _thresholds((None, "green"), (err, "red"))
+    slo = cfg.latency_slo
+    genai = f"{{{INST}, {GENAI_MODEL}}}"
+
+    def quantiles(name: Any, legend: str) -> list[tuple[str, str]]:
+        return [(f"{name(q)}{m}", f"{{{{model}}}} {q}") for q in ("p50", "p95", "p99")]
+
+    return (
+        _dashboard(cfg, "kpi-ai-performance", "KPI exporter / AI performance",
+                   "AI models: accuracy, latency, acceptance of recommendations, errors, "
+                   "confidence, evaluations and token usage.", "now-24h", model=True)
+        .with_row(dash.Row("Overview"))
+        .with_panel(stat_panel("Accuracy", "Latest accuracy the models report "
+                               "(ai.model.performance).", "percentunit",
+                               f"{Names.accuracy}{m}", "{{model}}"))
+        .with_panel(stat_panel("Latency p95", "95th percentile of the latency the models "
+                               "report, over 5 minutes.", "s",
+                               f"{Names.latency('p95')}{m}", "{{model}}"))
+        .with_panel(stat_panel("Acceptance rate", "Share of recommendation responses that "
+                               "accepted the recommendation, over 5 minutes.", "percentunit",
+                               f"{Names.acceptance_5m}{m}", "{{model}}"))
+        .with_panel(stat_panel("Error rate", f"Error rate the models report; red above "
+                               f"{pct(err)}.", "percentunit", f"{Names.error_rate}{m}",
+                               "{{model}}", thresholds=red))
+        .with_row(dash.Row("Quality"))
+        .with_panel(ts_panel("Accuracy", "Accuracy (0..1) each model reports.", "percentunit",
+                             [(f"{Names.accuracy}{m}", "{{model}}")], max_val=1))
+        .with_panel(ts_panel("Acceptance rate", "Accepted over all recommendation responses, "
+                             "per model, over 5 minutes.", "percentunit",
+                             [(f"{Names.acceptance_5m}{m}", "{{model}}")], max_val=1))
+        .with_panel(ts_panel("Error rate", f"Error rate the models report, and the share of "
+                             f"GenAI operations (spans) that failed. Red above {pct(err)}.",
+                             "percentunit",
+                             [(f"{Names.error_rate}{m}", "{{model}} reported"),
+                              (f"{Names.genai_error_ratio}{m}", "{{model}} GenAI operations")],
+                             thresholds=red))
+        .with_panel(ts_panel("Responses by outcome", "Recommendation responses per minute by "
+                             "outcome (accepted, rejected, modified).", "cpm",
+                             [(f"sum by (model, outcome) (rate(ai_recommendation_responses_total"
+                               f"{{{INST}, {MODEL}}}[{RI}])) * 60", "{{model}} {{outcome}}")],
+                             stacked=True))
+        .with_panel(heatmap_panel("Confidence distribution", "How confident the models were in "
+                                  "their recommendations (ai.recommendation.confidence): "
+                                  "recommendations per second in each confidence bucket.",
+                                  "cps", "percentunit",
+                                  f"sum by (le) (rate(ai_recommendation_confidence_bucket"
+                                  f"{{{INST}, {MODEL}}}[{RI}]))"))
+        .with_panel(ts_panel("Evaluation scores", "Pass rate of gen_ai.evaluation.result events "
+                             "(score label pass over all) and the mean score, per evaluation. "
+                             "Evaluation events carry no model, so the model filter does not "
+                             "apply.", "percentunit",
+                             [(f"{Names.evaluation_pass}{{{JOB}}}",
+                               "{{gen_ai_evaluation_name}} pass rate"),
+                              (f"sum by (gen_ai_evaluation_name) (rate(gen_ai_evaluation_score_sum"
+                               f"{{{INST}}}[{RI}])) / sum by (gen_ai_evaluation_name) "
+                               f"(rate(gen_ai_evaluation_score_count{{{INST}}}[{RI}]))",
+                               "{{gen_ai_evaluation_name}} mean score")], max_val=1))
+        .with_row(dash.Row("Latency"))
+        .with_panel(ts_panel("Latency p50 / p95 / p99", "Percentiles of the inference latency "
+                             "the models report (ai_model_latency_seconds), over 5 minutes.",
+                             "s", quantiles(Names.latency, "model")))
+        .with_panel(ts_panel("Latency SLO burn rate", f"How fast each model spends the error "
+                             f"budget of its latency objective ({pct(slo.objective)} under "
+                             f"{slo.threshold_seconds:g}s): 1 lasts 30 days, 14.4 pages.",
+                             "short",
+                             [(f"{Names.slo_errors('1h')}{m} / {1 - slo.objective:.6g}",
+                               "{{model}} 1h"),
+                              (f"{Names.slo_errors('6h')}{m} / {1 - slo.objective:.6g}",
+                               "{{model}} 6h")],
+                             thresholds=_thresholds((None, "green"), (6, "orange"),
+                                                    (14.4, "red"))))
+        .with_panel(ts_panel("GenAI operation duration", "Percentiles of the duration of GenAI "
+                             "client operations (spans with gen_ai.operation.name), by model.",
+                             "s", quantiles(Names.genai_duration, "model")))
+        .with_panel(ts_panel("GenAI operations by model", "GenAI client operations per minute "
+                             "by model and operation.", "cpm",
+                             [(f"sum by (gen_ai_request_model, gen_ai_operation_name) "
+                               f"(rate(gen_ai_client_operation_duration_seconds_count{genai}"
+                               f"[{RI}])) * 60",
+                               "{{gen_ai_request_model}} {{gen_ai_operation_name}}")]))
+        .with_row(dash.Row("Tokens"))
+        .with_panel(ts_panel("Token usage by model", "Tokens per second by model and token "
+                             "type (input, output), from GenAI spans.", "suffix: tokens/s",
+                             [(f"sum by (gen_ai_request_model, gen_ai_token_type) "
+                               f"(rate(gen_ai_client_tokens_total{genai}[{RI}]))",
+                               "{{gen_ai_request_model}} {{gen_ai_token_type}}")],
+                             stacked=True))
+        .with_panel(ts_panel("Tokens per operation p95", "95th percentile of the tokens one "
+                             "GenAI operation used, by model and token type.",
+                             "suffix: tokens",
+                             [(f"histogram_quantile(0.95, sum by (gen_ai_request_model, "
+                               f"gen_ai_token_type, le) (rate(gen_ai_client_token_usage_bucket"
+                               f"{genai}[{RI}])))",
+                               "{{gen_ai_request_model}} {{gen_ai_token_type}}")]))
+    )
+
+
+def exporter_health(cfg: Config) -> dash.Dashboard:
+    """What the exporter receives, loses, stores and saves."""
+    p = "kpi_exporter_"
+    return (
+        _dashboard(cfg, "kpi-exporter-health", "KPI exporter / Exporter health",
+                   "The kpi-exporter itself: records in, records lost and why, series, "
+                   "request latency, state saves.", "now-6h")
+        .with_row(dash.Row("Overview"))
+        .with_panel(stat_panel("Targets up", "Exporter replicas Prometheus scrapes "
+                               "successfully.", "short", f"sum(up{{{INST}}})", "up",
+                               decimals=0))
+        .with_panel(stat_panel("Records per second", "Log records, spans and metric points "
+                               "received per second.", "cps",
+                               f"sum(rate({p}records_received_total{{{INST}}}[{RI}]))",
+                               "records/s"))
+        .with_panel(stat_panel("Rejected share", f"Share of received records rejected; red "
+                               f"above {pct(cfg.rejected_ratio_max)}.", "percentunit",
+                               f"sum(rate({p}records_rejected_total{{{INST}}}[{RI}])) / "
+                               f"sum(rate({p}records_received_total{{{INST}}}[{RI}]))",
+                               "rejected",
+                               thresholds=_thresholds((None, "green"),
+                                                      (cfg.rejected_ratio_max, "red"))))
+        .with_panel(stat_panel("Series", "Series of all mapped metrics, overflow series "
+                               "included.", "short", f"sum({p}metric_series{{{INST}}})",
+                               "series", decimals=0))
+        .with_row(dash.Row("Ingest"))
+        .with_panel(ts_panel("Ingest rate per signal", "Records received per second by signal "
+                             "(log, span, metric).", "cps",
+                             [(f"sum by (signal) (rate({p}records_received_total{{{INST}}}"
+                               f"[{RI}]))", "{{signal}}")]))
+        .with_panel(ts_panel("Requests by code", "OTLP export requests per second by signal "
+                             "and HTTP status code.", "reqps",
+                             [(f"sum by (signal, code) (rate({p}requests_total{{{INST}}}[{RI}]))",
+                               "{{signal}} {{code}}")]))
+        .with_panel(ts_panel("Rejected records by reason", "Records that could not be used, "
+                             "per second, by signal and reason.", "cps",
+                             [(f"sum by (signal, reason) (rate({p}records_rejected_total"
+                               f"{{{INST}}}[{RI}]))", "{{signal}} {{reason}}")]))
+        .with_panel(ts_panel("Unmatched records by signal", "Records no rule mapped, per "
+                             "second, by signal (`kpi-exporter explain` tells why).", "cps",
+                             [(f"sum by (signal) (rate({p}records_unmatched_total{{{INST}}}"
+                               f"[{RI}]))", "{{signal}}")]))
+        .with_panel(ts_panel("Request latency", "Time to handle an OTLP export request, 50th "
+                             "and 99th percentile, by signal.", "s",
+                             [(f"histogram_quantile({q}, sum by (signal, le) "
+                               f"(rate({p}request_duration_seconds_bucket{{{INST}}}[{RI}])))",
+                               f"{{{{signal}}}} p{int(q * 100)}") for q in (0.5, 0.99)]))
+        .with_panel(ts_panel("Request bytes", "OTLP request body bytes received per second "
+                             "(before decompression), by signal.", "Bps",
+                             [(f"sum by (signal) (rate({p}request_bytes_total{{{INST}}}[{RI}]))",
+                               "{{signal}}")]))
+        .with_row(dash.Row("Series"))
+        .with_panel(ts_panel("Series per metric", "Series each mapped metric has, as a share "
+                             "of its cap; at 100% new label sets go to the overflow series.",
+                             "percentunit",
+                             [(f"max by (metric) ({p}metric_series{{{INST}}} / "
+                               f"{p}metric_series_limit{{{INST}}})", "{{metric}}")],
+                             max_val=1, thresholds=_thresholds((None, "green"), (0.8, "orange"),
+                                                               (1, "red"))))
+        .with_panel(ts_panel("Overflow updates per metric", "Updates per second that went to a "
+                             "metric's overflow series because its series cap was reached.",
+                             "cps",
+                             [(f"sum by (metric) (rate({p}metric_overflow_updates_total"
+                               f"{{{INST}}}[{RI}]))", "{{metric}}")]))
+        .with_row(dash.Row("State"))
+        .with_panel(ts_panel("State saves", "Snapshots of the store and KPI windows to the "
+                             "state directory per minute, by outcome.", "cpm",
+                             [(f"sum by (outcome) (rate({p}state_saves_total{{{INST}}}[{RI}]))"
+                               " * 60", "{{outcome}}")]))
+        .with_panel(ts_panel("State save duration", "Time one state save takes, 50th and 99th "
+                             "percentile.", "s",
+                             [(f"histogram_quantile({q}, sum by (le) (rate("
+                               f"{p}state_save_duration_seconds_bucket{{{INST}}}[{RI}])))",
+                               f"p{int(q * 100)}") for q in (0.5, 0.99)]))
+    )
+
+
+# File name (under grafana/dashboards/) -> builder.
+DASHBOARDS = {
+    "kpi-product-analytics.json": product_analytics,
+    "kpi-business.json": business_kpis,
+    "kpi-ai-performance.json": ai_performance,
+    "kpi-exporter-health.json": exporter_health,
+}
+
+
+def _number_panels(model: dm.Dashboard) -> None:
+    # Stable ids in layout order, so links to a panel (viewPanel=N) survive regeneration.
+    n = 0
+    for panel in model.panels or []:
+        n += 1
+        panel.id_val = n
+        for inner in getattr(panel, "panels", None) or []:
+            n += 1
+            inner.id_val = n
+
+
+def build(cfg: Config = CONFIG) -> dict[str, dict[str, Any]]:
+    """Every dashboard as a JSON document, by file name."""
+    out = {}
+    encoder = JSONEncoder(sort_keys=True, indent=2)
+    for filename, builder in DASHBOARDS.items():
+        model = builder(cfg).build()
+        _number_panels(model)
+        out[filename] = json.loads(encoder.encode(model))
+    return out
