@@ -148,12 +148,14 @@ class Store:
         value = c.value
         # The first point of a stream, or a reset (new start time, or the value went down):
         # all of it is new. Otherwise the increase since the stream's last point.
-        if isinstance(value, list):
-            fresh = prev is None or prev[0] != c.start_ns or value[1] < prev[1][1]
-            inc: Any = value if fresh else [a - b for a, b in zip(value, prev[1])]
-        else:
-            fresh = prev is None or prev[0] != c.start_ns or value < prev[1]
-            inc = value if fresh else value - prev[1]
+        inc: Any = value
+        if prev is not None and prev[0] == c.start_ns:
+            last = prev[1]
+            if isinstance(value, list):
+                if value[1] >= last[1]:
+                    inc = [a - b for a, b in zip(value, last)]
+            elif value >= last:
+                inc = value - last
         state.streams[c.stream] = (c.start_ns, value)
         if len(state.streams) > 4 * state.definition.max_series:
             state.streams.pop(next(iter(state.streams)))  # forget the stalest stream
