@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import collections
 import math
 import threading
 import weakref
@@ -296,6 +297,12 @@ class _Cell:
 # The group of the totals; a breakdown's groups are (breakdown index, value).
 TOTAL: tuple[Any, ...] = ()
 
+# One time slot's identity hashes: users, sessions, converting sessions.
+_Slot = tuple[set[int], set[int], set[int]]
+
+# Runs an iterator to its end in C: the sketch updates of a set without a Python loop.
+_consume: Callable[[Iterable[Any]], None] = collections.deque(maxlen=0).extend
+
 
 class _Tier:
     """Buckets of one width, shared by the windows cut at that width."""
@@ -406,10 +413,13 @@ class Windows:
         horizon = now + self.config.max_future
         slot = self._slot
         breakdowns = range(len(self.config.breakdowns))
+        # Identities are gathered into sets per time slot first: a batch mostly repeats a few
+        # users and sessions within a few seconds, and each sketch then sees each once.
+        totals: dict[int, _Slot] = {}
+        split: dict[tuple[Any, ...], dict[int, _Slot]] = {}
         with self.lock:
             self._rotate(now)
             earliest = min((self._start(w, now) for w in self.config.windows), default=now_s)
-            slots: dict[tuple[int, tuple[Any, ...]], tuple[set[int], set[int], set[int]]] = {}
             accepted = 0
             for t, user, session, converted, values in events:
                 if t > now_s:
@@ -426,57 +436,69 @@ class Windows:
                     continue
                 accepted += 1
                 at = t - t % slot
-                groups: list[tuple[Any, ...]] = [TOTAL]
+                entry = totals.get(at)
+                if entry is None:
+                    entry = totals[at] = (set(), set(), set())
+                targets = [entry]
                 for i in breakdowns:
-                    groups.append((i, self._admit(i, values[i])))
-                for group in groups:
-                    entry = slots.get((at, group))
-                    if entry is None:
-                        entry = slots[(at, group)] = (set(), set(), set())
+                    by_slot = split.setdefault((i, self._admit(i, values[i])), {})
+                    e = by_slot.get(at)
+                    if e is None:
+                        e = by_slot[at] = (set(), set(), set())
+                    targets.append(e)
+                for e in targets:
                     if user is not None:
-                        entry[0].add(user)
+                        e[0].add(user)
                     if session is not None:
-                        entry[1].add(session)
+                        e[1].add(session)
                         if converted:
-                            entry[2].add(session)
+                            e[2].add(session)
             self.accepted += accepted
-            self._apply(slots, now)
+            if totals:
+                self._apply(TOTAL, self._total_tiers, totals, now)
+            for group, by_slot in split.items():
+                self._apply(group, self._breakdown_tiers[group[0]], by_slot, now)
 
-    def _apply(self, slots: dict[tuple[int, tuple[Any, ...]], tuple[set[int], set[int], set[int]]],
+    def _apply(self, group: tuple[Any, ...], tiers: tuple[_Tier, ...], slots: dict[int, _Slot],
                now: float) -> None:
         lg_k = self.lg_k
         hll = datasketches.hll_sketch
         hll4 = datasketches.tgt_hll_type.HLL_4
-        for (at, group), (users, sessions, conversions) in slots.items():
-            tiers = self._breakdown_tiers[group[0]] if group else self._total_tiers
-            for tier in tiers:
-                bucket = at // tier.width
-                if bucket < tier.oldest(now):
-                    continue
-                cells = tier.cells.get(group)
-                if cells is None:
-                    cells = tier.cells[group] = {}
+        for tier in tiers:
+            width = tier.width
+            first = tier.oldest(now)
+            by_bucket: dict[int, list[_Slot]] = {}
+            for at, entry in slots.items():
+                bucket = at // width
+                if bucket >= first:
+                    by_bucket.setdefault(bucket, []).append(entry)
+            if not by_bucket:
+                continue
+            cells = tier.cells.get(group)
+            if cells is None:
+                cells = tier.cells[group] = {}
+            for bucket, entries in by_bucket.items():
                 cell = cells.get(bucket)
                 if cell is None:
                     cell = cells[bucket] = _Cell()
+                if len(entries) == 1:
+                    users, sessions, conversions = entries[0]
+                else:
+                    users = set().union(*(e[0] for e in entries))
+                    sessions = set().union(*(e[1] for e in entries))
+                    conversions = set().union(*(e[2] for e in entries))
                 if users:
-                    sk = cell.users
-                    if sk is None:
-                        sk = cell.users = hll(lg_k, hll4)
-                    for x in users:
-                        sk.update(x)
+                    if cell.users is None:
+                        cell.users = hll(lg_k, hll4)
+                    _consume(map(cell.users.update, users))
                 if sessions:
-                    sk = cell.sessions
-                    if sk is None:
-                        sk = cell.sessions = hll(lg_k, hll4)
-                    for x in sessions:
-                        sk.update(x)
+                    if cell.sessions is None:
+                        cell.sessions = hll(lg_k, hll4)
+                    _consume(map(cell.sessions.update, sessions))
                 if conversions:
-                    sk = cell.conversions
-                    if sk is None:
-                        sk = cell.conversions = hll(lg_k, hll4)
-                    for x in conversions:
-                        sk.update(x)
+                    if cell.conversions is None:
+                        cell.conversions = hll(lg_k, hll4)
+                    _consume(map(cell.conversions.update, conversions))
 
     def _rotate(self, now: float) -> None:
         """Drops buckets no window covers any more; frees breakdown values with no data."""
