@@ -9,7 +9,13 @@ rate()/increase(), and a link menu to the other kpi-exporter dashboards (by tag)
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
+
+# The classic dashboard model (schema v1) is what Grafana's file provisioning loads on every
+# version; the SDK nudges towards the v2 schema, which only newer Grafana reads.
+warnings.filterwarnings("ignore", message="Prefer using dashboardv2.Dashboard instead",
+                        category=DeprecationWarning)
 
 from grafana_foundation_sdk.builders import bargauge, heatmap, stat, timeseries
 from grafana_foundation_sdk.builders import common as common_b
@@ -333,12 +339,12 @@ def ai_performance(cfg: Config) -> dash.Dashboard:
                                f"{pct(err)}.", "percentunit", f"{Names.error_rate}{m}",
                                "{{model}}", thresholds=red))
         .with_row(dash.Row("Quality"))
-        .with_panel(ts_panel("Accuracy", "Accuracy (0..1) each model reports.", "percentunit",
+        .with_panel(ts_panel("Accuracy by model", "Accuracy (0..1) each model reports.", "percentunit",
                              [(f"{Names.accuracy}{m}", "{{model}}")], max_val=1))
-        .with_panel(ts_panel("Acceptance rate", "Accepted over all recommendation responses, "
+        .with_panel(ts_panel("Acceptance rate by model", "Accepted over all recommendation responses, "
                              "per model, over 5 minutes.", "percentunit",
                              [(f"{Names.acceptance_5m}{m}", "{{model}}")], max_val=1))
-        .with_panel(ts_panel("Error rate", f"Error rate the models report, and the share of "
+        .with_panel(ts_panel("Error rate by model", f"Error rate the models report, and the share of "
                              f"GenAI operations (spans) that failed. Red above {pct(err)}.",
                              "percentunit",
                              [(f"{Names.error_rate}{m}", "{{model}} reported"),
