@@ -61,6 +61,14 @@ def _shown(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: ("<redacted>" if is_identity_attribute(k) else v) for k, v in attrs.items()}
 
 
+def _redacted(text: str, attrs: dict[str, Any]) -> str:
+    # a rule's condition on an identity quotes the value it saw
+    for k, v in attrs.items():
+        if is_identity_attribute(k) and v not in (None, ""):
+            text = text.replace(repr(v), "'<redacted>'")
+    return text
+
+
 def explain(mapping: Mapping, record: Record) -> list[str]:
     """Human-readable lines: the rules that matched, why others did not, the updates."""
     lines = [f"{record.signal} {record.name!r} with attributes {_shown(record.attributes)}"]
@@ -80,7 +88,7 @@ def explain(mapping: Mapping, record: Record) -> list[str]:
         head = f"  {rule.title}"
         reason = rule.why_not(record)
         if reason is not None:
-            lines.append(f"{head}: skipped, {reason}")
+            lines.append(f"{head}: skipped, {_redacted(reason, record.attributes)}")
             continue
         try:
             value = rule.value_of(record)

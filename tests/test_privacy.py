@@ -288,6 +288,22 @@ def test_explain_leaves_out_denylisted_attributes(tmp_path):
     assert "'url.path': '/home'" in r.stdout
 
 
+def test_explain_does_not_quote_an_identity_a_condition_saw(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("rules:\n  - metric: app_vip_total\n    type: counter\n"
+                      "    match: {signal: log, name: app.page_view,"
+                      " attributes: {user.id: {in: [vip-1]}}}\n")
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"name": "app.page_view",
+                                 "attributes": {"user.id": USERS[2], "url.path": "/"}}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", "--config", str(config),
+                        str(event)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert "attribute 'user.id' is '<redacted>', the rule wants" in r.stdout
+    assert USERS[2] not in r.stdout
+
+
 def test_a_pipeline_keeps_no_raw_identity_of_a_metric_stream(tmp_path):
     p = Pipeline(load_config(None, env={}), process_metrics=False)
     result = p.ingest(otlp_json.decode_metrics(genai_histogram({
