@@ -141,8 +141,11 @@ class ProcessExporter(RunningExporter):
         self._log = open(self.log_path, "wb")
         full_env = {**os.environ, **(env or {})}
         full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+        # Its own working directory, so that the default state directory (./data) never
+        # carries counts from one test's exporter into the next.
+        self._home = tempfile.TemporaryDirectory(prefix="kpi-exporter-cwd-")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=full_env, cwd=cwd)
+                                     env=full_env, cwd=cwd or self._home.name)
         try:
             wait_http(self.metrics_url + "/-/ready", proc=self.proc)
         except Exception:
@@ -166,6 +169,7 @@ class ProcessExporter(RunningExporter):
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self._home.cleanup()
         return int(self.proc.returncode)
 
 
