@@ -249,8 +249,9 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> Wind
         if isinstance(bwindows, str):
             bwindows = [bwindows]
         chosen: list[str] = []
-        if not isinstance(bwindows, list):
-            problems.append(f"{bw}: windows: expected a list of window durations")
+        if not isinstance(bwindows, list) or not bwindows:
+            problems.append(f"{bw}: windows: expected a list of window durations, like [1d, 7d] "
+                            f"(leave it out for every window)")
         else:
             for w in bwindows:
                 try:

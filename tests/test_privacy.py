@@ -92,6 +92,27 @@ def test_what_rules_and_observers_see_has_no_denylisted_attribute(exporter_facto
     assert seen[0]["url.path"] == "/home" and seen[1]["url.path"] == "/json"
 
 
+def test_a_reloaded_denylist_takes_effect_at_once(exporter_factory):
+    e = exporter_factory("privacy: {attribute_denylist: []}\n")
+    seen: list[dict] = []
+    e.pipeline.add_observer(lambda batch, _result: seen.extend(
+        dict(r.attributes) for r in batch.records))
+
+    def send():
+        lp = logger_provider(e.otlp_url, service="web")
+        lp.get_logger("app").emit(event_name="app.page_view",
+                                  attributes={"app.tier": "gold", "url.path": "/"})
+        lp.shutdown()
+
+    send()
+    assert seen[-1].get("app.tier") == "gold"
+    assert e.pipeline.config_path is not None
+    Path(e.pipeline.config_path).write_text("privacy: {attribute_denylist: ['app.tier']}\n")
+    assert requests.post(e.metrics_url + "/-/reload", timeout=10).status_code == 200
+    send()
+    assert "app.tier" not in seen[-1] and seen[-1]["url.path"] == "/"
+
+
 def test_denylist_config(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("privacy: {default_denylist: false, attribute_denylist: [tax.*]}\n")

@@ -299,6 +299,8 @@ def write(tmp_path, text):
      "'2h' is not one of windows.durations"),
     ("windows: {breakdowns: [{attribute: a, label: p}, {attribute: b, label: p}]}\n",
      "the label 'p' is used twice"),
+    ("windows: {breakdowns: [{attribute: app.platform, windows: []}]}\n",
+     "windows: expected a list of window durations"),
     ("windows: {user_attribute: session.id}\n", "sessions and users need their own attributes"),
     ("windows: {sesion_attribute: s}\n", "did you mean 'session_attribute'"),
     ("rules:\n  - metric: app_active_users\n    type: gauge\n    match: {signal: log, name: a}\n"
@@ -367,3 +369,14 @@ def test_sdk_events_reach_the_window_gauges(exporter_factory):
     assert s.value("kpi_exporter_window_records_dropped_total", reason="in_future") == 1
     # anonymous events still count as events
     assert s.value("app_events_total", event="app.page_view", service_name="web") == 16
+
+
+def test_windows_can_be_turned_off(exporter_factory):
+    e = exporter_factory("windows: {enabled: false}\n")
+    lp = logger_provider(e.otlp_url, service="web")
+    lp.get_logger("app").emit(event_name="app.page_view",
+                              attributes={"user.id": "u1", "url.path": "/"})
+    lp.shutdown()
+    s = e.scrape()
+    assert s.value("app_page_views_total", route="/", service_name="web") == 1
+    assert not s.matching("app_active_users") and not s.matching("app_sessions")
