@@ -228,7 +228,7 @@ def ai_alerts(cfg: Config) -> list[Alert]:
                 "The error rate a model reports with `ai.model.performance` events "
                 "(`ai_model_error_rate_ratio`, averaged over the exporter's replicas) is above "
                 "the threshold.",
-                "*Error rate* on the AI performance dashboard, filtered to the model; compare "
+                "*Error rate by model* on the AI performance dashboard, filtered to the model; compare "
                 "with the GenAI operation error rate from spans and with the model's latency. "
                 "Look at the model provider's status and the app's error logs.",
                 "Roll back a recent model or prompt change, fail over to another model or "
@@ -246,7 +246,7 @@ def ai_alerts(cfg: Config) -> list[Alert]:
                 "Spans with `gen_ai.operation.name` for this model end with an `error.type` "
                 "or an error status more often than the threshold "
                 "(`gen_ai_client_operation_duration_seconds_count{error_type!=\"\"}` over all).",
-                "*GenAI operation errors* on the AI performance dashboard; group "
+                "The GenAI operations line of *Error rate by model* on the AI performance dashboard; group "
                 "`gen_ai_client_operation_duration_seconds_count` by `error_type` and "
                 "`gen_ai_provider_name` in Prometheus to see which error and which provider.",
                 "Timeouts: raise the client timeout or reduce the request size; rate limits "
@@ -261,7 +261,7 @@ def ai_alerts(cfg: Config) -> list[Alert]:
             Runbook(
                 "The accuracy a model reports (`ai_model_accuracy_ratio`) is below the "
                 "threshold.",
-                "*Accuracy* and *Evaluation pass rate* on the AI performance dashboard; when "
+                "*Accuracy by model* and *Evaluation scores* on the AI performance dashboard; when "
                 "did it fall, and did a deploy, a model version or the input mix change then?",
                 "Roll back the model or prompt change; if the input data shifted, retrain or "
                 "recalibrate; adjust `ai_accuracy_min` if the threshold no longer fits."),
@@ -277,7 +277,7 @@ def ai_alerts(cfg: Config) -> list[Alert]:
             Runbook(
                 "The model's reported accuracy is more than the configured share below its "
                 "value one week earlier, even if it is still above the absolute minimum.",
-                "*Accuracy* on the AI performance dashboard over 14 days; compare the week "
+                "*Accuracy by model* on the AI performance dashboard over 14 days; compare the week "
                 "with the previous one and look for the deploy or data change at the step.",
                 "As for low accuracy: roll back, retrain or recalibrate; if the drop is an "
                 "expected change, it clears after one hour of stable values."),
@@ -295,7 +295,7 @@ def ai_alerts(cfg: Config) -> list[Alert]:
                 "The share of recommendation responses with outcome `accepted` over the last "
                 "hour is well below the same hour one week earlier: recommendations got worse "
                 "or reach the wrong users.",
-                "*Acceptance rate* and *Responses by outcome* on the AI performance dashboard; "
+                "*Acceptance rate by model* and *Responses by outcome* on the AI performance dashboard; "
                 "is `rejected` or `modified` growing? Did the confidence distribution shift?",
                 "Roll back the model, prompt or ranking change; check the recommendation "
                 "types that lost most."),
@@ -320,11 +320,11 @@ def ai_alerts(cfg: Config) -> list[Alert]:
                 "(1h/5m windows) and 5 days at 6x (6h/30m) — these page; at 3x (1d/2h) and 1x "
                 "(3d/6h) it is a ticket. The labels `long` and `short` name the windows; both "
                 "must exceed the burn rate, so the alert stops soon after the problem does.",
-                "*Latency p50/p95/p99* and *Latency SLO burn rate* on the AI performance "
+                "*Latency p50 / p95 / p99* and *Latency SLO burn rate* on the AI performance "
                 "dashboard, filtered to the model; compare with *GenAI operation duration* "
                 "and the error rate: timeouts often show up in both.",
                 "Find what slowed the model: provider latency, larger prompts or outputs "
-                "(*Token usage*), saturation of your own serving. Fail over, scale out or roll "
+                "(*Token usage by model*), saturation of your own serving. Fail over, scale out or roll "
                 "back; a ticket-severity burn can wait for working hours."),
             {"long": long, "short": short},
         ))
@@ -370,7 +370,7 @@ def product_alerts(cfg: Config) -> list[Alert]:
                 "Conversions per session over the last day "
                 "(`app_conversion_rate_ratio{window=\"1d\"}`) are well below the same hour one "
                 "week earlier.",
-                "*Conversion rate* and *Conversions by type* on the Business KPIs dashboard: "
+                "*Conversion rate (1d)* and *Conversions by type* on the Business KPIs dashboard: "
                 "did one conversion type stop (a broken checkout, a payment provider), or did "
                 "sessions grow without conversions (a campaign bringing other visitors)?",
                 "Fix the broken step of the funnel, or confirm with the product owners that "

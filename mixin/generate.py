@@ -24,8 +24,16 @@ def files(cfg: Config = CONFIG) -> dict[str, str]:
     """Every generated file's text, by path relative to the repository root."""
     out = {f"{layout.DASHBOARDS_DIR}/{name}": to_json(doc)
            for name, doc in dashboards.build(cfg).items()}
-    out[layout.DATASOURCE_PROVISIONING] = to_yaml(configs.datasource_provisioning(cfg))
-    out[layout.DASHBOARD_PROVISIONING] = to_yaml(configs.dashboard_provisioning(cfg))
+    out[layout.DATASOURCE_PROVISIONING] = to_yaml(
+        configs.datasource_provisioning(cfg),
+        header=GENERATED + "\nCopy into Grafana's provisioning/datasources/; the dashboards' Data "
+        "source variable\ndefaults to this data source (isDefault).")
+    out[layout.DASHBOARD_PROVISIONING] = to_yaml(
+        configs.dashboard_provisioning(cfg),
+        header=GENERATED + f"\nCopy into Grafana's provisioning/dashboards/ and mount this "
+        f"repository's {layout.DASHBOARDS_DIR}\nat {cfg.grafana_dashboards_path} (docker: -v "
+        f"$PWD/{layout.DASHBOARDS_DIR}:{cfg.grafana_dashboards_path}:ro),\nor set "
+        "grafana_dashboards_path in mixin/config.py.")
     out[layout.PROMETHEUS_CONFIG] = to_yaml(configs.prometheus_config(cfg))
     out[layout.RECORDING_RULES] = to_yaml(rules.build(cfg))
     out[layout.ALERT_RULES] = to_yaml(alerts.build(cfg))

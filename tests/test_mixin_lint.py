@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from mixin import layout, lint
+from mixin import alerts, layout, lint
 from mixin.config import CONFIG
 from tests.helpers import ROOT, ProcessExporter
 
@@ -212,3 +212,11 @@ def test_latency_slo_threshold_is_a_bucket_bound():
     rules = yaml.safe_load((ROOT / "exporter/defaults/rules.yaml").read_text())["rules"]
     buckets = next(r["buckets"] for r in rules if r["metric"] == slo.metric)
     assert slo.threshold_seconds in buckets
+
+
+def test_runbooks_name_panels_that_exist():
+    titles = {p["title"] for d in _dashboards().values() for p in lint.panels(d)}
+    for a in alerts.alerts():
+        for text in (a.runbook.check, a.runbook.action):
+            for ref in re.findall(r"(?<!\*)\*([^*]+)\*(?!\*)", text):
+                assert ref in titles, f"{a.name}: the runbook names a panel {ref!r} that no dashboard has"
