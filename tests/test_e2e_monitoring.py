@@ -395,6 +395,23 @@ def test_window_gauges_and_state_saves_are_served(stack):
         "kpi_exporter_state_saves_total", outcome="success") or 0) > 0, timeout=10)
 
 
+def test_every_rule_evaluates_without_error(stack):
+    def unhealthy() -> list[str] | None:
+        r = requests.get(stack.prometheus_url + "/api/v1/rules", timeout=10).json()
+        rules = [rule for g in r["data"]["groups"] for rule in g["rules"]]
+        if len(rules) < 40:
+            return None
+        bad = [f"{rule['name']}: {rule['health']} {rule.get('lastError', '')}" for rule in rules
+               if rule["health"] != "ok"]
+        return bad or []
+    bad = None
+    deadline = time.monotonic() + 30
+    while (bad is None or bad) and time.monotonic() < deadline:
+        bad = unhealthy()
+        time.sleep(1)
+    assert bad == [], bad
+
+
 def _fill_variables(stack: Stack, dashboard: dict[str, Any]) -> dict[str, str] | None:
     """Each query variable's first value, from its own label_values() query; None while a
     variable has no values yet."""
