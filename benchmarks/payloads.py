@@ -4,6 +4,7 @@ six attributes each, from several services, pre-serialized to protobuf."""
 from __future__ import annotations
 
 import random
+import time
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -29,7 +30,7 @@ def make_batch(rng: random.Random, size: int = 512, distinct_routes: int | None 
     cardinality run)."""
     req = ExportLogsServiceRequest()
     per_service = size // len(SERVICES)
-    t0 = 1_764_000_000_000_000_000
+    t0 = time.time_ns() - 60_000_000_000  # a minute ago: inside every KPI window
     for s, service in enumerate(SERVICES):
         rl = req.resource_logs.add()
         for key, value in (("service.name", service), ("service.version", "1.4.2"),
