@@ -17,7 +17,7 @@ from exporter.records import (
 from exporter.rules import COUNTER, GAUGE, HISTOGRAM, MetricDef, RecordError, Rule, label_str
 from exporter.store import Cumulative, Deltas
 
-__all__ = ["Mapping", "MapResult", "Update"]
+__all__ = ["Mapping", "MapResult"]
 
 _CACHE_LIMIT = 10_000
 
@@ -36,15 +36,6 @@ class MapResult:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
-
-
-@dataclass
-class Update:
-    """One metric update a record makes, as ``explain`` shows it."""
-
-    rule: Rule
-    labels: tuple[str, ...]
-    value: Any
 
 
 class Mapping:
@@ -91,18 +82,6 @@ class Mapping:
         self._cache[key] = result
         return result
 
-    def updates_for(self, record: Record) -> list[Update]:
-        """The updates one record makes (raises :class:`RecordError` when it is unusable)."""
-        out = []
-        for rule in self.rules_for(record.signal, record.name):
-            if rule.why_not(record) is not None:
-                continue
-            value = rule.value_of(record)
-            if value is None:
-                continue
-            out.append(Update(rule, rule.label_getter(record), value))
-        return out
-
     def map_batch(self, batch: Batch, now_ns: int | None = None) -> MapResult:
         """Maps every record of a batch; unusable records are counted, never half-applied."""
         now_ns = now_ns or time.time_ns()
@@ -112,22 +91,29 @@ class Mapping:
             result.rejected[reason] = result.rejected.get(reason, 0) + n
         result.messages.extend(batch.messages)
         counters, gauges, histograms = deltas.counters, deltas.gauges, deltas.histograms
-        rules_for = self.rules_for
-        is_metric = batch.signal == METRIC
+        signal = batch.signal
+        is_metric = signal == METRIC
+        cache = self._cache
+        hits = 0
         for record in batch.records:
-            rules = rules_for(record.signal, record.name)
+            rules = cache.get((signal, record.name))
+            if rules is None:
+                rules = self.rules_for(signal, record.name)
+            else:
+                hits += 1
             if not rules:
                 result.unmatched += 1
                 continue
             updates = []
             try:
                 for rule in rules:
-                    if (rule.conditions or rule.span_kinds is not None
-                            or rule.span_statuses is not None) and rule.why_not(record) is not None:
+                    if rule.checks and rule.why_not(record) is not None:
                         continue
-                    value = rule.value_of(record)
+                    value = rule.constant_value
                     if value is None:
-                        continue
+                        value = rule.value_of(record)
+                        if value is None:
+                            continue
                     updates.append((rule, rule.label_getter(record), value))
             except RecordError as err:
                 result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
@@ -173,6 +159,7 @@ class Mapping:
                     old = gauges.get(key)
                     if old is None or t >= old[0]:
                         gauges[key] = (t, value)
+        self.cache_hits += hits
         return result
 
     def _point_value(self, rule: Rule, record: Record, value: Any) -> Any:

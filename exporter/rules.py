@@ -170,8 +170,15 @@ class Rule:
     source: str = ""
     order: int = 0
     label_getter: Callable[[Record], tuple[str, ...]] = field(init=False, repr=False)
+    # Hot-path shortcuts: whether why_not() has anything to check, and the value when it is a
+    # constant (valid for counters and histograms, the only types a constant may feed).
+    checks: bool = field(init=False, repr=False)
+    constant_value: float | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.checks = bool(self.conditions) or self.span_kinds is not None \
+            or self.span_statuses is not None
+        self.constant_value = self.value.constant if self.value.kind == "constant" else None
         specs = self.labels
         simple = all(s.constant is None and len(s.attributes) == 1 and not s.field
                      and s.on_error_status is None for s in specs)
@@ -510,6 +517,10 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         problems.append(f"{where}.value: 'duration' is only known for spans")
     if value.kind == "data_point" and signal != METRIC:
         problems.append(f"{where}.value: 'data_point' is only known for metric data points")
+    if value.kind == "constant" and (not math.isfinite(value.constant)
+                                     or (mtype == COUNTER and value.constant < 0)):
+        problems.append(f"{where}.value: a constant value must be finite, and not negative "
+                        f"for a counter (counters only go up)")
     if mtype == GAUGE and value.kind == "constant":
         problems.append(f"{where}.value: a gauge set to a constant says nothing; take the value "
                         f"from an attribute, the duration or the data point")

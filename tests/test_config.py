@@ -64,6 +64,7 @@ BROKEN = [
      "  - metric: c_total\n    type: counter\n    match: {signal: log, name: b}\n"
      "    labels: {x: y}\n", "must agree on its type, labels"),
     ("server: {}\nserver: {}\n", "appears twice"),
+    (RULE + "    value: -1\n", "not negative for a counter"),
 ]
 
 
