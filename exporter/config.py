@@ -15,7 +15,7 @@ from typing import Any, Mapping as TMapping
 
 from exporter import yamlload
 from exporter.privacy import PrivacyConfig, parse_privacy
-from exporter.rules import Rule, RuleError, _unknown, parse_rules
+from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
 from exporter.state import StateConfig, parse_state
 from exporter.windows import WindowsConfig, parse_windows
 
@@ -155,7 +155,7 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
         if not isinstance(doc, dict):
             raise ConfigError(["the config file must be a YAML mapping with keys like 'server' "
                                "and 'rules'"], path)
-    problems: list[str] = _unknown(doc, _TOP_KEYS, "top level")
+    problems: list[str] = unknown_keys(doc, _TOP_KEYS, "top level")
     cfg = Config(source=source, raw=dict(doc))
 
     def section(key: str, allowed: tuple[str, ...], where: str, parent: Any = doc) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
             problems.append(f"{where}: expected a mapping")
             return {}
         line = yamlload.line_of(value)
-        problems.extend(_unknown(value, allowed, f"{where}" + (f" (line {line})" if line else "")))
+        problems.extend(unknown_keys(value, allowed, f"{where}" + (f" (line {line})" if line else "")))
         return value
 
     server = section("server", _SERVER_KEYS, "server")

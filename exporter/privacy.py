@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from exporter import naming
+from exporter.fsutil import fsync_dir
 from exporter.records import METRIC, Batch, Record
-from exporter.rules import Rule, _unknown, label_str
+from exporter.rules import Rule, unknown_keys, label_str
 from exporter.yamlload import line_of
 
 __all__ = [
@@ -91,7 +92,7 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
         raw = {}
     line = line_of(raw)
     where = "privacy" + (f" (line {line})" if line else "")
-    problems.extend(_unknown(raw, _PRIVACY_KEYS, where))
+    problems.extend(unknown_keys(raw, _PRIVACY_KEYS, where))
 
     env_salt = env.get(SALT_ENV)
     if env_salt is not None:
@@ -165,7 +166,7 @@ def load_or_create_salt(state_dir: Path) -> str:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
         log.info("generated a new identity salt in %s (keep it with the state: the window "
                  "sketches are only meaningful with it)", path)
         return salt
@@ -183,12 +184,6 @@ def load_or_create_salt(state_dir: Path) -> str:
     return salt
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IdentityHasher:

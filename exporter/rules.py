@@ -280,7 +280,7 @@ _CONDITION_KEYS = ("equals", "not_equals", "in", "not_in", "regex", "exists", "g
                    "lt", "lte")
 
 
-def _unknown(keys: Any, allowed: tuple[str, ...], where: str) -> list[str]:
+def unknown_keys(keys: Any, allowed: tuple[str, ...], where: str) -> list[str]:
     out = []
     for key in keys:
         if key not in allowed:
@@ -324,7 +324,7 @@ def _compile_condition(key: str, spec: Any, where: str, problems: list[str]
     if not isinstance(spec, dict):
         # shorthand: `key: value` means equals
         spec = {"equals": spec}
-    problems.extend(_unknown(spec, _CONDITION_KEYS, where))
+    problems.extend(unknown_keys(spec, _CONDITION_KEYS, where))
     out: list[tuple[str, str, Predicate]] = []
     for op, arg in spec.items():
         if op not in _CONDITION_KEYS:
@@ -387,7 +387,7 @@ def _parse_labels(raw: Any, where: str, metric_type: str, problems: list[str]
             problems.append(f"{lw}: expected an attribute name or a mapping with 'attribute', "
                             f"'field' or 'value'")
             continue
-        problems.extend(_unknown(spec, _LABEL_KEYS, lw))
+        problems.extend(unknown_keys(spec, _LABEL_KEYS, lw))
         sources = [k for k in ("attribute", "field", "value") if k in spec]
         if len(sources) != 1 and not ("attribute" in spec and "field" in spec):
             problems.append(f"{lw}: give exactly one of 'attribute', 'field' or 'value'")
@@ -454,7 +454,7 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
     line = line_of(raw)
     where = f"rules[{index}]" + (f" ({raw['metric']})" if isinstance(raw.get("metric"), str) else "")
     before = len(problems)
-    problems.extend(_unknown(raw, _RULE_KEYS, where))
+    problems.extend(unknown_keys(raw, _RULE_KEYS, where))
     name = raw.get("metric")
     mtype: str = str(raw.get("type"))
     if not isinstance(name, str) or not name:
@@ -468,7 +468,7 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
     if not isinstance(match, dict) or "signal" not in match:
         problems.append(f"{where}.match: required, with at least 'signal' (log, span or metric)")
         match = {"signal": "log"}
-    problems.extend(_unknown(match, _MATCH_KEYS, where + ".match"))
+    problems.extend(unknown_keys(match, _MATCH_KEYS, where + ".match"))
     signal = _SIGNAL_ALIASES.get(str(match.get("signal")).lower())
     if signal is None:
         problems.append(f"{where}.match.signal: expected one of {', '.join(SIGNALS)}, "

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from exporter import __version__
+from exporter.fsutil import fsync_dir
 from exporter.privacy import IdentityHasher, SaltError, load_or_create_salt
-from exporter.rules import COUNTER, _unknown, parse_duration
+from exporter.rules import COUNTER, unknown_keys, parse_duration
 from exporter.store import Store
 from exporter.yamlload import line_of
 
@@ -74,7 +75,7 @@ def parse_state(raw: Any, env: Mapping[str, str], overrides: Mapping[str, Any],
         raw = {}
     line = line_of(raw)
     where = "state" + (f" (line {line})" if line else "")
-    problems.extend(_unknown(raw, _STATE_KEYS, where))
+    problems.extend(unknown_keys(raw, _STATE_KEYS, where))
     if "enabled" in raw:
         if not isinstance(raw["enabled"], bool):
             problems.append(f"{where}: enabled: expected true or false, got {raw['enabled']!r}")
@@ -202,12 +203,6 @@ def apply_store(store: Store, staged: _Staged) -> None:
 
 # -- files -------------------------------------------------------------------------------------
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -231,7 +226,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def encode_snapshot(doc: dict[str, Any]) -> bytes:

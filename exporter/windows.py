@@ -26,7 +26,7 @@ import datasketches
 
 from exporter.privacy import AttributeScrubber, IdentityHasher
 from exporter.records import LOG, Batch
-from exporter.rules import Rule, _unknown, label_str, parse_duration
+from exporter.rules import Rule, unknown_keys, label_str, parse_duration
 from exporter.yamlload import line_of
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> Wind
         return cfg
     line = line_of(raw)
     where = "windows" + (f" (line {line})" if line else "")
-    problems.extend(_unknown(raw, _WINDOWS_KEYS, where))
+    problems.extend(unknown_keys(raw, _WINDOWS_KEYS, where))
 
     if "enabled" in raw:
         if not isinstance(raw["enabled"], bool):
@@ -224,7 +224,7 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> Wind
             problems.append(f"{bw}: expected a mapping like {{attribute: app.platform, "
                             f"label: platform}}")
             continue
-        problems.extend(_unknown(b, _BREAKDOWN_KEYS, bw))
+        problems.extend(unknown_keys(b, _BREAKDOWN_KEYS, bw))
         attribute = b.get("attribute")
         if not isinstance(attribute, str) or not attribute:
             problems.append(f"{bw}: attribute: expected an attribute name like app.platform")
