@@ -43,6 +43,18 @@ def test_identity_hashes_depend_on_the_salt_and_nothing_else():
     assert a.hash("alice") == b.hash("alice") and a.fingerprint == b.fingerprint
 
 
+def test_hash_cache_is_bounded_holds_no_raw_ids_and_never_changes_a_hash():
+    h = IdentityHasher("salt-cache-0123456789")
+    h.CACHE_SIZE = 100
+    fresh = {f"user-{i}": IdentityHasher("salt-cache-0123456789").hash(f"user-{i}")
+             for i in range(250)}
+    for _round in range(2):
+        for uid, expected in fresh.items():
+            assert h.hash(uid) == expected
+    assert 0 < len(h._cache) <= 100
+    assert not any(isinstance(k, str) or isinstance(v, str) for k, v in h._cache.items())
+
+
 # -- the denylist ---------------------------------------------------------------------------------
 
 SENSITIVE = {
