@@ -9,7 +9,7 @@ from typing import Any
 from exporter import otlp_json
 from exporter.mapper import Mapping
 from exporter.naming import is_identity_attribute
-from exporter.records import LOG, METRIC, SPAN, Record
+from exporter.records import LOG, METRIC, SPAN, TEMPORALITY_CUMULATIVE, Record
 from exporter.rules import RecordError
 
 __all__ = ["records_from_json", "explain"]
@@ -91,7 +91,7 @@ def explain(mapping: Mapping, record: Record) -> list[str]:
             lines.append(f"{head}: skipped, {_redacted(reason, record.attributes)}")
             continue
         try:
-            value = rule.value_of(record)
+            value = mapping.evaluate(rule, record)  # exactly what ingesting it would do
         except RecordError as err:
             lines.append(f"{head}: REJECTS the record ({err.reason}): {err}")
             continue
@@ -101,7 +101,14 @@ def explain(mapping: Mapping, record: Record) -> list[str]:
         labels = ", ".join(f'{n}="{v}"' for n, v in zip(rule.metric.label_names,
                                                           rule.label_getter(record)))
         verb = {"counter": "add", "gauge": "set to", "histogram": "observe"}[rule.metric.type]
-        shown = value if isinstance(value, float) else "a histogram data point"
+        if isinstance(value, list):
+            verb, shown = "merge", (f"a histogram point of {value[1]} observations "
+                                    f"(sum {value[0]:g}) into its buckets")
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+        if record.signal == METRIC and record.temporality == TEMPORALITY_CUMULATIVE and (
+                isinstance(value, list) or rule.metric.type == "counter"):
+            shown += " (a cumulative point: only its increase since the stream's last point)"
         lines.append(f"{head}: {rule.metric.name}{{{labels}}} {verb} {shown}")
         updates += 1
     if not updates:

@@ -6,6 +6,7 @@ tried in rule order. What a (signal, name) resolves to is cached, hits and misse
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from exporter.store import Cumulative, Deltas
 __all__ = ["Mapping", "MapResult"]
 
 _CACHE_LIMIT = 10_000
+_REBUCKET_LIMIT = 1_000
+# Gauges keep the newest value by event time; a record stamped further ahead than this is
+# taken as arriving now.
+_GAUGE_MAX_FUTURE_NS = 600 * 10 ** 9
 
 
 @dataclass
@@ -63,7 +68,7 @@ class Mapping:
         self._cache: dict[tuple[str, str], tuple[Rule, ...]] = {}
         self.cache_hits = 0
         self.cache_misses = 0
-        self._rebucket: dict[tuple[str, tuple[float, ...]], list[int] | None] = {}
+        self._rebucket: dict[tuple[int, tuple[float, ...]], list[int] | None] = {}
 
     def rules_for(self, signal: str, name: str) -> tuple[Rule, ...]:
         """The rules whose signal and name match, in rule order."""
@@ -85,7 +90,8 @@ class Mapping:
     def map_batch(self, batch: Batch, now_ns: int | None = None) -> MapResult:
         """Maps every record of a batch; unusable records are counted, never half-applied."""
         now_ns = now_ns or time.time_ns()
-        deltas = Deltas()
+        future = now_ns + _GAUGE_MAX_FUTURE_NS
+        deltas = Deltas(metrics=self.metrics)
         result = MapResult(deltas, received=len(batch.records) + sum(batch.rejected.values()))
         for reason, n in batch.rejected.items():
             result.rejected[reason] = result.rejected.get(reason, 0) + n
@@ -106,15 +112,21 @@ class Mapping:
                 continue
             updates = []
             try:
-                for rule in rules:
-                    if rule.checks and rule.why_not(record) is not None:
-                        continue
-                    value = rule.constant_value
-                    if value is None:
-                        value = rule.value_of(record)
-                        if value is None:
+                if is_metric:
+                    for rule in rules:
+                        value = self.evaluate(rule, record)
+                        if value is not None:
+                            updates.append((rule, rule.label_getter(record), value))
+                else:  # evaluate() inlined: this loop runs once per event
+                    for rule in rules:
+                        if rule.checks and rule.why_not(record) is not None:
                             continue
-                    updates.append((rule, rule.label_getter(record), value))
+                        value = rule.constant_value
+                        if value is None:
+                            value = rule.value_of(record)
+                            if value is None:
+                                continue
+                        updates.append((rule, rule.label_getter(record), value))
             except RecordError as err:
                 result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
                 if len(result.messages) < 5:
@@ -123,24 +135,16 @@ class Mapping:
             if not updates:
                 result.unmatched += 1
                 continue
-            try:
-                if is_metric:
-                    updates = [(r, l, self._point_value(r, record, v)) for r, l, v in updates]
-            except RecordError as err:
-                result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
-                if len(result.messages) < 5:
-                    result.messages.append(str(err))
-                continue
             result.matched += 1
             for rule, labels, value in updates:
                 metric = rule.metric
                 key = (metric.name, labels)
                 mtype = metric.type
-                if is_metric and record.temporality == TEMPORALITY_CUMULATIVE and mtype != GAUGE \
-                        and (record.monotonic or isinstance(value, list)):
+                if is_metric and record.temporality == TEMPORALITY_CUMULATIVE and (
+                        isinstance(value, list) or mtype == COUNTER):
                     deltas.cumulative.append(Cumulative(
                         metric.name, labels, _stream_key(metric.name, record), record.start_ns,
-                        value if isinstance(value, list) else value))
+                        value))
                 elif mtype == COUNTER:
                     counters[key] = counters.get(key, 0.0) + value
                 elif mtype == HISTOGRAM:
@@ -155,49 +159,70 @@ class Mapping:
                         h[1] += 1
                         h[2 + bisect_left(metric.buckets, value)] += 1
                 else:
-                    t = record.time_ns or now_ns
+                    t = record.time_ns
+                    if not t or t > future:
+                        t = now_ns  # a clock far ahead must not pin the gauge for good
                     old = gauges.get(key)
                     if old is None or t >= old[0]:
                         gauges[key] = (t, value)
         self.cache_hits += hits
         return result
 
-    def _point_value(self, rule: Rule, record: Record, value: Any) -> Any:
-        """A metric data point's contribution in the rule's shape: histogram points become
-        [sum, count, buckets...] in the rule's buckets."""
-        if not isinstance(value, Histogram):
-            if rule.metric.type == COUNTER and value < 0:
-                raise RecordError("negative_counter_increment",
-                                  f"{rule.title}: a counter cannot go down (value {value!r})")
-            return value
+    def evaluate(self, rule: Rule, record: Record) -> Any:
+        """What one record contributes to one rule whose signal and name it matched: a number,
+        a histogram point as [sum, count, buckets...] in the rule's buckets, or None when the
+        rule does not apply. Raises :class:`RecordError` when the record cannot be used."""
+        if rule.checks and rule.why_not(record) is not None:
+            return None
+        value = rule.constant_value
+        if value is None:
+            value = rule.value_of(record)
+            if value is None:
+                return None
+        if isinstance(value, Histogram):
+            return self._histogram_point(rule, value)
+        return value
+
+    def _histogram_point(self, rule: Rule, point: Histogram) -> list[Any]:
         metric = rule.metric
         if metric.type != HISTOGRAM:
             raise RecordError("histogram_into_" + metric.type,
                               f"{rule.title}: a histogram data point cannot feed a {metric.type}")
-        index = self._rebucket_index(rule, value.bounds)
+        scale = rule.value.scale
+        index = self._rebucket_index(rule, point.bounds)
         if index is None:
+            shown = [b * scale for b in point.bounds] if scale != 1 else list(point.bounds)
             raise RecordError(
                 "bucket_mismatch",
-                f"{rule.title}: the point's bucket bounds {list(value.bounds)} do not include "
-                f"the rule's bounds {list(metric.buckets)}; set the rule's 'buckets' to some of "
-                f"the instrumentation's bounds",
+                f"{rule.title}: the point's bucket bounds {shown}"
+                f"{' (scaled)' if scale != 1 else ''} do not include the rule's bounds "
+                f"{list(metric.buckets)}; set the rule's 'buckets' to some of the "
+                f"instrumentation's bounds",
             )
-        out: list[Any] = [0.0 if value.sum != value.sum else value.sum, value.count]
-        out += [0] * (len(metric.buckets) + 1)
-        for k, c in enumerate(value.counts):
+        total = 0.0 if point.sum != point.sum else point.sum * scale
+        out: list[Any] = [total, point.count] + [0] * (len(metric.buckets) + 1)
+        for k, c in enumerate(point.counts):
             out[2 + index[k]] += c
         return out
 
     def _rebucket_index(self, rule: Rule, bounds: tuple[float, ...]) -> list[int] | None:
-        key = (rule.metric.name, bounds)
+        """For each of a point's buckets, the rule's bucket it falls in; None when the rule's
+        bounds are not all among the point's (scaled) bounds, so counts cannot be split."""
+        key = (rule.order, bounds)
         if key in self._rebucket:
             return self._rebucket[key]
         target = rule.metric.buckets
-        index: list[int] | None
-        if not set(target) <= set(bounds):
-            index = None
-        else:
-            index = [bisect_left(target, b) for b in bounds] + [len(target)]
+        scale = rule.value.scale
+        scaled = [b * scale for b in bounds]
+        index: list[int] | None = None
+        if all(any(math.isclose(t, b, rel_tol=1e-9) for b in scaled) for t in target):
+            # bucket k (upper bound scaled[k]) goes to the first rule bucket whose bound is at
+            # or above it; equal within float rounding counts as at
+            index = [next((i for i, t in enumerate(target)
+                           if t >= b or math.isclose(t, b, rel_tol=1e-9)), len(target))
+                     for b in scaled] + [len(target)]
+        if len(self._rebucket) >= _REBUCKET_LIMIT:
+            self._rebucket.clear()  # bounds come from senders: keep the cache bounded
         self._rebucket[key] = index
         return index
 

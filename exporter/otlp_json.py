@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from exporter.records import (
     LOG, METRIC, POINT_GAUGE, POINT_HISTOGRAM, POINT_SUM, SPAN, Batch, DecodeError, Histogram,
-    Record,
+    Record, histogram_problem,
 )
 
 __all__ = ["decode_logs", "decode_traces", "decode_metrics", "any_value", "parse", "DECODERS"]
@@ -46,7 +46,19 @@ def _object(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
-def _int(value: Any, path: str) -> int:
+_INT_MIN, _UINT_MAX = -2 ** 63, 2 ** 64 - 1
+
+
+def _int(value: Any, path: str, low: int = _INT_MIN) -> int:
+    """An int64 or uint64 field (``low=0`` for unsigned ones), as a number or decimal string."""
+    number = _any_int(value, path)
+    if not low <= number <= _UINT_MAX:
+        raise DecodeError(f"{path}: {number} is out of range for a 64-bit integer field"
+                          + (" (it is unsigned)" if low == 0 and number < 0 else ""))
+    return number
+
+
+def _any_int(value: Any, path: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -66,16 +78,16 @@ def _int(value: Any, path: str) -> int:
 def _float(value: Any, path: str) -> float:
     if isinstance(value, bool):
         raise DecodeError(f"{path}: expected a number, got a boolean")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        if value in _SPECIAL_FLOATS:
-            return _SPECIAL_FLOATS[value]
-        try:
+    try:
+        if isinstance(value, (int, float)):
             return float(value)
-        except ValueError:
-            pass
-    raise DecodeError(f"{path}: expected a number, got {value!r}")
+        if isinstance(value, str):
+            if value in _SPECIAL_FLOATS:
+                return _SPECIAL_FLOATS[value]
+            return float(value)
+    except (ValueError, OverflowError):
+        pass
+    raise DecodeError(f"{path}: expected a number within double range, got {str(value)[:40]!r}")
 
 
 def _str(value: Any, path: str) -> str:
@@ -83,6 +95,13 @@ def _str(value: Any, path: str) -> str:
         return ""
     if not isinstance(value, str):
         raise DecodeError(f"{path}: expected a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # a lone surrogate from a \ud800-style escape: not text, and no exposition
+            # format could carry it
+            raise DecodeError(f"{path}: not valid UTF-8 text (a lone surrogate escape)") from None
     return value
 
 
@@ -125,6 +144,7 @@ def _attributes(kvs: list[Any], base: dict[str, Any] | None, path: str) -> dict[
         key = kv.get("key")
         if not isinstance(key, str):
             raise DecodeError(f"{path}[{i}].key: expected a string, got {key!r}")
+        _str(key, f"{path}[{i}].key")
         value = kv.get("value")
         out[key] = None if value is None else any_value(value, f"{path}[{i}].value")
     return out
@@ -136,6 +156,8 @@ def parse(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise DecodeError(f"expected a JSON object at the top level, got {type(doc).__name__}")
     return doc
@@ -179,10 +201,10 @@ def decode_logs(body: bytes, keep: frozenset[str] | None = None) -> Batch:
             if not name:
                 legacy = attrs.get("event.name")
                 name = legacy if isinstance(legacy, str) else ""
-            t = _int(_get(lr, "timeUnixNano", "time_unix_nano"), path + ".timeUnixNano")
+            t = _int(_get(lr, "timeUnixNano", "time_unix_nano"), path + ".timeUnixNano", low=0)
             if not t:
                 t = _int(_get(lr, "observedTimeUnixNano", "observed_time_unix_nano"),
-                         path + ".observedTimeUnixNano")
+                         path + ".observedTimeUnixNano", low=0)
             batch.records.append(Record(LOG, name, t, attrs))
     return batch
 
@@ -198,14 +220,15 @@ def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
             span = _object(span, path)
             name = _str(span.get("name"), path + ".name")
             start = _int(_get(span, "startTimeUnixNano", "start_time_unix_nano"),
-                         path + ".startTimeUnixNano")
+                         path + ".startTimeUnixNano", low=0)
             end = _int(_get(span, "endTimeUnixNano", "end_time_unix_nano"),
-                       path + ".endTimeUnixNano")
+                       path + ".endTimeUnixNano", low=0)
             status = _object(span.get("status"), path + ".status")
             code = _enum(status.get("code"), _STATUS_NAMES, path + ".status.code")
             kind = _enum(span.get("kind"), _KIND_NAMES, path + ".kind")
-            if end < start:
-                batch.reject("invalid_span", f"{path}: span {name!r} ends before it starts")
+            if end < start or not start:
+                batch.reject("invalid_span", f"{path}: span {name!r} " + (
+                    "ends before it starts" if start else "has no start time"))
                 continue
             attrs = _attributes(_list(span, "attributes", "attributes", path), base,
                                 path + ".attributes")
@@ -265,24 +288,23 @@ def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
             for n, p in enumerate(_list(data, "dataPoints", "data_points", f"{mpath}.{kind}")):
                 ppath = f"{mpath}.{kind}.dataPoints[{n}]"
                 p = _object(p, ppath)
-                t = _int(_get(p, "timeUnixNano", "time_unix_nano"), ppath + ".timeUnixNano")
+                t = _int(_get(p, "timeUnixNano", "time_unix_nano"), ppath + ".timeUnixNano", low=0)
                 start = _int(_get(p, "startTimeUnixNano", "start_time_unix_nano"),
-                             ppath + ".startTimeUnixNano")
+                             ppath + ".startTimeUnixNano", low=0)
                 attrs = _point_attrs(p, base, ppath)
                 if kind == "histogram":
                     bounds = tuple(_float(b, f"{ppath}.explicitBounds[{i}]") for i, b in
                                    enumerate(_list(p, "explicitBounds", "explicit_bounds", ppath)))
                     counts = tuple(_int(c, f"{ppath}.bucketCounts[{i}]") for i, c in
                                    enumerate(_list(p, "bucketCounts", "bucket_counts", ppath)))
-                    if counts and len(counts) != len(bounds) + 1:
-                        batch.reject("invalid_histogram",
-                                     f"{name}: {len(counts)} bucket counts for {len(bounds)} bounds")
+                    count = _int(p.get("count"), ppath + ".count")
+                    counts, problem = histogram_problem(bounds, counts, count)
+                    if problem:
+                        batch.reject("invalid_histogram", f"{name}: {problem}")
                         continue
                     s = p.get("sum")
                     value: Any = Histogram(
-                        bounds, counts, math.nan if s is None else _float(s, ppath + ".sum"),
-                        _int(p.get("count"), ppath + ".count"),
-                    )
+                        bounds, counts, math.nan if s is None else _float(s, ppath + ".sum"), count)
                     batch.records.append(Record(
                         METRIC, name, t, attrs, value=value, point_kind=POINT_HISTOGRAM,
                         temporality=temporality, monotonic=True, start_ns=start))

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from exporter.records import (
     LOG, METRIC, POINT_GAUGE, POINT_HISTOGRAM, POINT_SUM, SPAN, Batch, DecodeError, Histogram,
-    Record,
+    Record, histogram_problem,
 )
 
 __all__ = ["decode_logs", "decode_traces", "decode_metrics", "any_value", "DECODERS"]
@@ -121,10 +121,9 @@ def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     for base, ss in _scopes(req.resource_spans, "scope_spans", keep):
         for span in ss.spans:
             start, end = span.start_time_unix_nano, span.end_time_unix_nano
-            if end < start:
-                batch.reject(
-                    "invalid_span", f"span {span.name!r} ends before it starts"
-                )
+            if end < start or not start:
+                batch.reject("invalid_span", f"span {span.name!r} " + (
+                    "ends before it starts" if start else "has no start time"))
                 continue
             records.append(
                 Record(
@@ -179,12 +178,9 @@ def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
                 h = metric.histogram
                 for p in h.data_points:
                     bounds = tuple(p.explicit_bounds)
-                    counts = tuple(p.bucket_counts)
-                    if counts and len(counts) != len(bounds) + 1:
-                        batch.reject(
-                            "invalid_histogram",
-                            f"{name}: {len(counts)} bucket counts for {len(bounds)} bounds",
-                        )
+                    counts, problem = histogram_problem(bounds, tuple(p.bucket_counts), p.count)
+                    if problem:
+                        batch.reject("invalid_histogram", f"{name}: {problem}")
                         continue
                     records.append(
                         Record(

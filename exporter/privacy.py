@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -251,11 +252,13 @@ class AttributeScrubber:
         # identities are hashed). A record whose keys are all in the set costs one subset test.
         self._pass: set[str] = set()
         self._pass_metric: set[str] = set()
+        self._lock = threading.Lock()
 
     def _learn(self, keys: Iterable[str]) -> None:
+        # Called under self._lock. Full caches are replaced, never cleared in place: a thread
+        # on the lock-free fast path may still be reading the old sets.
         if len(self._pass) + len(self._drop) > _KEY_CACHE_LIMIT:
-            for cache in (self._drop, self._identity, self._pass, self._pass_metric):
-                cache.clear()
+            self._drop, self._identity, self._pass, self._pass_metric = set(), set(), set(), set()
         for key in list(keys):
             if key in self._pass or key in self._drop:
                 continue
@@ -277,16 +280,17 @@ class AttributeScrubber:
             attrs = record.attributes
             if clean.issuperset(attrs):
                 continue
-            keys = attrs.keys()
-            if not self._pass.union(self._drop).issuperset(keys):
-                self._learn(keys)
-            drop = self._drop
-            if not drop.isdisjoint(keys):
-                for key in drop.intersection(keys):
-                    del attrs[key]
-            if hash_identities and not self._identity.isdisjoint(keys):
+            with self._lock:
+                keys = list(attrs)
+                if not all(k in self._pass or k in self._drop for k in keys):
+                    self._learn(keys)
+                to_drop = self._drop.intersection(keys)
+                to_hash = self._identity.intersection(keys) if hash_identities else ()
+            for key in to_drop:
+                del attrs[key]
+            if to_hash:
                 assert hasher is not None
-                for key in self._identity.intersection(keys):
+                for key in to_hash:
                     attrs[key] = f"hashed:{hasher.hash(attrs[key]) & 0xFFFFFFFFFFFFFFFF:016x}"
 
     def __call__(self, batch: Batch) -> None:

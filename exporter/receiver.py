@@ -13,9 +13,10 @@ import logging
 import threading
 import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -48,6 +49,26 @@ class _TooLarge(Exception):
     pass
 
 
+class _Load:
+    """Export requests being handled now; a new one is refused when the handled ones and
+    those waiting in the server's queue reach the limit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    def enter(self, room: int) -> bool:
+        with self._lock:
+            if self.active >= room:
+                return False
+            self.active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+
 def _status_body(code: int, message: str, content_type: str) -> bytes:
     if content_type == PROTOBUF:
         return Status(code=_RPC_CODE.get(code, 2), message=message).SerializeToString()
@@ -62,22 +83,30 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         d = zlib.decompressobj(zlib.MAX_WBITS)  # zlib-wrapped deflate, as HTTP means it
     else:
         d = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some clients send it
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise DecodeError(f"cannot {encoding}-decompress the body: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise _TooLarge()
-    if not d.eof:
-        raise DecodeError(f"the {encoding} body is truncated")
-    return out
+    out = b""
+    while True:
+        try:
+            out += d.decompress(body, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise DecodeError(f"cannot {encoding}-decompress the body: {exc}") from None
+        if len(out) > limit or d.unconsumed_tail:
+            raise _TooLarge()
+        if not d.eof:
+            raise DecodeError(f"the {encoding} body is truncated")
+        body = d.unused_data
+        if not body:
+            return out
+        if encoding != "gzip":
+            raise DecodeError("trailing data after the deflate stream")
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip allows several members in a row
 
 
-def create_receiver(pipeline: Pipeline) -> Flask:
-    """The OTLP/HTTP WSGI app for a pipeline."""
+def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -> Flask:
+    """The OTLP/HTTP WSGI app for a pipeline. ``queued()`` tells how many requests the WSGI
+    server holds that no worker thread has taken yet: they count towards the limit too."""
     app = Flask("kpi_exporter.receiver")
     app.url_map.strict_slashes = False
-    inflight = threading.BoundedSemaphore(pipeline.config.server.max_concurrent_requests)
+    load = _Load()
     metrics = pipeline.metrics
 
     def error(status: int, message: str, content_type: str, headers: dict[str, str] | None = None
@@ -154,7 +183,7 @@ def create_receiver(pipeline: Pipeline) -> Flask:
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"request body of {request.content_length} bytes is over the "
                          f"limit of {limit} bytes (server.max_body_size)", content_type)
-        if not inflight.acquire(blocking=False):
+        if not load.enter(server.max_concurrent_requests - queued()):
             return error(503, "the exporter is overloaded; retry later", content_type,
                          {"Retry-After": "1"})
         try:
@@ -176,7 +205,7 @@ def create_receiver(pipeline: Pipeline) -> Flask:
                 return error(400, str(exc), content_type)
             result = pipeline.ingest(batch)
         finally:
-            inflight.release()
+            load.leave()
         rejected = result.rejected_total
         message = ""
         if rejected:
@@ -202,6 +231,15 @@ def create_receiver(pipeline: Pipeline) -> Flask:
     def method_not_allowed(_e: Exception) -> Response:
         return error(405, f"{request.method} is not allowed here: OTLP exports are POST requests",
                      JSON, {"Allow": "POST, OPTIONS"})
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return error(exc.code or 500, exc.description or exc.name, JSON)
+        log.exception("error handling %s %s", request.method, request.path)
+        mimetype = (request.mimetype or "").lower()
+        return error(500, f"internal error: {type(exc).__name__}; the exporter's log has the "
+                     f"details", PROTOBUF if mimetype == PROTOBUF else JSON)
 
     @app.errorhandler(404)
     def not_found(_e: Exception) -> Response:

@@ -7,6 +7,7 @@ record > scope > resource, so rules never care where an attribute came from.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 LOG = "log"
@@ -38,6 +39,25 @@ class Histogram:
         self.counts = counts
         self.sum = sum
         self.count = count
+
+
+def histogram_problem(bounds: tuple[float, ...], counts: tuple[int, ...], count: int
+                      ) -> tuple[tuple[int, ...], str | None]:
+    """Checks an explicit-bucket histogram point; returns its bucket counts (a point with no
+    buckets at all has its count in the +Inf bucket) and a problem, or None when it is sound."""
+    if not counts:
+        if bounds:
+            return counts, f"{len(bounds)} bounds but no bucket counts"
+        counts = (count,)
+    if len(counts) != len(bounds) + 1:
+        return counts, f"{len(counts)} bucket counts for {len(bounds)} bounds"
+    if any(c < 0 for c in counts) or count < 0:
+        return counts, "negative counts"
+    if sum(counts) != count:
+        return counts, f"count {count} is not the sum of the bucket counts ({sum(counts)})"
+    if any(not b < c for b, c in zip(bounds, bounds[1:])) or not all(map(math.isfinite, bounds)):
+        return counts, "bucket bounds are not finite and strictly increasing"
+    return counts, None
 
 
 class Record:

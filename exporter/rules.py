@@ -241,7 +241,7 @@ class Rule:
                                   f"{self.title}: attribute {v.attribute!r} is {raw!r}, not a number")
             try:
                 number = float(raw) * v.scale
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise RecordError("non_numeric_value",
                                   f"{self.title}: attribute {v.attribute!r} is {raw!r}, not a number"
                                   ) from None
@@ -255,10 +255,10 @@ class Rule:
                 return None
             if not isinstance(raw, float):
                 return raw  # a Histogram point; the store merges it
-            if self.metric.type == COUNTER and record.point_kind == "sum" and not record.monotonic:
+            if self.metric.type != GAUGE and record.point_kind == "sum" and not record.monotonic:
                 raise RecordError("non_monotonic_sum",
                                   f"{self.title}: {record.name!r} is a non-monotonic sum; it can "
-                                  f"feed a gauge, not a counter")
+                                  f"feed a gauge, not a {self.metric.type}")
             number = raw * v.scale
         if not math.isfinite(number):
             raise RecordError("non_finite_value", f"{self.title}: value {number!r} is not finite")
@@ -293,13 +293,13 @@ def unknown_keys(keys: Any, allowed: tuple[str, ...], where: str) -> list[str]:
 def _as_number(x: Any) -> float | None:
     if isinstance(x, bool):
         return None
-    if isinstance(x, (int, float)):
-        return float(x)
-    if isinstance(x, str):
-        try:
+    try:
+        if isinstance(x, (int, float)):
             return float(x)
-        except ValueError:
-            return None
+        if isinstance(x, str):
+            return float(x)
+    except (ValueError, OverflowError):
+        return None
     return None
 
 
@@ -532,8 +532,11 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
     buckets: tuple[float, ...] = ()
     if mtype == HISTOGRAM:
         rb = raw.get("buckets")
-        if rb is None:
-            buckets = () if value.kind == "data_point" else DEFAULT_BUCKETS
+        if rb is None and value.kind == "data_point":
+            problems.append(f"{where}.buckets: a histogram fed by data points needs its "
+                            f"buckets: list some of the instrumentation's bucket bounds")
+        elif rb is None:
+            buckets = DEFAULT_BUCKETS
         elif (not isinstance(rb, list) or not rb
               or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                          and math.isfinite(b) for b in rb)):

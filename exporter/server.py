@@ -33,7 +33,7 @@ class Server:
 
     def start(self) -> None:
         cfg = self.pipeline.config.server
-        receiver = create_receiver(self.pipeline)
+        receiver = create_receiver(self.pipeline, queued=self._queued)
         web = create_web_app(self.pipeline)
         otlp = parse_listen(cfg.otlp_listen)
         metrics = parse_listen(cfg.metrics_listen)
@@ -62,6 +62,10 @@ class Server:
             t.start()
         self.pipeline.ready.set()
 
+    def _queued(self) -> int:
+        """Requests the listeners have read but no worker thread has taken yet."""
+        return sum(len(s.task_dispatcher.queue) for s in self._servers)
+
     def _run(self, server: Any) -> None:
         # waitress's own run() loops until its socket map is empty; closing the server from
         # another thread races with select(). Loop in short steps and close from here instead.
@@ -70,6 +74,9 @@ class Server:
                 server.asyncore.loop(timeout=0.2, map=server._map, count=1,
                                      use_poll=server.adj.asyncore_use_poll)
         finally:
+            # Let requests already being handled finish (and reach the store) before the
+            # shutdown hooks save the state.
+            server.task_dispatcher.shutdown(cancel_pending=False, timeout=10)
             try:
                 server.close()
             except Exception:  # noqa: BLE001 - closing is best effort

@@ -42,6 +42,8 @@ class Deltas:
     gauges: dict[tuple[str, tuple[str, ...]], tuple[int, float]] = field(default_factory=dict)
     histograms: dict[tuple[str, tuple[str, ...]], list[float]] = field(default_factory=dict)
     cumulative: list[Cumulative] = field(default_factory=list)
+    # The metric definitions the updates were made for; a reload may have changed some since.
+    metrics: dict[str, MetricDef] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.counters or self.gauges or self.histograms or self.cumulative)
@@ -57,7 +59,7 @@ class MetricState:
     histogram [sum, count, bucket_0, ..., bucket_+Inf] (per-bucket, not cumulative)."""
 
     __slots__ = ("definition", "series", "touched", "overflow_updates", "expired", "streams",
-                 "limit")
+                 "limit", "streams_evicted")
 
     def __init__(self, definition: MetricDef):
         self.definition = definition
@@ -66,6 +68,7 @@ class MetricState:
         self.overflow_updates = 0
         self.expired = 0
         self.streams: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        self.streams_evicted = 0
         # Regular series allowed; the overflow series is the last of max_series.
         self.limit = max(1, definition.max_series - 1)
 
@@ -87,14 +90,21 @@ class Store:
         self.max_label_length = max_label_length
         self.clock = clock
         self.metrics: dict[str, MetricState] = {n: MetricState(d) for n, d in metrics.items()}
+        self._definitions = metrics
+        # Cumulative streams that started before this store existed, and that it has not seen,
+        # are taken from their next point on (as the OpenTelemetry Collector's
+        # cumulative-to-delta does): their earlier total may already have been counted by a
+        # previous run, or was never part of what this exporter saw.
+        self.started_ns = time.time_ns()
 
     # -- writes -------------------------------------------------------------------------------
 
     def _admit(self, state: MetricState, labels: tuple[str, ...]) -> tuple[str, ...]:
         """The key a new label tuple is stored under: itself (length-capped) or OVERFLOW."""
         cap = self.max_label_length
-        if any(len(v) > cap for v in labels):
-            labels = tuple(v[:cap] for v in labels)
+        if any(len(v) > cap or "\x00" in v for v in labels):
+            # cut to length; NUL is replaced so no label value can pose as the overflow marker
+            labels = tuple(v[:cap].replace("\x00", "\ufffd") for v in labels)
             if labels in state.series:
                 return labels
         regular = len(state.series) - (OVERFLOW in state.series)
@@ -123,6 +133,8 @@ class Store:
         now = self.clock()
         slot = self._slot
         with self.lock:
+            if deltas.metrics is not None and deltas.metrics is not self._definitions:
+                deltas = self._without_reshaped(deltas)
             for (name, labels), inc in deltas.counters.items():
                 state, key = slot(name, labels, now)
                 if state is not None:
@@ -140,6 +152,20 @@ class Store:
             for c in deltas.cumulative:
                 self._apply_cumulative(c, now)
 
+    def _without_reshaped(self, deltas: Deltas) -> Deltas:
+        """The updates of a request mapped under a config that a reload has since replaced,
+        less those for metrics whose type, labels or buckets changed (they would not fit)."""
+        assert deltas.metrics is not None
+        stale = {name for name, d in deltas.metrics.items()
+                 if name not in self.metrics or not self.metrics[name].definition.same_shape(d)}
+        if not stale:
+            return deltas
+        return Deltas(
+            counters={k: v for k, v in deltas.counters.items() if k[0] not in stale},
+            gauges={k: v for k, v in deltas.gauges.items() if k[0] not in stale},
+            histograms={k: v for k, v in deltas.histograms.items() if k[0] not in stale},
+            cumulative=[c for c in deltas.cumulative if c.metric not in stale])
+
     def _apply_cumulative(self, c: Cumulative, now: float) -> None:
         state, key = self._slot(c.metric, c.labels, now)
         if state is None:
@@ -149,7 +175,9 @@ class Store:
         # The first point of a stream, or a reset (new start time, or the value went down):
         # all of it is new. Otherwise the increase since the stream's last point.
         inc: Any = value
-        if prev is not None and prev[0] == c.start_ns:
+        if prev is None and c.start_ns and c.start_ns < self.started_ns:
+            inc = [0] * len(value) if isinstance(value, list) else 0.0
+        elif prev is not None and prev[0] == c.start_ns:
             last = prev[1]
             if isinstance(value, list):
                 if value[1] >= last[1]:
@@ -159,6 +187,7 @@ class Store:
         state.streams[c.stream] = (c.start_ns, value)
         if len(state.streams) > 4 * state.definition.max_series:
             state.streams.pop(next(iter(state.streams)))  # forget the stalest stream
+            state.streams_evicted += 1
         if isinstance(inc, list):
             _add_into(state.series[key], inc)
         else:
@@ -194,10 +223,12 @@ class Store:
                 if old is not None and old.definition.same_shape(definition):
                     state.series, state.touched, state.streams = old.series, old.touched, old.streams
                     state.overflow_updates, state.expired = old.overflow_updates, old.expired
+                    state.streams_evicted = old.streams_evicted
                     kept += 1
                 new[name] = state
             dropped = len(self.metrics) - kept
             self.metrics = new
+            self._definitions = metrics
         return kept, dropped
 
     # -- reads --------------------------------------------------------------------------------

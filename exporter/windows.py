@@ -395,8 +395,9 @@ class Windows:
         admitted = self._admitted[index]
         if value in admitted:
             return value
-        if len(value) > self.max_label_length:
-            value = value[:self.max_label_length]
+        if len(value) > self.max_label_length or "\x00" in value:
+            # cut to length; NUL is replaced so no value can pose as the overflow marker
+            value = value[:self.max_label_length].replace("\x00", "\ufffd")
             if value in admitted:
                 return value
         # The overflow value takes the last of max_values, as the store's overflow series does.

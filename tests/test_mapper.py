@@ -4,6 +4,7 @@ caps. No HTTP here; the receiver tests drive the same code over the wire."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -236,13 +237,17 @@ rules:
 """
 
 
-def hist_point(counts, total, count, temporality, start=1, bounds=(0.1, 0.5, 1, 5)):
+# Streams that started after the store did (earlier ones are taken from their next point on).
+LATER = time.time_ns() + 10 ** 12
+
+
+def hist_point(counts, total, count, temporality, start=LATER, bounds=(0.1, 0.5, 1, 5)):
     return Record(METRIC, "d", 10, {"op": "chat"}, value=Histogram(bounds, counts, total, count),
                   point_kind=POINT_HISTOGRAM, temporality=temporality, monotonic=True,
                   start_ns=start)
 
 
-def sum_point(value, temporality, start=1, monotonic=True):
+def sum_point(value, temporality, start=LATER, monotonic=True):
     return Record(METRIC, "c", 10, {}, value=value, point_kind=POINT_SUM,
                   temporality=temporality, monotonic=monotonic, start_ns=start)
 
@@ -264,9 +269,9 @@ def test_cumulative_points_become_increases_with_reset_detection():
     for v in (5.0, 8.0, 8.0):
         run(m, [sum_point(v, TEMPORALITY_CUMULATIVE)], store, signal=METRIC)
     assert store.get("c_total", ()) == 8
-    run(m, [sum_point(3.0, TEMPORALITY_CUMULATIVE, start=2)], store, signal=METRIC)  # restart
+    run(m, [sum_point(3.0, TEMPORALITY_CUMULATIVE, start=LATER + 1)], store, signal=METRIC)  # restart
     assert store.get("c_total", ()) == 11
-    run(m, [sum_point(1.0, TEMPORALITY_CUMULATIVE, start=2)], store, signal=METRIC)  # went down
+    run(m, [sum_point(1.0, TEMPORALITY_CUMULATIVE, start=LATER + 1)], store, signal=METRIC)  # went down
     assert store.get("c_total", ()) == 12
     run(m, [sum_point(2.0, TEMPORALITY_DELTA)], store, signal=METRIC)
     assert store.get("c_total", ()) == 14
@@ -275,6 +280,84 @@ def test_cumulative_points_become_increases_with_reset_detection():
         run(m, [hist_point(counts, total, sum(counts), TEMPORALITY_CUMULATIVE)], store,
             signal=METRIC)
     assert store.get("d_seconds", ("chat",)) == pytest.approx([10.4, 4, 2, 1, 1])
+
+
+def test_streams_older_than_the_store_count_from_their_next_point():
+    m = compile_rules(HIST_POINT_RULE)
+    store = Store(m.metrics)
+    before = store.started_ns - 10 ** 9
+    run(m, [sum_point(100.0, TEMPORALITY_CUMULATIVE, start=before)], store, signal=METRIC)
+    assert store.get("c_total", ()) == 0
+    run(m, [sum_point(104.0, TEMPORALITY_CUMULATIVE, start=before)], store, signal=METRIC)
+    assert store.get("c_total", ()) == 4
+
+
+def test_histogram_points_are_scaled_before_rebucketing():
+    m = compile_rules("""
+rules:
+  - metric: ms_seconds
+    type: histogram
+    match: {signal: metric, name: d}
+    labels: {op: op}
+    value: data_point
+    scale: 0.001
+    buckets: [0.1, 1]
+""")
+    store, result = run(m, [hist_point((1, 2, 3, 4, 5), 3000.0, 15, TEMPORALITY_DELTA,
+                                       bounds=(100, 500, 1000, 5000))], signal=METRIC)
+    assert result.rejected == {}
+    assert store.get("ms_seconds", ("chat",)) == pytest.approx([3.0, 15, 1, 5, 9])
+
+
+def test_cumulative_sum_into_a_histogram_is_observed_not_crashing():
+    m = compile_rules("""
+rules:
+  - metric: h_seconds
+    type: histogram
+    match: {signal: metric, name: c}
+    value: data_point
+    buckets: [1, 10]
+""")
+    store, result = run(m, [sum_point(5.0, TEMPORALITY_CUMULATIVE)], signal=METRIC)
+    assert store.get("h_seconds", ()) == [5.0, 1, 0, 1, 0]
+    _, result = run(m, [sum_point(5.0, TEMPORALITY_CUMULATIVE, monotonic=False)], store,
+                    signal=METRIC)
+    assert result.rejected == {"non_monotonic_sum": 1}
+
+
+def test_updates_mapped_before_a_reshaping_reload_are_dropped_not_misapplied():
+    old = compile_rules(HIST_POINT_RULE)
+    store = Store(old.metrics)
+    batch = Batch(METRIC)
+    batch.records.append(hist_point((1, 2, 3, 4, 5), 30.0, 15, TEMPORALITY_DELTA))
+    batch.records.append(sum_point(2.0, TEMPORALITY_DELTA))
+    in_flight = old.map_batch(batch)
+    new = compile_rules(HIST_POINT_RULE.replace("buckets: [0.1, 1]", "buckets: [0.5]"))
+    store.reconfigure(new.metrics)
+    store.apply(in_flight.deltas)
+    assert store.get("d_seconds", ("chat",)) is None  # its buckets changed: not applied
+    assert store.get("c_total", ()) == 2  # unchanged metric: applied
+
+
+def test_a_gauge_stamped_far_in_the_future_does_not_pin_its_value():
+    m = compile_rules("""
+rules:
+  - metric: acc_ratio
+    type: gauge
+    match: {signal: log, name: perf}
+    value: {attribute: acc}
+""")
+    far = time.time_ns() + 10 ** 18
+    store, _ = run(m, [log("perf", t=far, acc=0.1)])
+    run(m, [log("perf", t=time.time_ns(), acc=0.9)], store)
+    assert store.get("acc_ratio", ())[1] == 0.9
+
+
+def test_label_values_cannot_pose_as_the_overflow_series():
+    m = compile_rules(CAP_RULE)
+    store, _ = run(m, [log("e", v="\x00overflow")])
+    assert OVERFLOW not in store.metrics["u_total"].series
+    assert store.get("u_total", ("\ufffdoverflow",)) == 1
 
 
 def test_non_monotonic_sum_cannot_feed_a_counter():

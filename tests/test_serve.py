@@ -169,7 +169,7 @@ def test_explain_reads_otlp_json_log_records(tmp_path):
     r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert 'app_feature_usage_total{feature="workout", action="share", ' \
-           'service_name="unknown_service"} add 1.0' in r.stdout
+           'service_name="unknown_service"} add 1' in r.stdout
 
 
 def test_help_reads_well():
@@ -178,3 +178,26 @@ def test_help_reads_well():
     assert r.returncode == 0
     for flag in ("--config", "--otlp-listen", "--metrics-listen", "KPI_EXPORTER_OTLP_LISTEN"):
         assert flag in r.stdout
+
+
+def test_explain_shows_rebucketed_and_rejected_histogram_points(tmp_path):
+    point = {"name": "gen_ai.client.operation.duration", "histogram": {
+        "aggregationTemporality": 2, "dataPoints": [{
+            "startTimeUnixNano": "1", "timeUnixNano": "2", "count": "3", "sum": 0.5,
+            "explicitBounds": [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
+                               10.24, 20.48, 40.96, 81.92],
+            "bucketCounts": ["0", "0", "0", "1", "1", "1", "0", "0", "0", "0", "0", "0", "0",
+                             "0", "0"],
+            "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]}]}}
+    event = tmp_path / "p.json"
+    event.write_text(json.dumps(point))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "merge a histogram point of 3 observations (sum 0.5) into its buckets" in r.stdout
+    assert "only its increase since the stream's last point" in r.stdout
+    point["histogram"]["dataPoints"][0]["explicitBounds"] = [0.5]
+    point["histogram"]["dataPoints"][0]["bucketCounts"] = ["1", "2"]
+    event.write_text(json.dumps(point))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "REJECTS the record (bucket_mismatch)" in r.stdout

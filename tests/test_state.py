@@ -122,8 +122,8 @@ def feed(pipeline, start_ns):
 # -- round trip -----------------------------------------------------------------------------------
 
 def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_path):
-    start_ns = time.time_ns() - 10**9
     before = new_pipeline(tmp_path=tmp_path)
+    start_ns = time.time_ns()  # the app's stream starts after the exporter did
     feed(before, start_ns)
     m, _ = manager(before, tmp_path / "state")
     m.open()
@@ -269,7 +269,7 @@ def test_sigterm_then_restart_keeps_every_counter_and_window_gauge(process_facto
     config.write_text(CONFIG)
     state_dir = tmp_path / "state"
     e = process_factory("--config", str(config), "--state-dir", str(state_dir))
-    start_ns = time.time_ns() - 10**9
+    start_ns = time.time_ns()  # the app's stream starts after the exporter did
     send_everything(e, start_ns)
     mp, reader = meter_provider(e.otlp_url, delta=False)
     hist = mp.get_meter("jobs").create_histogram("app.job.duration")

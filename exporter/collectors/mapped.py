@@ -40,8 +40,7 @@ class MappedMetricsCollector(Collector):
                 family = Metric(base, definition.help, "counter")
                 sample_name = definition.name
                 for labels, value in series.items():
-                    lab = _OVERFLOW_LABELS if labels is OVERFLOW or labels == OVERFLOW \
-                        else dict(zip(names, labels))
+                    lab = _OVERFLOW_LABELS if labels == OVERFLOW else dict(zip(names, labels))
                     family.samples.append(Sample(sample_name, lab, value, None, None))
             elif definition.type == GAUGE:
                 family = Metric(definition.name, definition.help, "gauge")

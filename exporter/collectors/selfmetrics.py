@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.store import OVERFLOW, Store
+from exporter.store import Store
 
 __all__ = ["SelfMetrics", "StoreStatsCollector"]
 
@@ -83,16 +83,23 @@ class StoreStatsCollector(Collector):
         store = self._store_ref()
         with store.lock:
             rows = [(s.definition.name, len(s.series), s.definition.max_series,
-                     s.overflow_updates, s.expired, OVERFLOW in s.series) for s in store.metrics.values()]
-        for name, n, cap, over, exp, _has_overflow in rows:
+                     s.overflow_updates, s.expired, s.streams_evicted)
+                    for s in store.metrics.values()]
+        evicted = CounterMetricFamily(P + "metric_streams_evicted", "Cumulative OTLP streams "
+                                      "forgotten because a metric had more than 4 x max_series "
+                                      "of them; a forgotten stream starts again from its next "
+                                      "point.", labels=["metric"])
+        for name, n, cap, over, exp, gone in rows:
             series.add_metric([name], n)
             limit.add_metric([name], cap)
             overflow.add_metric([name], over)
             expired.add_metric([name], exp)
+            evicted.add_metric([name], gone)
         yield series
         yield limit
         yield overflow
         yield expired
+        yield evicted
         hits, misses = self._cache_stats()
         cache = CounterMetricFamily(P + "rule_cache_lookups", "Lookups of the rules for a "
                                     "(signal, name), by result (hit, miss).", labels=["result"])
