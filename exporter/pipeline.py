@@ -113,9 +113,16 @@ class Pipeline:
                 return False, str(exc)
             mapping = Mapping(config.rules)
             kept, dropped = self.store.reconfigure(mapping.metrics)
-            if (config.server.otlp_listen, config.server.metrics_listen) != (
-                    self.config.server.otlp_listen, self.config.server.metrics_listen):
-                log.warning("listen addresses changed in the config; restart to apply them")
+            self.store.max_label_length = config.max_label_value_length
+            old, new = self.config, config
+            restart_only = [name for name, a, b in (
+                ("server.otlp_listen", old.server.otlp_listen, new.server.otlp_listen),
+                ("server.metrics_listen", old.server.metrics_listen, new.server.metrics_listen),
+                ("server.threads", old.server.threads, new.server.threads),
+                ("state", old.state, new.state),
+            ) if a != b]
+            if restart_only:
+                log.warning("%s changed in the config; restart to apply", ", ".join(restart_only))
             self.mapping = mapping
             self.config = config
             self.metrics.reloads.labels("success").inc()

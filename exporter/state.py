@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StateConfig", "parse_state", "StateError", "SnapshotError", "StateManager", "attach",
-    "snapshot_store", "restore_store", "parse_store", "apply_store", "write_atomic", "read_snapshot", "FORMAT", "VERSION",
+    "snapshot_store", "parse_store", "apply_store", "write_atomic", "read_snapshot", "FORMAT", "VERSION",
     "STATE_FILE", "DEFAULT_DIR",
 ]
 
@@ -136,15 +136,6 @@ def snapshot_store(store: Store) -> dict[str, Any]:
                             for k, (start, v) in state.streams.items()],
             })
     return {"metrics": out}
-
-
-def restore_store(store: Store, doc: Any) -> tuple[int, list[str]]:
-    """Puts saved series back into metrics whose type, labels and buckets are unchanged.
-    Returns (metrics restored, notes on what was left out). Raises ValueError on a
-    malformed document, before anything changed."""
-    staged, notes = parse_store(store, doc)
-    apply_store(store, staged)
-    return len(staged), notes
 
 
 _Staged = list[tuple[Any, dict[tuple[str, ...], Any], dict[Any, tuple[int, Any]], int, int]]

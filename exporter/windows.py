@@ -593,14 +593,6 @@ class Windows:
                 tiers.append({"width": width, "cells": cells})
             return {"precision": self.lg_k, "tiers": tiers}
 
-    def restore_state(self, doc: Any) -> list[str]:
-        """Loads sketches exported by :meth:`export_state`; returns notes on what could not be
-        kept (windows or breakdowns no longer configured). Raises ValueError when the
-        document is malformed; nothing is changed then."""
-        staged, notes = self.parse_state(doc)
-        self.apply_state(staged)
-        return notes
-
     def parse_state(self, doc: Any) -> tuple[dict[int, dict[tuple[Any, ...], dict[int, _Cell]]],
                                              list[str]]:
         """Reads an exported document without changing anything: (sketches by tier width,
