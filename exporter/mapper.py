@@ -21,6 +21,7 @@ from exporter.store import Cumulative, Deltas
 __all__ = ["Mapping", "MapResult"]
 
 _CACHE_LIMIT = 10_000
+_CACHED_NAME_LENGTH = 256
 _REBUCKET_LIMIT = 1_000
 # Gauges keep the newest value by event time; a record stamped further ahead than this is
 # taken as arriving now.
@@ -82,9 +83,10 @@ class Mapping:
         found += [r for r in self._fallback.get(signal, ()) if r.matches_name(name)]
         found.sort(key=lambda r: r.order)
         result = tuple(found)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()  # names are meant to be few; a flood of new ones resets the cache
-        self._cache[key] = result
+        if len(name) <= _CACHED_NAME_LENGTH:  # a sender's oversized names are not kept
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()  # names are meant to be few; a flood of new ones resets it
+            self._cache[key] = result
         return result
 
     def map_batch(self, batch: Batch, now_ns: int | None = None) -> MapResult:
