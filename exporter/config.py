@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping as TMapping
 
 from exporter import yamlload
+from exporter.configcheck import get_bool, get_names
 from exporter.privacy import PrivacyConfig, parse_privacy
 from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
 from exporter.state import StateConfig, parse_state
@@ -197,14 +198,8 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
             else:
                 setattr(s, key, v)
 
-    tokens: list[str] = []
-    raw_tokens = auth.get("bearer_tokens", [])
-    if isinstance(raw_tokens, str):
-        raw_tokens = [raw_tokens]
-    if not isinstance(raw_tokens, list) or not all(isinstance(t, str) and t for t in raw_tokens):
-        problems.append("server.auth.bearer_tokens: expected a list of non-empty strings")
-    else:
-        tokens += raw_tokens
+    tokens = list(get_names(auth, "bearer_tokens", "server.auth", problems,
+                            "non-empty strings") or ())
     token_file = env.get("KPI_EXPORTER_BEARER_TOKEN_FILE") or auth.get("bearer_token_file")
     if token_file:
         try:
@@ -216,13 +211,9 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
         tokens.append(env["KPI_EXPORTER_BEARER_TOKEN"])
     s.bearer_tokens = tuple(tokens)
 
-    origins = cors.get("allowed_origins", [])
-    if isinstance(origins, str):
-        origins = [origins]
-    if not isinstance(origins, list) or not all(isinstance(o, str) and o for o in origins):
-        problems.append("server.cors.allowed_origins: expected a list of origins like "
-                        "'https://app.example.com' (or '*')")
-    else:
+    origins = get_names(cors, "allowed_origins", "server.cors", problems,
+                        "origins like 'https://app.example.com' (or '*')")
+    if origins is not None:
         bad = [o for o in origins if o != "*" and not re.match(r"^https?://[^/]+$", o)]
         if bad:
             problems.append(f"server.cors.allowed_origins: {bad[0]!r} is not an origin: write "
@@ -243,11 +234,7 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
             else:
                 setattr(cfg, key, v)
 
-    default_rules = doc.get("default_rules", True)
-    if not isinstance(default_rules, bool):
-        problems.append(f"default_rules: expected true or false, got {default_rules!r}")
-        default_rules = True
-    cfg.default_rules = default_rules
+    cfg.default_rules = get_bool(doc, "default_rules", "top level", problems, True)
     rule_limits = {"max_series_per_metric": cfg.max_series_per_metric}
     user_rules: list[Rule] = []
     try:
@@ -262,7 +249,7 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
         raise ConfigError(problems, source if path else "")
     cfg.user_rule_count = len(user_rules)
     rules = list(user_rules)
-    if default_rules:
+    if cfg.default_rules:
         # A user rule for a metric the defaults also feed replaces the defaults' rules for it.
         mine = {r.metric.name for r in user_rules}
         builtin = [r for r in _default_rules(rule_limits) if r.metric.name not in mine]

@@ -15,7 +15,7 @@ from typing import Any
 from exporter.records import (
     METRIC, TEMPORALITY_CUMULATIVE, Batch, Histogram, Record,
 )
-from exporter.rules import COUNTER, GAUGE, HISTOGRAM, MetricDef, RecordError, Rule, label_str
+from exporter.rules import COUNTER, HISTOGRAM, MetricDef, RecordError, Rule, label_str
 from exporter.store import Cumulative, Deltas
 
 __all__ = ["Mapping", "MapResult"]

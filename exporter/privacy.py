@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from exporter import naming
+from exporter.configcheck import get_bool, get_names, open_section
 from exporter.fsutil import fsync_dir
 from exporter.records import METRIC, Batch, Record
-from exporter.rules import Rule, unknown_keys, label_str
-from exporter.yamlload import line_of
+from exporter.rules import Rule, label_str
 
 __all__ = [
     "PrivacyConfig", "DEFAULT_DENYLIST", "parse_privacy", "IdentityHasher", "AttributeScrubber",
@@ -85,15 +85,8 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
     parsed document a Config keeps never holds it.
     """
     cfg = PrivacyConfig()
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        problems.append("privacy: expected a mapping with keys like 'salt' and "
-                        "'attribute_denylist'")
-        raw = {}
-    line = line_of(raw)
-    where = "privacy" + (f" (line {line})" if line else "")
-    problems.extend(unknown_keys(raw, _PRIVACY_KEYS, where))
+    raw, where = open_section(raw, "privacy", _PRIVACY_KEYS, "'salt' and 'attribute_denylist'",
+                              problems)
 
     env_salt = env.get(SALT_ENV)
     if env_salt is not None:
@@ -114,20 +107,12 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
     if "salt" in raw:
         raw["salt"] = "<redacted>"
 
-    if "default_denylist" in raw:
-        v = raw["default_denylist"]
-        if not isinstance(v, bool):
-            problems.append(f"{where}: default_denylist: expected true or false, got {v!r}")
-        else:
-            cfg.default_denylist = v
-    patterns = raw.get("attribute_denylist", [])
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
-        problems.append(f"{where}: attribute_denylist: expected a list of attribute names or "
-                        f"globs, like ['customer.email', 'billing.*']")
-    else:
-        cfg.attribute_denylist = tuple(patterns)
+    cfg.default_denylist = get_bool(raw, "default_denylist", where, problems,
+                                    cfg.default_denylist)
+    patterns = get_names(raw, "attribute_denylist", where, problems,
+                         "attribute names or globs, like ['customer.email', 'billing.*']")
+    if patterns is not None:
+        cfg.attribute_denylist = patterns
 
     for key in identity_keys:
         p = denied_by(key, cfg.denylist)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from exporter import __version__
+from exporter.configcheck import get_bool, open_section
 from exporter.fsutil import fsync_dir
 from exporter.privacy import IdentityHasher, SaltError, load_or_create_salt
-from exporter.rules import COUNTER, unknown_keys, parse_duration
+from exporter.rules import COUNTER, parse_duration
 from exporter.store import Store
-from exporter.yamlload import line_of
 
 if TYPE_CHECKING:
     from exporter.collectors.windows import StateMetrics
@@ -68,19 +68,8 @@ def parse_state(raw: Any, env: Mapping[str, str], overrides: Mapping[str, Any],
     """Parses the ``state`` section. The directory comes from ``--state-dir``, then
     ``KPI_EXPORTER_STATE_DIR``, then ``state.dir``, then ``./data``."""
     cfg = StateConfig()
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        problems.append("state: expected a mapping with keys like 'dir' and 'interval'")
-        raw = {}
-    line = line_of(raw)
-    where = "state" + (f" (line {line})" if line else "")
-    problems.extend(unknown_keys(raw, _STATE_KEYS, where))
-    if "enabled" in raw:
-        if not isinstance(raw["enabled"], bool):
-            problems.append(f"{where}: enabled: expected true or false, got {raw['enabled']!r}")
-        else:
-            cfg.enabled = raw["enabled"]
+    raw, where = open_section(raw, "state", _STATE_KEYS, "'dir' and 'interval'", problems)
+    cfg.enabled = get_bool(raw, "enabled", where, problems, cfg.enabled)
     directory = overrides.get("state_dir") or env.get(STATE_DIR_ENV) or raw.get("dir")
     if directory is not None:
         if not isinstance(directory, str) or not directory.strip():

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from exporter.rules import COUNTER, GAUGE, HISTOGRAM, MetricDef
+from exporter.rules import COUNTER, GAUGE, MetricDef
 
 __all__ = ["Store", "Deltas", "MetricState", "OVERFLOW", "Cumulative"]
 

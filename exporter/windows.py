@@ -26,6 +26,7 @@ import datasketches
 
 from exporter.privacy import AttributeScrubber, IdentityHasher
 from exporter.records import LOG, Batch
+from exporter.configcheck import get_bool, get_names, open_section
 from exporter.rules import Rule, unknown_keys, label_str, parse_duration
 from exporter.yamlload import line_of
 
@@ -144,21 +145,9 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> Wind
     from exporter import naming  # naming is light; imported here to keep the top tidy
 
     cfg = WindowsConfig()
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        problems.append("windows: expected a mapping with keys like 'durations' and "
-                        "'breakdowns'")
-        return cfg
-    line = line_of(raw)
-    where = "windows" + (f" (line {line})" if line else "")
-    problems.extend(unknown_keys(raw, _WINDOWS_KEYS, where))
-
-    if "enabled" in raw:
-        if not isinstance(raw["enabled"], bool):
-            problems.append(f"{where}: enabled: expected true or false, got {raw['enabled']!r}")
-        else:
-            cfg.enabled = raw["enabled"]
+    raw, where = open_section(raw, "windows", _WINDOWS_KEYS, "'durations' and 'breakdowns'",
+                              problems)
+    cfg.enabled = get_bool(raw, "enabled", where, problems, cfg.enabled)
     if "durations" in raw:
         durations = raw["durations"]
         if not isinstance(durations, list) or not durations:
@@ -201,15 +190,10 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> Wind
     if cfg.user_attribute == cfg.session_attribute:
         problems.append(f"{where}: user_attribute and session_attribute are both "
                         f"{cfg.user_attribute!r}; sessions and users need their own attributes")
-    if "conversion_events" in raw:
-        ev = raw["conversion_events"]
-        if isinstance(ev, str):
-            ev = [ev]
-        if not isinstance(ev, list) or not all(isinstance(e, str) and e for e in ev):
-            problems.append(f"{where}: conversion_events: expected a list of event names, "
-                            f"like [app.conversion]")
-        else:
-            cfg.conversion_events = tuple(ev)
+    events = get_names(raw, "conversion_events", where, problems,
+                       "event names, like [app.conversion]")
+    if events is not None:
+        cfg.conversion_events = events
 
     names = {w.name for w in cfg.windows}
     breakdowns = raw.get("breakdowns", [])
