@@ -86,11 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each command imports what it runs when it runs: `--help`, `check-config` and `demo` start
+# without loading the server, the sketches or the OpenTelemetry SDK they do not use.
+
 def _serve(args: argparse.Namespace) -> int:
+    from exporter.app import StateError, build
     from exporter.logfmt import setup_logging
-    from exporter.pipeline import Pipeline
-    from exporter.server import Server
-    from exporter import state
 
     setup_logging(args.log_level)
     overrides = {k: v for k, v in (("otlp_listen", args.otlp_listen),
@@ -102,18 +103,14 @@ def _serve(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             log.error("invalid config: %s", problem)
         return 2
-    pipeline = Pipeline(config)
-    pipeline.config_path = args.config
-    pipeline.config_overrides = overrides
     log.info("starting kpi-exporter %s with %s", __version__, config.describe())
-    server = Server(pipeline)
     try:
-        state.attach(pipeline, server)
-    except state.StateError as exc:
+        app = build(config, config_path=args.config, config_overrides=overrides)
+    except StateError as exc:
         log.error("%s", exc)
         return 2
     try:
-        server.serve_forever()
+        app.serve_forever()
     except OSError as exc:
         log.error("cannot listen: %s (is another process using the port? see --otlp-listen "
                   "and --metrics-listen)", exc)

@@ -18,7 +18,7 @@ from exporter.configcheck import get_bool, get_names
 from exporter.privacy import PrivacyConfig, parse_privacy
 from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
 from exporter.state import StateConfig, parse_state
-from exporter.windows import WindowsConfig, parse_windows
+from exporter.windows.config import WindowsConfig, parse_windows
 
 __all__ = ["Config", "ServerConfig", "ConfigError", "load_config", "default_rules_text",
            "parse_listen", "parse_size"]

@@ -1,90 +1,145 @@
-"""The exporter's running state: configuration, compiled mapping, store, registry, and the
-ingest path every receiver request goes through."""
+"""The ingest path every receiver request goes through: decode, filters, map, store,
+observers.
+
+A request sees one rule set from decode to store: the pipeline's view (config, compiled
+mapping, filters, the attribute keys to decode) is read once per request, and a reload swaps
+the whole view at once. Filters (the privacy denylist) change records in place before they
+are mapped; observers (the KPI windows) see the records that were used, after the store was
+updated. The pipeline knows neither windows nor state: the composition root hands it its
+filters and observers.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-
-from exporter.collectors import MappedMetricsCollector, SelfMetrics, StoreStatsCollector
-from exporter.config import Config, ConfigError, load_config
+from exporter import otlp_json, otlp_protobuf
+from exporter.collectors.selfmetrics import SelfMetrics
+from exporter.config import Config
 from exporter.mapper import Mapping, MapResult
-from exporter.records import METRIC, Batch
+from exporter.records import METRIC, Batch, DecodeError
 from exporter.store import Store
-from exporter.windows import install as install_kpis
 
-__all__ = ["Pipeline", "Observer"]
+__all__ = ["Pipeline", "Filter", "Observer", "PROTOBUF", "JSON"]
 
 log = logging.getLogger("kpi_exporter")
+
+# Payload formats, as the receivers name them.
+PROTOBUF = "protobuf"
+JSON = "json"
+_DECODERS = {PROTOBUF: otlp_protobuf.DECODERS, JSON: otlp_json.DECODERS}
 
 # The deprecated way to name an event, read by the log decoders.
 _ALWAYS_DECODED = frozenset({"event.name"})
 
-# Called with every decoded batch after it was mapped (the KPI windows are one).
-Observer = Callable[[Batch, MapResult], None]
+# Changes a decoded batch in place before it is mapped (the privacy denylist is one).
+Filter = Callable[[Batch], None]
+# Called with the records of a batch that were used, after the store was updated (the KPI
+# windows are one). An observer may name the attribute keys it reads in an ``attributes``
+# attribute (a frozenset), so decoders can skip the rest; without one it sees them all.
+Observer = Callable[[Batch], None]
+
+
+@dataclass(frozen=True)
+class _View:
+    """One consistent rule set: what a request is decoded, filtered and mapped with."""
+
+    config: Config
+    mapping: Mapping
+    filters: tuple[Filter, ...]
+    # Attribute keys decoders extract from log records and spans (None: all of them).
+    keys: frozenset[str] | None
 
 
 class Pipeline:
-    """Decoded batches in, store updates and self-metrics out. Thread-safe."""
+    """Payloads in, store updates, observer calls and self-metrics out. Thread-safe."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
-                 process_metrics: bool = True):
-        self.config = config
-        self.mapping = Mapping(config.rules)
-        self.store = Store(self.mapping.metrics, config.max_label_value_length, clock=clock)
-        self.registry = CollectorRegistry(auto_describe=False)
-        if process_metrics:
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
-        self.metrics = SelfMetrics(self.registry)
-        self.registry.register(MappedMetricsCollector(lambda: self.store))
-        self.registry.register(StoreStatsCollector(
-            lambda: self.store, lambda: (self.mapping.cache_hits, self.mapping.cache_misses)))
-        self.observers: list[Observer] = []
-        # Attribute keys each observer reads, when it said so with add_observer(); an observer
-        # appended to ``observers`` directly sees every attribute.
-        self._observer_attributes: dict[int, frozenset[str]] = {}
-        # Called with every decoded batch before it is mapped (the privacy denylist is one).
-        self.filters: list[Callable[[Batch], None]] = []
-        self._reload_lock = threading.Lock()
-        self.config_path: str | None = None
-        self.config_overrides: dict[str, str] = {}
-        self.ready = threading.Event()
-        self.kpi = install_kpis(self)
+    def __init__(self, config: Config, store: Store, metrics: SelfMetrics,
+                 filters: Iterable[Filter] = (), observers: Iterable[Observer] = ()):
+        self.store = store
+        self.metrics = metrics
+        self.observers: list[Observer] = list(observers)
+        self._lock = threading.Lock()
+        mapping = Mapping(config.rules)
+        store.reconfigure(mapping.metrics)
+        store.max_label_length = config.max_label_value_length
+        self._view = self._make_view(config, mapping, tuple(filters))
+
+    # -- the current view ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._view.config
+
+    @property
+    def mapping(self) -> Mapping:
+        return self._view.mapping
+
+    def _make_view(self, config: Config, mapping: Mapping, filters: tuple[Filter, ...]) -> _View:
+        keys: frozenset[str] | None = mapping.attribute_keys | _ALWAYS_DECODED
+        for observer in self.observers:
+            wanted = getattr(observer, "attributes", None)
+            if wanted is None:
+                keys = None
+                break
+            keys = keys | frozenset(wanted) if keys is not None else None
+        return _View(config, mapping, filters, keys)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Calls ``observer(batch)`` after every ingested batch (see :data:`Observer`)."""
+        with self._lock:
+            self.observers.append(observer)
+            view = self._view
+            self._view = self._make_view(view.config, view.mapping, view.filters)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stops calling ``observer``."""
+        with self._lock:
+            self.observers.remove(observer)
+            view = self._view
+            self._view = self._make_view(view.config, view.mapping, view.filters)
+
+    def reconfigure(self, config: Config, filters: Iterable[Filter]) -> tuple[int, int]:
+        """Switches to a new config and filters at once. Series of every metric whose type,
+        labels and buckets are unchanged are kept; returns (kept, dropped) metric counts."""
+        mapping = Mapping(config.rules)
+        with self._lock:
+            kept, dropped = self.store.reconfigure(mapping.metrics)
+            self.store.max_label_length = config.max_label_value_length
+            self._view = self._make_view(config, mapping, tuple(filters))
+        return kept, dropped
+
+    # -- ingest -------------------------------------------------------------------------------
 
     def attributes_to_decode(self, signal: str) -> frozenset[str] | None:
-        """The attribute keys decoders should extract for a signal (None: all of them).
-
-        Metric points keep every attribute: they tell one source's cumulative stream from
+        """The attribute keys decoders extract for a signal now (None: all of them). Metric
+        points keep every attribute: they tell one source's cumulative stream from
         another's."""
-        if signal == METRIC:
-            return None
-        keys = self.mapping.attribute_keys | _ALWAYS_DECODED
-        for observer in self.observers:
-            wanted = self._observer_attributes.get(id(observer))
-            if wanted is None:
-                return None
-            keys |= wanted
-        return keys
+        return None if signal == METRIC else self._view.keys
 
-    def add_observer(self, observer: Observer, attributes: Iterable[str] | None = None) -> None:
-        """Calls ``observer(batch, result)`` after every ingested batch. ``attributes`` names
-        the attribute keys it reads, so decoders can skip the rest; None means all."""
-        self.observers.append(observer)
-        if attributes is not None:
-            self._observer_attributes[id(observer)] = frozenset(attributes)
+    def ingest(self, signal: str, payload: bytes, fmt: str) -> MapResult:
+        """Decodes an OTLP export request body (``fmt`` is :data:`PROTOBUF` or :data:`JSON`)
+        and ingests it. Raises :class:`DecodeError` when the payload is malformed: nothing of
+        it is counted then."""
+        view = self._view
+        try:
+            batch = _DECODERS[fmt][signal](payload, None if signal == METRIC else view.keys)
+        except DecodeError:
+            self.metrics.rejected.labels(signal, "malformed_request").inc()
+            raise
+        return self._ingest(view, batch)
 
-    def ingest(self, batch: Batch) -> MapResult:
-        """Maps a decoded batch, applies it to the store and counts what happened."""
-        for apply_filter in self.filters:
+    def ingest_batch(self, batch: Batch) -> MapResult:
+        """Ingests a batch decoded elsewhere (tests, tools) with the current view."""
+        return self._ingest(self._view, batch)
+
+    def _ingest(self, view: _View, batch: Batch) -> MapResult:
+        for apply_filter in view.filters:
             apply_filter(batch)
-        mapping = self.mapping  # one consistent mapping per batch, even across a reload
-        result = mapping.map_batch(batch)
+        result = view.mapping.map_batch(batch)
         if result.deltas:
             self.store.apply(result.deltas)
         signal = batch.signal
@@ -95,40 +150,12 @@ class Pipeline:
         for reason, n in result.rejected.items():
             m.rejected.labels(signal, reason).inc(n)
         for observer in self.observers:
-            observer(batch, result)
-        return result
-
-    def reload(self) -> tuple[bool, str]:
-        """Reloads the config file the exporter was started with. A valid config takes effect
-        at once and keeps the series of every metric whose shape is unchanged; an invalid one
-        is refused and the running config stays."""
-        with self._reload_lock:
             try:
-                config = load_config(self.config_path, overrides=self.config_overrides)
-            except ConfigError as exc:
-                self.metrics.reloads.labels("failure").inc()
-                self.metrics.last_reload_ok.set(0)
-                log.error("config reload refused, keeping the running config: %s",
-                          "; ".join(exc.problems))
-                return False, str(exc)
-            mapping = Mapping(config.rules)
-            kept, dropped = self.store.reconfigure(mapping.metrics)
-            self.store.max_label_length = config.max_label_value_length
-            old, new = self.config, config
-            restart_only = [name for name, a, b in (
-                ("server.otlp_listen", old.server.otlp_listen, new.server.otlp_listen),
-                ("server.metrics_listen", old.server.metrics_listen, new.server.metrics_listen),
-                ("server.threads", old.server.threads, new.server.threads),
-                ("state", old.state, new.state),
-            ) if a != b]
-            if restart_only:
-                log.warning("%s changed in the config; restart to apply", ", ".join(restart_only))
-            self.mapping = mapping
-            self.config = config
-            self.metrics.reloads.labels("success").inc()
-            self.metrics.last_reload_ok.set(1)
-            self.metrics.last_reload_time.set_to_current_time()
-            message = (f"config reloaded from {config.describe()}; kept the series of {kept} "
-                       f"metrics, dropped {dropped}")
-            log.info(message)
-            return True, message
+                observer(batch)
+            except Exception:  # noqa: BLE001 - the store is updated; an observer must not undo that
+                name = getattr(observer, "name", type(observer).__name__)
+                m.observer_errors.labels(name).inc()
+                log.exception("observer %s failed on a batch of %d %s records; the metrics "
+                              "were updated, the observer missed this batch", name,
+                              len(batch.records), signal)
+        return result

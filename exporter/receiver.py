@@ -24,8 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from exporter import otlp_json, otlp_protobuf
-from exporter.pipeline import Pipeline
+from exporter.pipeline import JSON as JSON_PAYLOAD, PROTOBUF as PROTOBUF_PAYLOAD, Pipeline
 from exporter.records import LOG, METRIC, SPAN, DecodeError
 
 __all__ = ["create_receiver"]
@@ -152,7 +151,12 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
         mimetype = (request.mimetype or "").lower()
         content_type = mimetype if mimetype in (PROTOBUF, JSON) else JSON
         started = time.perf_counter()
-        resp = _handle_export(signal, mimetype, content_type)
+        try:
+            resp = _handle_export(signal, mimetype, content_type)
+        except Exception as exc:  # noqa: BLE001 - answered, counted and logged like any other
+            log.exception("error handling %s %s", request.method, request.path)
+            resp = error(500, f"internal error: {type(exc).__name__}; the exporter's log has "
+                         f"the details", content_type)
         metrics.requests.labels(signal, str(resp.status_code)).inc()
         metrics.request_duration.labels(signal).observe(time.perf_counter() - started)
         return resp
@@ -195,15 +199,17 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
             try:
                 if encoding != "identity":
                     body = _decompress(body, encoding, limit)
-                decoders = otlp_protobuf.DECODERS if mimetype == PROTOBUF else otlp_json.DECODERS
-                batch = decoders[signal](body, pipeline.attributes_to_decode(signal))
             except _TooLarge:
                 return error(413, f"decompressed body is over the limit of {limit} bytes "
                              f"(server.max_body_size)", content_type)
             except DecodeError as exc:
                 metrics.rejected.labels(signal, "malformed_request").inc()
                 return error(400, str(exc), content_type)
-            result = pipeline.ingest(batch)
+            try:
+                result = pipeline.ingest(signal, body, PROTOBUF_PAYLOAD if mimetype == PROTOBUF
+                                         else JSON_PAYLOAD)
+            except DecodeError as exc:
+                return error(400, str(exc), content_type)
         finally:
             load.leave()
         rejected = result.rejected_total

@@ -1,58 +1,51 @@
-"""Runs the two listeners under waitress (a production WSGI server) and handles signals:
-SIGHUP reloads the config, SIGTERM and SIGINT stop gracefully."""
+"""The HTTP listeners, under waitress (a production WSGI server): each serves one WSGI app on
+one address; two apps given the same address share one listener, split by path."""
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from waitress.server import create_server
 
-from exporter.config import parse_listen
-from exporter.pipeline import Pipeline
-from exporter.receiver import create_receiver
-from exporter.web import create_web_app
+from exporter.config import ServerConfig, parse_listen
 
-__all__ = ["Server"]
+__all__ = ["Server", "WSGIApp"]
 
 log = logging.getLogger("kpi_exporter")
 
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
 
 class Server:
-    """The OTLP and metrics listeners of one pipeline. ``start()`` binds and serves in
-    background threads; ``stop()`` closes them and runs the shutdown hooks."""
+    """HTTP listeners. ``add()`` the apps, ``start()`` binds and serves in background
+    threads; ``stop()`` lets requests in flight finish, then closes the listeners."""
 
-    def __init__(self, pipeline: Pipeline):
-        self.pipeline = pipeline
-        self.shutdown_hooks: list[Callable[[], None]] = []
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        # address -> [(name, path prefix or "" for the rest, app)]
+        self._apps: dict[tuple[str, int], list[tuple[str, str, WSGIApp]]] = {}
         self._servers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
 
+    def add(self, name: str, app: WSGIApp, listen: str, prefix: str = "") -> None:
+        """Serves ``app`` on ``listen`` (HOST:PORT). When another app has the same address,
+        requests whose path starts with ``prefix`` go to this one."""
+        self._apps.setdefault(parse_listen(listen), []).append((name, prefix, app))
+
     def start(self) -> None:
-        cfg = self.pipeline.config.server
-        receiver = create_receiver(self.pipeline, queued=self._queued)
-        web = create_web_app(self.pipeline)
-        otlp = parse_listen(cfg.otlp_listen)
-        metrics = parse_listen(cfg.metrics_listen)
+        cfg = self.config
         # waitress buffers a body before the app sees it; its own cap (with headroom, so the
         # receiver answers most oversized requests itself with an OTLP error body) bounds that.
         common = dict(threads=cfg.threads,
                       max_request_body_size=max(2 * cfg.max_body_size, cfg.max_body_size + 2 ** 20),
                       ident="kpi-exporter", clear_untrusted_proxy_headers=True,
                       channel_timeout=60, connection_limit=1000)
-        if otlp == metrics:
-            def both(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-                path = environ.get("PATH_INFO", "")
-                target = receiver if path.startswith("/v1/") else web
-                return target(environ, start_response)
-            listeners: list[tuple[str, Any, tuple[str, int]]] = [("otlp+metrics", both, otlp)]
-        else:
-            listeners = [("otlp", receiver, otlp), ("metrics", web, metrics)]
-        for name, app, (host, port) in listeners:
-            server = create_server(app, host=host, port=port, map={}, **common)
+        for (host, port), apps in self._apps.items():
+            name = "+".join(n for n, _p, _a in apps)
+            server = create_server(_by_prefix(apps), host=host, port=port, map={}, **common)
             self._servers.append(server)
             t = threading.Thread(target=self._run, args=(server,), name=f"listener-{name}",
                                  daemon=True)
@@ -60,9 +53,8 @@ class Server:
             log.info("listening for %s on %s:%s", name, host, server.effective_port)
         for t in self._threads:
             t.start()
-        self.pipeline.ready.set()
 
-    def _queued(self) -> int:
+    def queued(self) -> int:
         """Requests the listeners have read but no worker thread has taken yet."""
         return sum(len(s.task_dispatcher.queue) for s in self._servers)
 
@@ -75,7 +67,7 @@ class Server:
                                      use_poll=server.adj.asyncore_use_poll)
         finally:
             # Let requests already being handled finish (and reach the store) before the
-            # shutdown hooks save the state.
+            # state is saved.
             server.task_dispatcher.shutdown(cancel_pending=False, timeout=10)
             try:
                 server.close()
@@ -89,34 +81,27 @@ class Server:
         return [int(s.effective_port) for s in self._servers]
 
     def stop(self) -> None:
+        """Closes the listeners once the requests they are handling are done."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.pipeline.ready.clear()
         for t in self._threads:
             t.join(10)
-        for hook in self.shutdown_hooks:
-            try:
-                hook()
-            except Exception:  # noqa: BLE001 - every hook gets its turn
-                log.exception("error in a shutdown hook")
 
-    def serve_forever(self) -> None:
-        """Starts, then blocks until SIGTERM or SIGINT; SIGHUP reloads the config."""
-        stop = threading.Event()
 
-        def on_term(signum: int, _frame: Any) -> None:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
-            stop.set()
+def _by_prefix(apps: list[tuple[str, str, WSGIApp]]) -> WSGIApp:
+    """One WSGI app for the apps sharing an address: the first whose prefix the path starts
+    with, else the one without a prefix."""
+    if len(apps) == 1:
+        return apps[0][2]
+    routed = [(p, a) for _n, p, a in apps if p]
+    rest = next((a for _n, p, a in apps if not p), routed[-1][1])
 
-        def on_hup(_signum: int, _frame: Any) -> None:
-            threading.Thread(target=self.pipeline.reload, name="reload", daemon=True).start()
+    def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        for prefix, app in routed:
+            if path.startswith(prefix):
+                return app(environ, start_response)
+        return rest(environ, start_response)
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
-        signal.signal(signal.SIGHUP, on_hup)
-        self.start()
-        while not stop.wait(1.0):
-            pass
-        self.stop()
-        log.info("stopped")
+    return route

@@ -1,4 +1,5 @@
-"""Restart-safe state: the store's series and the window sketches in one snapshot file.
+"""Restart-safe state: everything that exports and imports its state (the store's series, the
+window sketches) in one snapshot file.
 
 The snapshot is gzip-compressed JSON, written atomically (a temp file in the same directory,
 fsync, rename, fsync of the directory) every ``state.interval`` and at shutdown, and read
@@ -18,25 +19,18 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from exporter import __version__
+from exporter.collectors.selfmetrics import StateMetrics
 from exporter.configcheck import get_bool, open_section
 from exporter.fsutil import fsync_dir
-from exporter.privacy import IdentityHasher, SaltError, load_or_create_salt
-from exporter.rules import COUNTER, parse_duration
-from exporter.store import Store
-
-if TYPE_CHECKING:
-    from exporter.collectors.windows import StateMetrics
-    from exporter.pipeline import Pipeline
-    from exporter.server import Server
-    from exporter.windows import Windows
+from exporter.rules import parse_duration
 
 __all__ = [
-    "StateConfig", "parse_state", "StateError", "SnapshotError", "StateManager", "attach",
-    "snapshot_store", "parse_store", "apply_store", "write_atomic", "read_snapshot", "FORMAT", "VERSION",
-    "STATE_FILE", "DEFAULT_DIR",
+    "StateConfig", "parse_state", "StateError", "SnapshotError", "StateManager", "StatePart",
+    "write_atomic", "encode_snapshot", "read_snapshot", "FORMAT", "VERSION", "STATE_FILE",
+    "DEFAULT_DIR",
 ]
 
 log = logging.getLogger("kpi_exporter")
@@ -102,88 +96,19 @@ class SnapshotError(ValueError):
         self.kind = kind
 
 
-# -- the store ---------------------------------------------------------------------------------
+class StatePart(Protocol):
+    """Something whose state the snapshot keeps: it exports a JSON-ready document, reads one
+    back without changing anything (raising ValueError when it is malformed), then applies
+    what it read."""
 
-def _tuplify(x: Any) -> Any:
-    # JSON has no tuples; stream keys are nested tuples and must hash the same after restore.
-    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+    def export_state(self) -> Any: ...
 
+    def parse_state(self, doc: Any) -> tuple[Any, list[str]]: ...
 
-def snapshot_store(store: Store) -> dict[str, Any]:
-    """A JSON-ready copy of every metric's series, overflow count and cumulative streams."""
-    out = []
-    with store.lock:
-        for state in store.metrics.values():
-            d = state.definition
-            copy: Callable[[Any], Any] = (lambda v: v) if d.type == COUNTER else list
-            out.append({
-                "name": d.name, "type": d.type, "labels": list(d.label_names),
-                "buckets": list(d.buckets),
-                "series": [[list(k), copy(v)] for k, v in state.series.items()],
-                "overflow_updates": state.overflow_updates, "expired": state.expired,
-                "streams": [[k, start, v if not isinstance(v, list) else list(v)]
-                            for k, (start, v) in state.streams.items()],
-            })
-    return {"metrics": out}
-
-
-_Staged = list[tuple[Any, dict[tuple[str, ...], Any], dict[Any, tuple[int, Any]], int, int]]
-
-
-def parse_store(store: Store, doc: Any) -> tuple[_Staged, list[str]]:
-    """Reads a store document without changing the store; raises ValueError when it is
-    malformed."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), list):
-        raise ValueError("store: expected an object with a 'metrics' list")
-    staged: _Staged = []
-    notes = []
-    for m in doc["metrics"]:
-        try:
-            name, mtype = m["name"], m["type"]
-            labels, buckets = tuple(m["labels"]), tuple(float(b) for b in m["buckets"])
-            series = {tuple(k): v for k, v in m["series"]}
-            streams = {_tuplify(k): (int(start), v) for k, start, v in m["streams"]}
-            overflow, expired = int(m["overflow_updates"]), int(m["expired"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"store: a metric entry is malformed ({exc!r})") from None
-        if not all(isinstance(x, str) for k in series for x in k):
-            raise ValueError(f"store: {name}: label values must be strings")
-        state = store.metrics.get(name)
-        if state is None:
-            if series:
-                notes.append(f"{name} is no longer configured")
-            continue
-        d = state.definition
-        if (d.type, d.label_names, d.buckets) != (mtype, labels, buckets):
-            if series:
-                notes.append(f"{name} changed its type, labels or buckets")
-            continue
-        width = len(d.buckets) + 3
-        for v in series.values():
-            ok = (isinstance(v, (int, float)) and not isinstance(v, bool) if mtype == COUNTER
-                  else isinstance(v, list) and len(v) == (2 if mtype == "gauge" else width))
-            if not ok:
-                raise ValueError(f"store: {name}: a series value does not fit a {mtype}")
-        staged.append((state, series, streams, overflow, expired))
-    return staged, notes
-
-
-def apply_store(store: Store, staged: _Staged) -> None:
-    """Puts series read by :func:`parse_store` into the store."""
-    now = store.clock()
-    with store.lock:
-        for state, series, streams, overflow, expired in staged:
-            state.series = series
-            state.streams = streams
-            state.overflow_updates = overflow
-            state.expired = expired
-            # idle times do not survive a restart: every series gets a full TTL again
-            state.touched = {k: now for k in series} if state.definition.series_ttl else {}
+    def apply_state(self, staged: Any) -> None: ...
 
 
 # -- files -------------------------------------------------------------------------------------
-
-
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that a crash leaves either the old file or the new one
@@ -249,22 +174,31 @@ def read_snapshot(path: Path) -> dict[str, Any]:
 
 class StateManager:
     """Saves and restores one state directory: periodic saves in a background thread, one
-    more at shutdown, and the restore at start."""
+    more at shutdown, and the restore at start.
 
-    def __init__(self, directory: Path, store: Store, windows: "Windows | None",
-                 hasher: IdentityHasher, metrics: "StateMetrics | None" = None,
+    ``parts`` are saved under their names. Those named in ``salted`` hold identity hashes:
+    they are restored only when the snapshot was made with the same salt (``fingerprint``
+    names it without revealing it)."""
+
+    def __init__(self, directory: Path, metrics: StateMetrics | None = None,
                  wall_clock: Callable[[], float] = time.time):
         self.directory = directory
         self.path = directory / STATE_FILE
-        self.store = store
-        self.windows = windows
-        self.hasher = hasher
         self.metrics = metrics
         self.wall_clock = wall_clock
+        self.parts: dict[str, StatePart] = {}
+        self.salted: set[str] = set()
+        self.fingerprint = ""
         self._save_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
+
+    def add(self, name: str, part: StatePart, salted: bool = False) -> None:
+        """Keeps ``part``'s state in the snapshot under ``name``."""
+        self.parts[name] = part
+        if salted:
+            self.salted.add(name)
 
     # -- directory -------------------------------------------------------------------------
 
@@ -319,7 +253,7 @@ class StateManager:
             log.info("no state file at %s; starting with empty state", self.path)
             return False
         notes: list[str] = []
-        windows_staged = None
+        staged: dict[str, Any] = {}
         try:
             doc = read_snapshot(self.path)
             saved_at = doc.get("saved_at", 0)
@@ -327,19 +261,17 @@ class StateManager:
                 raise ValueError("'saved_at' is not a number")
             # Everything is read and checked before anything is applied, so a bad part
             # never leaves the state half restored.
-            store_staged, store_notes = parse_store(self.store, doc.get("store"))
-            notes += store_notes
-            windows_doc = doc.get("windows")
-            if self.windows is not None:
-                if windows_doc is None:
-                    notes.append("the snapshot has no window sketches")
-                elif doc.get("salt_fingerprint") != self.hasher.fingerprint:
-                    notes.append("the salt changed since the snapshot, so its window sketches "
-                                 "(hashed with the old salt) would count every returning user "
-                                 "twice; the windows start empty")
+            for name, part in self.parts.items():
+                part_doc = doc.get(name)
+                if part_doc is None:
+                    notes.append(f"the snapshot has no {name}")
+                elif name in self.salted and doc.get("salt_fingerprint") != self.fingerprint:
+                    notes.append(f"the salt changed since the snapshot, so its {name} (hashed "
+                                 f"with the old salt) would count every returning user twice; "
+                                 f"they start empty")
                 else:
-                    windows_staged, window_notes = self.windows.parse_state(windows_doc)
-                    notes += window_notes
+                    staged[name], part_notes = part.parse_state(part_doc)
+                    notes += part_notes
         except OSError as exc:
             aside = self._move_aside("unreadable")
             log.error("cannot read the state file %s (%s); %s; starting with empty state",
@@ -356,28 +288,27 @@ class StateManager:
             log.error("the state file %s is corrupt (%s); %s; starting with empty state",
                       self.path, exc, f"moved it to {aside}" if aside else "left it in place")
             return False
-        apply_store(self.store, store_staged)
-        if self.windows is not None and windows_staged is not None:
-            self.windows.apply_state(windows_staged)
+        for name, value in staged.items():
+            self.parts[name].apply_state(value)
         if self.metrics is not None:
             self.metrics.bytes.set(self.path.stat().st_size)
             self.metrics.last_save.set(saved_at)
         age = max(0.0, self.wall_clock() - saved_at)
-        log.info("restored state from %s (saved %.0fs ago): %d metrics%s%s", self.path, age,
-                 len(store_staged), ", window sketches" if windows_staged is not None else "",
-                 "".join(f"; not restored: {n}" for n in notes))
+        log.info("restored state from %s (saved %.0fs ago): %s%s", self.path, age,
+                 ", ".join(staged) or "nothing", "".join(f"; not restored: {n}" for n in notes))
         return True
 
     # -- save ------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         """The snapshot document of the current state."""
-        return {
+        doc: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "saved_at": self.wall_clock(),
-            "exporter_version": __version__, "salt_fingerprint": self.hasher.fingerprint,
-            "store": snapshot_store(self.store),
-            "windows": self.windows.export_state() if self.windows is not None else None,
+            "exporter_version": __version__, "salt_fingerprint": self.fingerprint,
         }
+        for name, part in self.parts.items():
+            doc[name] = part.export_state()
+        return doc
 
     def save(self) -> bool:
         """Writes the snapshot; True on success. Failures are logged and counted, never
@@ -420,31 +351,3 @@ class StateManager:
         if self.save():
             log.info("saved the state to %s", self.path)
         self.close()
-
-
-def attach(pipeline: "Pipeline", server: "Server") -> StateManager | None:
-    """Wires the state directory into a serving exporter: takes the directory's lock, loads
-    (or creates) the salt, restores the snapshot, saves on an interval and at shutdown.
-    Returns None when ``state.enabled`` is false; raises :class:`StateError` when the
-    directory cannot be used."""
-    from exporter.collectors.windows import StateMetrics
-
-    cfg = pipeline.config.state
-    runtime = pipeline.kpi
-    if not cfg.enabled:
-        log.warning("state persistence is off (state.enabled: false): counts and windows start "
-                    "from zero at every start")
-        return None
-    manager = StateManager(Path(cfg.dir), pipeline.store, runtime.windows, runtime.hasher,
-                           StateMetrics(pipeline.registry))
-    manager.open()
-    if not runtime.salt_from_config:
-        try:
-            runtime.hasher.set_salt(load_or_create_salt(manager.directory))
-        except (SaltError, OSError) as exc:
-            manager.close()
-            raise StateError(str(exc)) from None
-    manager.restore()
-    manager.start(cfg.interval)
-    server.shutdown_hooks.append(manager.stop)
-    return manager

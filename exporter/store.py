@@ -49,6 +49,15 @@ class Deltas:
         return bool(self.counters or self.gauges or self.histograms or self.cumulative)
 
 
+# A metric's state read back from a snapshot: (metric, series, streams, overflow, expired).
+_Restored = tuple["MetricState", dict[tuple[str, ...], Any], dict[Any, tuple[int, Any]], int, int]
+
+
+def _tuplify(x: Any) -> Any:
+    # JSON has no tuples; stream keys are nested tuples and must hash the same after restore.
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
 def _add_into(target: list[Any], increments: list[Any]) -> None:
     for i, x in enumerate(increments):
         target[i] += x
@@ -84,11 +93,12 @@ class MetricState:
 class Store:
     """All mapped series, safe to update from request threads and read from scrapes."""
 
-    def __init__(self, metrics: dict[str, MetricDef], max_label_length: int = 256,
+    def __init__(self, metrics: dict[str, MetricDef] | None = None, max_label_length: int = 256,
                  clock: Clock = time.monotonic):
         self.lock = threading.Lock()
         self.max_label_length = max_label_length
         self.clock = clock
+        metrics = metrics or {}
         self.metrics: dict[str, MetricState] = {n: MetricState(d) for n, d in metrics.items()}
         self._definitions = metrics
         # Cumulative streams that started before this store existed, and that it has not seen,
@@ -249,6 +259,74 @@ class Store:
 
     def __iter__(self) -> Iterator[MetricState]:
         return iter(list(self.metrics.values()))
+
+    # -- state ------------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """A JSON-ready copy of every metric's series, overflow count and cumulative streams."""
+        out = []
+        with self.lock:
+            for state in self.metrics.values():
+                d = state.definition
+                copy: Callable[[Any], Any] = (lambda v: v) if d.type == COUNTER else list
+                out.append({
+                    "name": d.name, "type": d.type, "labels": list(d.label_names),
+                    "buckets": list(d.buckets),
+                    "series": [[list(k), copy(v)] for k, v in state.series.items()],
+                    "overflow_updates": state.overflow_updates, "expired": state.expired,
+                    "streams": [[k, start, v if not isinstance(v, list) else list(v)]
+                                for k, (start, v) in state.streams.items()],
+                })
+        return {"metrics": out}
+
+    def parse_state(self, doc: Any) -> tuple[list[_Restored], list[str]]:
+        """Reads a document of :meth:`export_state` without changing the store: (staged,
+        notes). Raises ValueError when it is malformed."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), list):
+            raise ValueError("store: expected an object with a 'metrics' list")
+        staged: list[_Restored] = []
+        notes = []
+        for m in doc["metrics"]:
+            try:
+                name, mtype = m["name"], m["type"]
+                labels, buckets = tuple(m["labels"]), tuple(float(b) for b in m["buckets"])
+                series = {tuple(k): v for k, v in m["series"]}
+                streams = {_tuplify(k): (int(start), v) for k, start, v in m["streams"]}
+                overflow, expired = int(m["overflow_updates"]), int(m["expired"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"store: a metric entry is malformed ({exc!r})") from None
+            if not all(isinstance(x, str) for k in series for x in k):
+                raise ValueError(f"store: {name}: label values must be strings")
+            state = self.metrics.get(name)
+            if state is None:
+                if series:
+                    notes.append(f"{name} is no longer configured")
+                continue
+            d = state.definition
+            if (d.type, d.label_names, d.buckets) != (mtype, labels, buckets):
+                if series:
+                    notes.append(f"{name} changed its type, labels or buckets")
+                continue
+            width = len(d.buckets) + 3
+            for v in series.values():
+                ok = (isinstance(v, (int, float)) and not isinstance(v, bool) if mtype == COUNTER
+                      else isinstance(v, list) and len(v) == (2 if mtype == GAUGE else width))
+                if not ok:
+                    raise ValueError(f"store: {name}: a series value does not fit a {mtype}")
+            staged.append((state, series, streams, overflow, expired))
+        return staged, notes
+
+    def apply_state(self, staged: list[_Restored]) -> None:
+        """Puts series read by :meth:`parse_state` into the store."""
+        now = self.clock()
+        with self.lock:
+            for state, series, streams, overflow, expired in staged:
+                state.series = series
+                state.streams = streams
+                state.overflow_updates = overflow
+                state.expired = expired
+                # idle times do not survive a restart: every series gets a full TTL again
+                state.touched = {k: now for k in series} if state.definition.series_ttl else {}
 
     def get(self, metric: str, labels: tuple[str, ...]) -> Any:
         """One series' current value (a copy), or None. For tests and explain."""

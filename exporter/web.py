@@ -4,21 +4,20 @@ landing page, health and readiness, and ``POST /-/reload``."""
 from __future__ import annotations
 
 import html
+import threading
 from typing import Any, Callable, Iterable
 
 from flask import Flask, Response
-from prometheus_client import make_wsgi_app
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import __version__
-from exporter.pipeline import Pipeline
+from exporter.config import Config
+from exporter.server import WSGIApp
 
 __all__ = ["create_web_app"]
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-
-def _landing(pipeline: Pipeline) -> str:
-    cfg = pipeline.config
+def _landing(cfg: Config) -> str:
     rows = []
     for r in cfg.rules:
         match = f"{r.signal} {r.name_source or '(any name)'}"
@@ -47,14 +46,17 @@ Series cap per metric: {cfg.max_series_per_metric}.</p>
 {''.join(rows)}</table></body></html>"""
 
 
-def create_web_app(pipeline: Pipeline) -> WSGIApp:
-    """The WSGI app of the metrics listener."""
+def create_web_app(registry: CollectorRegistry, config: Callable[[], Config],
+                   is_ready: threading.Event, do_reload: Callable[[], tuple[bool, str]]
+                   ) -> WSGIApp:
+    """The WSGI app of the metrics listener: ``registry`` on /metrics, ``config()`` on the
+    landing page, ``is_ready`` for /-/ready, ``do_reload()`` for POST /-/reload."""
     app = Flask("kpi_exporter.web")
-    metrics_app = make_wsgi_app(pipeline.registry)
+    metrics_app = make_wsgi_app(registry)
 
     @app.get("/")
     def index() -> Response:
-        return Response(_landing(pipeline), content_type="text/html; charset=utf-8")
+        return Response(_landing(config()), content_type="text/html; charset=utf-8")
 
     @app.get("/-/healthy")
     def healthy() -> Response:
@@ -62,13 +64,13 @@ def create_web_app(pipeline: Pipeline) -> WSGIApp:
 
     @app.get("/-/ready")
     def ready() -> Response:
-        if pipeline.ready.is_set():
+        if is_ready.is_set():
             return Response("kpi-exporter is ready.\n", content_type="text/plain")
         return Response("kpi-exporter is starting.\n", status=503, content_type="text/plain")
 
     @app.post("/-/reload")
     def reload() -> Response:
-        ok, message = pipeline.reload()
+        ok, message = do_reload()
         return Response(message + "\n", status=200 if ok else 400, content_type="text/plain")
 
     def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

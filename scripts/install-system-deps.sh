@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the end-to-end tests run for real: Prometheus (and promtool),
 # Alertmanager (and amtool), Chromium, and systemd-analyze (to verify the shipped units).
-# Does nothing when they are already there.
+# Does nothing when they are already there. It installs packages and nothing else: the tests
+# start their own servers on free loopback ports with their own directories, so a Prometheus
+# or Alertmanager already running on this machine is never stopped, killed or reconfigured.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -18,10 +20,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-# Prometheus and Alertmanager are started by the tests themselves; keep the packages' own
-# services from holding their ports.
 $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
-for svc in prometheus prometheus-alertmanager; do
-  $sudo systemctl stop "$svc" >/dev/null 2>&1 || true
-  $sudo pkill -x "$svc" >/dev/null 2>&1 || true
-done

@@ -18,9 +18,8 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.app import App, build
 from exporter.config import load_config
-from exporter.pipeline import Pipeline
-from exporter.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +76,19 @@ class Scrape:
         return {lab: v for (n, lab), v in self.samples.items() if n == name and want <= lab}
 
 
+def built(tmp: Path, config_text: str | None = None, **kwargs: Any) -> App:
+    """An exporter built (not serving) from ``config_text`` (None: the built-in defaults),
+    with its state directory and config file in ``tmp``."""
+    path = None
+    if config_text is not None:
+        path = tmp / f"config-{time.monotonic_ns()}.yaml"
+        path.write_text(config_text)
+    overrides = {"state_dir": str(tmp / "data")}
+    config = load_config(str(path) if path else None, env={}, overrides=overrides)
+    return build(config, config_path=str(path) if path else None, config_overrides=overrides,
+                 process_metrics=False, **kwargs)
+
+
 class RunningExporter:
     """An exporter reachable over real HTTP on loopback ports."""
 
@@ -95,7 +107,8 @@ class RunningExporter:
 
 
 class InProcessExporter(RunningExporter):
-    """The real Pipeline and waitress listeners, in this process (fast to start)."""
+    """The real exporter (composition root, pipeline, waitress listeners, state directory),
+    in this process: fast to start."""
 
     def __init__(self, config_text: str | None = None, tmp: Path | None = None):
         self._dir = tempfile.TemporaryDirectory() if tmp is None else None
@@ -107,19 +120,19 @@ class InProcessExporter(RunningExporter):
             Path(self.config_path).write_text(config_text)
         self.otlp_port, self.metrics_port = free_port(), free_port()
         overrides = {"otlp_listen": f"127.0.0.1:{self.otlp_port}",
-                     "metrics_listen": f"127.0.0.1:{self.metrics_port}"}
+                     "metrics_listen": f"127.0.0.1:{self.metrics_port}",
+                     "state_dir": str(tmp / "data")}
         config = load_config(self.config_path, env={}, overrides=overrides)
-        self.pipeline = Pipeline(config, process_metrics=False)
-        self.pipeline.config_path = self.config_path
-        self.pipeline.config_overrides = overrides
-        self.server = Server(self.pipeline)
-        self.server.start()
+        self.app = build(config, config_path=self.config_path, config_overrides=overrides,
+                         process_metrics=False)
+        self.pipeline = self.app.pipeline
+        self.app.start()
         self.otlp_url = f"http://127.0.0.1:{self.otlp_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         wait_http(self.metrics_url + "/-/ready")
 
     def close(self) -> None:
-        self.server.stop()
+        self.app.stop()
         if self._dir:
             self._dir.cleanup()
 

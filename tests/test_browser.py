@@ -243,7 +243,7 @@ def test_page_events_arrive_from_an_allowed_origin(browser, exporter_factory, si
     exporter = exporter_factory(
         f"server:\n  cors:\n    allowed_origins: ['{allowed.origin}']\n")
     records: list[Record] = []
-    exporter.pipeline.observers.append(lambda batch, _r: records.extend(batch.records))
+    exporter.pipeline.add_observer(lambda batch: records.extend(batch.records))
 
     tab = browser.open(f"{allowed.origin}/index.html?endpoint={exporter.otlp_url}")
     out = browser.evaluate(tab, CLICK_THROUGH)

@@ -10,8 +10,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from benchmarks.payloads import make_batch
 from exporter import otlp_json, otlp_protobuf
-from exporter.config import load_config
-from exporter.pipeline import Pipeline
+from tests.helpers import built
 
 
 def test_protobuf_and_json_decoders_produce_the_same_records():
@@ -34,17 +33,31 @@ def test_decoders_extract_only_the_wanted_attributes():
         assert "service.name" in rec.attributes
 
 
-def test_pipeline_decodes_what_rules_and_declared_observers_read():
-    p = Pipeline(load_config(None, env={}), process_metrics=False)
+class _Reads:
+    """An observer that names the attribute keys it reads."""
+
+    def __init__(self, *keys):
+        self.attributes = frozenset(keys)
+
+    def __call__(self, batch):
+        pass
+
+
+def test_pipeline_decodes_what_rules_and_declared_observers_read(tmp_path):
+    p = built(tmp_path).pipeline
     keep = p.attributes_to_decode("log")
     assert keep is not None
     assert {"url.path", "service.name", "app.feature", "event.name"} <= keep
+    assert {"user.id", "session.id"} <= keep  # the KPI windows' observer reads them
     assert "http.referrer" not in keep  # no rule reads it
-    p.add_observer(lambda b, r: None, attributes=["http.referrer"])
+    p.add_observer(_Reads("http.referrer"))
     assert "http.referrer" in (p.attributes_to_decode("log") or ())
-    p.observers.append(lambda b, r: None)  # says nothing: sees everything
+    says_nothing = lambda batch: None  # noqa: E731 - says nothing: sees everything
+    p.add_observer(says_nothing)
     assert p.attributes_to_decode("log") is None
     assert p.attributes_to_decode("metric") is None
+    p.remove_observer(says_nothing)
+    assert "http.referrer" in (p.attributes_to_decode("log") or ())
 
 
 def _same(a, b):

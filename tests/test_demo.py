@@ -90,11 +90,11 @@ def test_demo_backfill_spreads_event_times_over_the_past_week(exporter, tmp_path
     records: list[Record] = []
     lock = threading.Lock()
 
-    def observe(batch: Any, _result: Any) -> None:
+    def observe(batch: Any) -> None:
         with lock:
             records.extend(batch.records)
 
-    exporter.pipeline.observers.append(observe)
+    exporter.pipeline.add_observer(observe)
     out = tmp_path / "summary.json"
     before = time.time()
     r = run_cli("--endpoint", exporter.otlp_url, "--rate", "400", "--duration", "2s",

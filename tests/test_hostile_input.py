@@ -114,13 +114,36 @@ def test_concatenated_gzip_members_are_all_read(exporter):
     assert r.status_code == 400
 
 
-def test_an_unexpected_error_is_a_500_with_a_status_body(exporter_factory):
+def test_an_unexpected_error_is_a_500_with_a_status_body_and_is_counted(exporter_factory):
     e = exporter_factory()
 
-    def broken(batch, result):
+    def broken(batch):
         raise RuntimeError("boom")
 
-    e.pipeline.observers.append(broken)
+    # a filter runs before anything is counted: its failure leaves nothing half applied
+    e.pipeline.reconfigure(e.pipeline.config, [broken])
     r = e.post("/v1/logs", logs({"eventName": "app.page_view"}))
     assert r.status_code == 500
     assert r.json()["code"] == 13 and "RuntimeError" in r.json()["message"]
+    s = e.scrape()
+    assert s.value("kpi_exporter_requests_total", signal="log", code="500") == 1
+    assert s.value("app_page_views_total", route="unknown", service_name="unknown_service") \
+        is None
+
+
+def test_an_observer_failure_keeps_the_metrics_and_is_counted(exporter_factory):
+    e = exporter_factory()
+
+    def broken(batch):
+        raise RuntimeError("boom")
+
+    broken.name = "broken"  # type: ignore[attr-defined]
+    e.pipeline.add_observer(broken)
+    r = e.post("/v1/logs", logs({"eventName": "app.page_view",
+                                 "attributes": [{"key": "url.path",
+                                                 "value": {"stringValue": "/a"}}]}))
+    assert r.status_code == 200, r.text
+    s = e.scrape()
+    assert s.value("app_page_views_total", route="/a", service_name="unknown_service") == 1
+    assert s.value("kpi_exporter_observer_errors_total", observer="broken") == 1
+    assert s.value("kpi_exporter_requests_total", signal="log", code="200") == 1

@@ -19,13 +19,11 @@ import requests
 
 from exporter import otlp_json
 from exporter.config import ConfigError, load_config
-from exporter.pipeline import Pipeline
 from exporter.privacy import (
     DEFAULT_DENYLIST, AttributeScrubber, IdentityHasher, load_or_create_salt,
 )
 from exporter.records import LOG, METRIC, Record
-from exporter.state import snapshot_store
-from tests.helpers import ROOT
+from tests.helpers import ROOT, built
 from tests.otel import logger_provider, tracer_provider
 
 
@@ -87,7 +85,7 @@ def test_metric_points_keep_hashes_of_identities_not_the_identities():
 def test_what_rules_and_observers_see_has_no_denylisted_attribute(exporter_factory):
     e = exporter_factory("privacy: {attribute_denylist: ['billing.*']}\n")
     seen: list[dict] = []
-    e.pipeline.add_observer(lambda batch, _result: seen.extend(
+    e.pipeline.add_observer(lambda batch: seen.extend(
         dict(r.attributes) for r in batch.records))
     lp = logger_provider(e.otlp_url, service="web")
     lp.get_logger("app").emit(event_name="app.page_view", attributes={
@@ -107,7 +105,7 @@ def test_what_rules_and_observers_see_has_no_denylisted_attribute(exporter_facto
 def test_a_reloaded_denylist_takes_effect_at_once(exporter_factory):
     e = exporter_factory("privacy: {attribute_denylist: []}\n")
     seen: list[dict] = []
-    e.pipeline.add_observer(lambda batch, _result: seen.extend(
+    e.pipeline.add_observer(lambda batch: seen.extend(
         dict(r.attributes) for r in batch.records))
 
     def send():
@@ -118,8 +116,8 @@ def test_a_reloaded_denylist_takes_effect_at_once(exporter_factory):
 
     send()
     assert seen[-1].get("app.tier") == "gold"
-    assert e.pipeline.config_path is not None
-    Path(e.pipeline.config_path).write_text("privacy: {attribute_denylist: ['app.tier']}\n")
+    assert e.config_path is not None
+    Path(e.config_path).write_text("privacy: {attribute_denylist: ['app.tier']}\n")
     assert requests.post(e.metrics_url + "/-/reload", timeout=10).status_code == 200
     send()
     assert "app.tier" not in seen[-1] and seen[-1]["url.path"] == "/"
@@ -338,10 +336,10 @@ def test_explain_does_not_quote_an_identity_a_condition_saw(tmp_path):
 
 
 def test_a_pipeline_keeps_no_raw_identity_of_a_metric_stream(tmp_path):
-    p = Pipeline(load_config(None, env={}), process_metrics=False)
-    result = p.ingest(otlp_json.decode_metrics(genai_histogram({
+    p = built(tmp_path).pipeline
+    result = p.ingest_batch(otlp_json.decode_metrics(genai_histogram({
         "gen_ai.operation.name": "chat", "user.id": USERS[0], "client.address": IP})))
     assert result.matched == 1
-    text = json.dumps(snapshot_store(p.store))
+    text = json.dumps(p.store.export_state())
     assert "hashed:" in text
     assert USERS[0] not in text and IP not in text

@@ -255,11 +255,11 @@ def test_overloaded_exporter_answers_503_with_retry_after(exporter_factory):
     e = exporter_factory("server: {max_concurrent_requests: 1}\n")
     entered, release = threading.Event(), threading.Event()
 
-    def slow_observer(batch, result):
+    def slow_observer(batch):
         entered.set()
         release.wait(10)
 
-    e.pipeline.observers.append(slow_observer)
+    e.pipeline.add_observer(slow_observer)
     first: list[requests.Response] = []
     t = threading.Thread(target=lambda: first.append(e.post("/v1/logs", body(page_view_logs()))))
     t.start()
@@ -269,7 +269,7 @@ def test_overloaded_exporter_answers_503_with_retry_after(exporter_factory):
     assert r.headers["Retry-After"] == "1"
     release.set()
     t.join(10)
-    e.pipeline.observers.remove(slow_observer)
+    e.pipeline.remove_observer(slow_observer)
     assert first[0].status_code == 200
     assert e.post("/v1/logs", body(page_view_logs())).status_code == 200
     assert views(e) == 2

@@ -24,9 +24,9 @@ class Captured:
     def __init__(self, exporter: InProcessExporter):
         self.records: list[Record] = []
         self._lock = threading.Lock()
-        exporter.pipeline.observers.append(self._observe)
+        exporter.pipeline.add_observer(self._observe)
 
-    def _observe(self, batch: Any, _result: Any) -> None:
+    def _observe(self, batch: Any) -> None:
         with self._lock:
             self.records.extend(batch.records)
 

@@ -19,13 +19,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import otlp_json
-from exporter.collectors.windows import StateMetrics
+from exporter.collectors.selfmetrics import StateMetrics
 from exporter.config import ConfigError, load_config
-from exporter.pipeline import Pipeline
-from exporter.state import (
-    FORMAT, STATE_FILE, VERSION, StateManager, encode_snapshot, snapshot_store,
-)
-from tests.helpers import ROOT, ProcessExporter, eventually, parse_samples
+from exporter.state import FORMAT, STATE_FILE, VERSION, StateManager, encode_snapshot
+from tests.helpers import ROOT, ProcessExporter, built, eventually, parse_samples
 from tests.otel import logger_provider, meter_provider, tracer_provider
 
 SALT = "state-test-salt-0123456789"
@@ -97,32 +94,33 @@ def kpi_samples(text):
             or k[0] == "kpi_exporter_metric_overflow_updates_total"}
 
 
-def new_pipeline(config_text=CONFIG, tmp_path=None):
-    path = None
-    if config_text is not None:
-        path = tmp_path / f"config-{time.monotonic_ns()}.yaml"
-        path.write_text(config_text)
-    return Pipeline(load_config(str(path) if path else None, env={}), process_metrics=False)
+def new_app(config_text=CONFIG, tmp_path=None):
+    """An exporter built without a state directory of its own: each test's StateManager
+    below saves and restores its parts."""
+    return built(tmp_path, config_text + "state: {enabled: false}\n")
 
 
-def manager(pipeline, directory):
-    """A StateManager of the pipeline, and the registry its self-metrics are in."""
+def manager(app, directory):
+    """A StateManager of the exporter's parts, and the registry its self-metrics are in."""
     registry = CollectorRegistry()
-    m = StateManager(Path(directory), pipeline.store, pipeline.kpi.windows, pipeline.kpi.hasher,
-                     StateMetrics(registry))
+    m = StateManager(Path(directory), StateMetrics(registry))
+    m.add("store", app.store)
+    m.add("windows", app.windows, salted=True)
+    m.fingerprint = app.hasher.fingerprint
     return m, registry
 
 
-def feed(pipeline, start_ns):
-    pipeline.ingest(otlp_json.decode_logs(logs_body(traffic())))
-    pipeline.ingest(otlp_json.decode_metrics(cumulative_body(10.0, start_ns)))
-    pipeline.ingest(otlp_json.decode_metrics(cumulative_body(4.0, start_ns, queue="q2")))
+def feed(app, start_ns):
+    app.pipeline.ingest_batch(otlp_json.decode_logs(logs_body(traffic())))
+    app.pipeline.ingest_batch(otlp_json.decode_metrics(cumulative_body(10.0, start_ns)))
+    app.pipeline.ingest_batch(otlp_json.decode_metrics(cumulative_body(4.0, start_ns,
+                                                                       queue="q2")))
 
 
 # -- round trip -----------------------------------------------------------------------------------
 
 def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_path):
-    before = new_pipeline(tmp_path=tmp_path)
+    before = new_app(tmp_path=tmp_path)
     start_ns = time.time_ns()  # the app's stream starts after the exporter did
     feed(before, start_ns)
     m, _ = manager(before, tmp_path / "state")
@@ -136,12 +134,12 @@ def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_pa
     doc = json.loads(gzip.decompress(path.read_bytes()))
     assert (doc["format"], doc["version"]) == (FORMAT, VERSION)
 
-    after = new_pipeline(tmp_path=tmp_path)
+    after = new_app(tmp_path=tmp_path)
     m2, registry = manager(after, tmp_path / "state")
     m2.open()
     assert m2.restore()
     m2.close()
-    assert snapshot_store(after.store) == snapshot_store(before.store)
+    assert after.store.export_state() == before.store.export_state()
     overflow = {s.definition.name: s.overflow_updates for s in after.store}
     assert overflow["app_feature_clicks_total"] == 4  # six features, a cap of three
     assert kpi_samples(generate_latest(after.registry).decode()) == \
@@ -149,20 +147,20 @@ def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_pa
     text = generate_latest(after.registry).decode()
     assert parse_samples(text)[("app_active_users", frozenset({("window", "5m")}))] == 7
     # the restored stream state turns the next cumulative point into its increase only
-    after.ingest(otlp_json.decode_metrics(cumulative_body(15.0, start_ns)))
+    after.pipeline.ingest_batch(otlp_json.decode_metrics(cumulative_body(15.0, start_ns)))
     assert after.store.get("app_jobs_total", ("q1",)) == 15.0
     samples = parse_samples(generate_latest(registry).decode())
     assert samples[("kpi_exporter_state_bytes", frozenset())] == path.stat().st_size
 
 
 def test_a_changed_metric_is_not_restored_and_the_rest_is(tmp_path, caplog):
-    before = new_pipeline(tmp_path=tmp_path)
+    before = new_app(tmp_path=tmp_path)
     feed(before, time.time_ns())
     assert manager(before, tmp_path)[0].save()
     changed = CONFIG.replace("labels: {feature: app.feature}",
                              "labels: {feature: app.feature, action: app.action}")
     assert changed != CONFIG
-    after = new_pipeline(changed, tmp_path)
+    after = new_app(changed, tmp_path)
     with caplog.at_level(logging.INFO, logger="kpi_exporter"):
         assert manager(after, tmp_path)[0].restore()
     assert after.store.get("app_feature_clicks_total", ("f0",)) is None
@@ -172,10 +170,10 @@ def test_a_changed_metric_is_not_restored_and_the_rest_is(tmp_path, caplog):
 
 
 def test_a_changed_salt_keeps_the_counts_and_starts_the_windows_empty(tmp_path, caplog):
-    before = new_pipeline(tmp_path=tmp_path)
+    before = new_app(tmp_path=tmp_path)
     feed(before, time.time_ns())
     assert manager(before, tmp_path)[0].save()
-    after = new_pipeline(CONFIG.replace(SALT, "another-salt-9876543210"), tmp_path)
+    after = new_app(CONFIG.replace(SALT, "another-salt-9876543210"), tmp_path)
     with caplog.at_level(logging.INFO, logger="kpi_exporter"):
         assert manager(after, tmp_path)[0].restore()
     samples = parse_samples(generate_latest(after.registry).decode())
@@ -185,7 +183,7 @@ def test_a_changed_salt_keeps_the_counts_and_starts_the_windows_empty(tmp_path, 
 
 
 def test_a_failed_save_is_counted_and_leaves_no_temp_file(tmp_path, caplog):
-    p = new_pipeline(tmp_path=tmp_path)
+    p = new_app(tmp_path=tmp_path)
     m, registry = manager(p, tmp_path)
     (tmp_path / STATE_FILE).mkdir()  # a directory where the file should go: the rename fails
     (tmp_path / STATE_FILE / "x").write_text("")
@@ -201,7 +199,7 @@ def test_a_failed_save_is_counted_and_leaves_no_temp_file(tmp_path, caplog):
 # -- unusable snapshots ---------------------------------------------------------------------------
 
 def valid_snapshot(tmp_path) -> bytes:
-    p = new_pipeline(tmp_path=tmp_path)
+    p = new_app(tmp_path=tmp_path)
     feed(p, time.time_ns())
     return encode_snapshot(manager(p, tmp_path)[0].snapshot())
 
@@ -230,7 +228,7 @@ def test_an_unusable_snapshot_is_moved_aside_and_the_exporter_starts_fresh(
         tmp_path, caplog, damage, kind, message):
     data = damage(valid_snapshot(tmp_path))
     (tmp_path / STATE_FILE).write_bytes(data)
-    p = new_pipeline(tmp_path=tmp_path)
+    p = new_app(tmp_path=tmp_path)
     with caplog.at_level(logging.INFO, logger="kpi_exporter"):
         assert not manager(p, tmp_path)[0].restore()
     assert message in caplog.text

@@ -13,7 +13,7 @@ from exporter.config import ConfigError, load_config
 from exporter.privacy import IdentityHasher
 from exporter.rules import parse_duration
 from exporter.windows import (
-    BreakdownSpec, Windows, WindowsConfig, relative_error_bound, window_spec,
+    BreakdownSpec, MemoryWindowStore, WindowsConfig, relative_error_bound, window_spec,
 )
 from tests.helpers import parse_samples
 from tests.otel import logger_provider
@@ -34,7 +34,7 @@ class Clock:
         return self.t
 
 
-def by_window(windows: Windows) -> dict[str, tuple[float, float, float]]:
+def by_window(windows: MemoryWindowStore) -> dict[str, tuple[float, float, float]]:
     """{window: (users, sessions, conversion rate)} of the totals, counts rounded as the
     gauges are."""
     return {e.window: (round(e.users), round(e.sessions), e.conversion_rate)
@@ -79,7 +79,7 @@ def cohorts(n: int) -> list[tuple[range, int]]:
 @pytest.mark.parametrize("n", [10_000, 100_000, 1_000_000])
 def test_every_window_is_within_the_error_bound_of_the_exact_count(n):
     clock = Clock()
-    w = Windows(WindowsConfig(), clock=clock)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
     stream = cohorts(n)
     events_total = 0
     for users, age in stream:
@@ -129,7 +129,7 @@ def test_the_stated_bound_is_the_sketch_libraries_three_sigma_bound():
 
 def test_small_counts_are_exact():
     clock = Clock()
-    w = Windows(WindowsConfig(), clock=clock)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
     w.add([(NOW - 5, HASHER.hash(f"u{i % 40}"), HASHER.hash(f"s{i % 70}"), False, ())
            for i in range(500)])
     assert {k: v[:2] for k, v in by_window(w).items()} == {
@@ -140,7 +140,7 @@ def test_small_counts_are_exact():
 
 def test_a_late_batch_lands_in_the_buckets_of_its_own_timestamps():
     clock = Clock()
-    w = Windows(WindowsConfig(), clock=clock)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
     w.add([(NOW - 10, HASHER.hash("now-user"), None, False, ())])
     # a batch that was held up: it arrives now, but happened two hours and two days ago
     w.add([(NOW - 2 * 3600, HASHER.hash("two-hours-ago"), None, False, ()),
@@ -158,7 +158,7 @@ def test_a_late_batch_lands_in_the_buckets_of_its_own_timestamps():
 
 def test_window_edges_follow_their_buckets():
     clock = Clock(NOW - NOW % 10 + 3)  # three seconds into a 10 s bucket
-    w = Windows(WindowsConfig(), clock=clock)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
     five = w.config.windows[0]
     assert (five.name, five.bucket_seconds, five.buckets) == ("5m", 10, 30)
     start = window_start(five, int(clock.t))
@@ -170,7 +170,7 @@ def test_window_edges_follow_their_buckets():
 
 def test_old_and_future_records_are_dropped_and_counted():
     clock = Clock()
-    w = Windows(WindowsConfig(), clock=clock)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
     w.add([
         (NOW - 31 * DAY, HASHER.hash("too-old"), None, False, ()),
         (NOW + 3600, HASHER.hash("far-future"), None, False, ()),
@@ -193,7 +193,7 @@ def test_old_and_future_records_are_dropped_and_counted():
 
 def test_anonymous_events_count_toward_sessions_not_users():
     clock = Clock()
-    w = Windows(WindowsConfig(), clock=clock)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
     w.add([(NOW, HASHER.hash("alice"), HASHER.hash("s1"), False, ()),
            (NOW, None, HASHER.hash("s2"), False, ()),
            (NOW, None, HASHER.hash("s3"), True, ()),
@@ -205,7 +205,7 @@ def test_anonymous_events_count_toward_sessions_not_users():
 
 def test_conversion_rate_on_a_stream_with_a_known_rate():
     clock = Clock()
-    w = Windows(WindowsConfig(), clock=clock)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
     sessions, converting = 200_000, 7_400  # a true rate of 3.7%
     events = []
     for i in range(sessions):
@@ -226,7 +226,7 @@ def test_conversion_rate_on_a_stream_with_a_known_rate():
 
 
 def test_no_sessions_means_a_rate_of_zero():
-    w = Windows(WindowsConfig(), clock=Clock())
+    w = MemoryWindowStore(WindowsConfig(), clock=Clock())
     assert by_window(w)["1h"] == (0, 0, 0)
 
 
@@ -236,7 +236,7 @@ def test_breakdowns_are_capped_with_an_overflow_series():
     cfg = WindowsConfig(breakdowns=(BreakdownSpec("app.platform", "platform", max_values=3,
                                                   windows=("1h", "1d")),))
     clock = Clock()
-    w = Windows(cfg, clock=clock)
+    w = MemoryWindowStore(cfg, clock=clock)
     platforms = ["ios", "ios", "android", "web", "tv", "ios"]
     w.add([(NOW, HASHER.hash(f"u{i}"), HASHER.hash(f"s{i}"), p == "web", (p,))
            for i, p in enumerate(platforms)])
@@ -268,7 +268,7 @@ def test_breakdowns_are_capped_with_an_overflow_series():
 
 def test_breakdown_values_are_cut_to_the_label_length_limit():
     cfg = WindowsConfig(breakdowns=(BreakdownSpec("plan", "plan", windows=("1h",)),))
-    w = Windows(cfg, clock=Clock(), max_label_length=8)
+    w = MemoryWindowStore(cfg, clock=Clock(), max_label_length=8)
     w.add([(NOW, HASHER.hash("u"), None, False, ("enterprise-plus",))])
     assert [e.value for e in w.estimates() if e.breakdown == 0] == ["enterpri"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -26,11 +26,11 @@ def _bound(b: float) -> str:
 class MappedMetricsCollector(Collector):
     """Reads a consistent snapshot of the store under its lock, then builds the families."""
 
-    def __init__(self, store_ref: Callable[[], Store]):
-        self._store_ref = store_ref
+    def __init__(self, store: Store):
+        self._store = store
 
     def collect(self) -> Iterator[Metric]:
-        store = self._store_ref()
+        store = self._store
         for definition, series, _overflow, _expired in store.snapshot():
             if not series:
                 continue

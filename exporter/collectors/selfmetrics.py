@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.store import Store
 
-__all__ = ["SelfMetrics", "StoreStatsCollector"]
+__all__ = ["SelfMetrics", "StoreStatsCollector", "StateMetrics"]
 
 P = "kpi_exporter_"
 
@@ -38,6 +38,10 @@ class SelfMetrics:
         self.unmatched = Counter(P + "records_unmatched", "Records that no rule mapped, by "
                                  "signal (see `kpi-exporter explain`).", ["signal"],
                                  registry=registry)
+        self.observer_errors = Counter(P + "observer_errors", "Batches an observer (the KPI "
+                                       "windows) failed on after the metrics were updated, by "
+                                       "observer; the exporter's log has the error.",
+                                       ["observer"], registry=registry)
         self.requests = Counter(P + "requests", "OTLP export requests, by signal and HTTP status "
                                 "code.", ["signal", "code"], registry=registry)
         self.request_duration = Histogram(
@@ -65,8 +69,8 @@ class SelfMetrics:
 class StoreStatsCollector(Collector):
     """Series, overflow and expiry per mapped metric, and the rule lookup cache."""
 
-    def __init__(self, store_ref: Callable[[], Store], cache_stats: Callable[[], tuple[int, int]]):
-        self._store_ref = store_ref
+    def __init__(self, store: Store, cache_stats: Callable[[], tuple[int, int]]):
+        self._store = store
         self._cache_stats = cache_stats
 
     def collect(self) -> Iterator[Metric]:
@@ -80,7 +84,7 @@ class StoreStatsCollector(Collector):
         expired = CounterMetricFamily(P + "metric_series_expired", "Series removed after being "
                                       "idle longer than their rule's series_ttl.",
                                       labels=["metric"])
-        store = self._store_ref()
+        store = self._store
         with store.lock:
             rows = [(s.definition.name, len(s.series), s.definition.max_series,
                      s.overflow_updates, s.expired, s.streams_evicted)
@@ -106,3 +110,22 @@ class StoreStatsCollector(Collector):
         cache.add_metric(["hit"], hits)
         cache.add_metric(["miss"], misses)
         yield cache
+
+
+class StateMetrics:
+    """Self-metrics of the state file: saves by outcome, their duration, size and time."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.saves = Counter(P + "state_saves", "Saves of the state file, by outcome "
+                             "(success, failure).", ["outcome"], registry=registry)
+        self.save_duration = Histogram(
+            P + "state_save_duration_seconds", "Time to snapshot and write the state file.",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.bytes = Gauge(P + "state_bytes", "Size of the state file last written (or "
+                           "restored), in bytes.", registry=registry)
+        self.last_save = Gauge(P + "state_last_save_timestamp_seconds", "When the state file "
+                               "was last written successfully (at start: when the restored "
+                               "one was written).", registry=registry)
+        for outcome in ("success", "failure"):
+            self.saves.labels(outcome)

@@ -1,20 +1,18 @@
-"""The KPI window gauges, the windows' own health, and the state file's self-metrics."""
+"""The KPI window gauges and the windows' own health."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from exporter.naming import OVERFLOW_LABEL
+from exporter.windows.config import breakdown_metric_names
+from exporter.windows.store import OVERFLOW_VALUE, Estimate, WindowStore
 
-if TYPE_CHECKING:
-    from exporter.windows import Windows
-
-__all__ = ["WindowsCollector", "StateMetrics"]
+__all__ = ["WindowsCollector"]
 
 P = "kpi_exporter_"
 
@@ -31,14 +29,17 @@ _HELP = {
 class WindowsCollector(Collector):
     """Fresh families on every scrape from the windows' merged sketches."""
 
-    def __init__(self, windows: "Windows"):
+    def __init__(self, windows: WindowStore):
         self._windows = windows
 
     def collect(self) -> Iterator[Metric]:
-        from exporter.windows import OVERFLOW_VALUE, breakdown_metric_names
-
         w = self._windows
         estimates = w.estimates()
+        if estimates is not None:
+            yield from self._gauges(w, estimates)
+        yield from self._health(w)
+
+    def _gauges(self, w: WindowStore, estimates: list[Estimate]) -> Iterator[Metric]:
         users = GaugeMetricFamily("app_active_users", _HELP["app_active_users"],
                                   labels=["window"])
         sessions = GaugeMetricFamily("app_sessions", _HELP["app_sessions"], labels=["window"])
@@ -74,6 +75,8 @@ class WindowsCollector(Collector):
         for families in split:
             yield from families
 
+    def _health(self, w: WindowStore) -> Iterator[Metric]:
+        breakdowns = w.config.breakdowns
         dropped = CounterMetricFamily(P + "window_records_dropped", "Events not counted in the "
                                       "KPI windows, by reason: too_old (older than every "
                                       "window), in_future (beyond windows.max_future).",
@@ -98,22 +101,3 @@ class WindowsCollector(Collector):
 def _add(family: GaugeMetricFamily, labels: dict[str, str], value: float) -> None:
     # label sets differ between a value and the overflow series, so samples go in directly
     family.samples.append(Sample(family.name, labels, value, None, None))
-
-
-class StateMetrics:
-    """Self-metrics of the state file: saves by outcome, their duration, size and time."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.saves = Counter(P + "state_saves", "Saves of the state file, by outcome "
-                             "(success, failure).", ["outcome"], registry=registry)
-        self.save_duration = Histogram(
-            P + "state_save_duration_seconds", "Time to snapshot and write the state file.",
-            registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.bytes = Gauge(P + "state_bytes", "Size of the state file last written (or "
-                           "restored), in bytes.", registry=registry)
-        self.last_save = Gauge(P + "state_last_save_timestamp_seconds", "When the state file "
-                               "was last written successfully (at start: when the restored "
-                               "one was written).", registry=registry)
-        for outcome in ("success", "failure"):
-            self.saves.labels(outcome)

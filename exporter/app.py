@@ -1,0 +1,229 @@
+"""The composition root: one place that builds the exporter from its config and wires the
+parts together.
+
+    Config -> registry and self-metrics
+           -> state directory (its lock, the salt) -> identity hasher, privacy filter
+           -> store, window store and its observer, collectors
+           -> Pipeline(filters, observers) -> snapshot restore
+           -> listeners (OTLP receiver, metrics web app)
+
+Reload and shutdown are handled here and nowhere else: a reload builds a new config, filter
+and rule set and hands them to the pipeline at once; a stop closes the listeners (requests in
+flight finish), saves the state, then releases the window store.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from exporter.collectors import MappedMetricsCollector, SelfMetrics, StoreStatsCollector
+from exporter.collectors.selfmetrics import StateMetrics
+from exporter.collectors.windows import WindowsCollector
+from exporter.config import Config, ConfigError, load_config
+from exporter.pipeline import Pipeline
+from exporter.privacy import AttributeScrubber, IdentityHasher, SaltError, load_or_create_salt
+from exporter.receiver import create_receiver
+from exporter.server import Server
+from exporter.state import StateError, StateManager
+from exporter.store import Store
+from exporter.web import create_web_app
+from exporter.windows import EventObserver, MemoryWindowStore, WindowStore
+
+__all__ = ["App", "build", "StateError"]
+
+log = logging.getLogger("kpi_exporter")
+
+
+@dataclass
+class App:
+    """A built exporter: its parts, and the hooks that start, reload and stop it.
+    ``started_config`` is the config it was built with (restart-only settings come from it);
+    ``config`` is the one in effect now."""
+
+    started_config: Config
+    registry: CollectorRegistry
+    metrics: SelfMetrics
+    store: Store
+    pipeline: Pipeline
+    hasher: IdentityHasher
+    windows: WindowStore | None
+    state: StateManager | None
+    server: Server
+    config_path: str | None = None
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
+
+    @property
+    def config(self) -> Config:
+        return self.pipeline.config
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Binds the listeners, starts the periodic state saves and reports ready."""
+        self.server.start()
+        if self.state is not None:
+            self.state.start(self.started_config.state.interval)
+        self.ready.set()
+
+    def stop(self) -> None:
+        """Closes the listeners once the requests in flight are done, saves the state, then
+        releases the window store. Safe to call more than once, and before start()."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.ready.clear()
+        steps: list[tuple[str, Callable[[], None]]] = [("closing the listeners", self.server.stop)]
+        if self.state is not None:
+            steps.append(("saving the state", self.state.stop))
+        if self.windows is not None:
+            steps.append(("closing the window store", self.windows.close))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - every step gets its turn
+                log.exception("error %s", what)
+
+    def serve_forever(self) -> None:
+        """Starts, then blocks until SIGTERM or SIGINT; SIGHUP reloads the config."""
+        stop = threading.Event()
+
+        def on_term(signum: int, _frame: Any) -> None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            stop.set()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            threading.Thread(target=self.reload, name="reload", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+        try:
+            self.start()
+            while not stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+        log.info("stopped")
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def reload(self) -> tuple[bool, str]:
+        """Reloads the config file the exporter was started with. A valid config takes effect
+        at once and keeps the series of every metric whose shape is unchanged; an invalid one
+        is refused and the running config stays. Returns (accepted, message)."""
+        with self._reload_lock:
+            m = self.metrics
+            try:
+                config = load_config(self.config_path, overrides=self.config_overrides)
+            except ConfigError as exc:
+                m.reloads.labels("failure").inc()
+                m.last_reload_ok.set(0)
+                log.error("config reload refused, keeping the running config: %s",
+                          "; ".join(exc.problems))
+                return False, str(exc)
+            old = self.pipeline.config
+            filters = [_scrubber(config, self.started_config, self.hasher)]
+            kept, dropped = self.pipeline.reconfigure(config, filters)
+            m.reloads.labels("success").inc()
+            m.last_reload_ok.set(1)
+            m.last_reload_time.set_to_current_time()
+            message = (f"config reloaded from {config.describe()}; kept the series of {kept} "
+                       f"metrics, dropped {dropped}")
+            restart_only = _restart_only_changes(old, config)
+            if restart_only:
+                message += f"; restart to apply: {', '.join(restart_only)}"
+                log.warning("%s changed in the config; restart to apply",
+                            ", ".join(restart_only))
+            log.info("%s", message)
+            return True, message
+
+
+def _scrubber(config: Config, started: Config, hasher: IdentityHasher) -> AttributeScrubber:
+    # The identity keys are those of the windows the exporter started with (restart-only).
+    return AttributeScrubber(config.privacy.denylist, started.windows.identity_keys, hasher)
+
+
+def _restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The settings that differ between two configs but only take effect at a restart."""
+    return [name for name, a, b in (
+        ("server.otlp_listen", old.server.otlp_listen, new.server.otlp_listen),
+        ("server.metrics_listen", old.server.metrics_listen, new.server.metrics_listen),
+        ("server.threads", old.server.threads, new.server.threads),
+        ("windows", old.windows, new.windows),
+        ("privacy.salt", old.privacy.salt, new.privacy.salt),
+        ("state", old.state, new.state),
+    ) if a != b]
+
+
+def build(config: Config, *, config_path: str | None = None,
+          config_overrides: dict[str, Any] | None = None, process_metrics: bool = True,
+          clock: Callable[[], float] = time.time) -> App:
+    """Builds an exporter from ``config``: takes the state directory's lock, loads (or
+    creates) the salt, restores the snapshot. Raises :class:`StateError` when the state
+    directory cannot be used. ``clock`` is the wall clock the KPI windows bucket by."""
+    registry = CollectorRegistry(auto_describe=False)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    metrics = SelfMetrics(registry)
+
+    state: StateManager | None = None
+    if config.state.enabled:
+        state = StateManager(Path(config.state.dir), StateMetrics(registry))
+        state.open()
+    else:
+        log.warning("state persistence is off (state.enabled: false): counts and windows start "
+                    "from zero at every start")
+    salt = config.privacy.salt
+    if salt is None and state is not None:
+        try:
+            salt = load_or_create_salt(state.directory)
+        except (SaltError, OSError) as exc:
+            state.close()
+            raise StateError(str(exc)) from None
+    hasher = IdentityHasher(salt or secrets.token_hex(32))
+
+    store = Store()
+    windows: WindowStore | None = None
+    observers = []
+    if config.windows.enabled:
+        windows = MemoryWindowStore(config.windows, clock=clock,
+                                    max_label_length=config.max_label_value_length)
+        observers.append(EventObserver(windows, hasher))
+    pipeline = Pipeline(config, store, metrics, filters=[_scrubber(config, config, hasher)],
+                        observers=observers)
+    registry.register(MappedMetricsCollector(store))
+    registry.register(StoreStatsCollector(
+        store, lambda: (pipeline.mapping.cache_hits, pipeline.mapping.cache_misses)))
+    if windows is not None:
+        registry.register(WindowsCollector(windows))
+
+    if state is not None:
+        state.add("store", store)
+        if windows is not None:
+            state.add("windows", windows, salted=True)
+        state.fingerprint = hasher.fingerprint
+        state.restore()
+
+    server = Server(config.server)
+    app = App(started_config=config, registry=registry, metrics=metrics, store=store, pipeline=pipeline,
+              hasher=hasher, windows=windows, state=state, server=server,
+              config_path=config_path, config_overrides=dict(config_overrides or {}))
+    server.add("otlp", create_receiver(pipeline, queued=server.queued),
+               config.server.otlp_listen, prefix="/v1/")
+    server.add("metrics", create_web_app(registry, lambda: pipeline.config, app.ready,
+                                         app.reload), config.server.metrics_listen)
+    return app

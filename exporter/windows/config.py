@@ -1,0 +1,238 @@
+"""The ``windows`` section: which sliding windows the KPI gauges cover, how their buckets are
+cut, the identity attributes they count and the breakdowns they are split by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import datasketches
+
+from exporter import naming
+from exporter.configcheck import get_bool, get_names, open_section
+from exporter.rules import Rule, label_str, parse_duration, unknown_keys
+from exporter.yamlload import line_of
+
+__all__ = [
+    "WindowSpec", "BreakdownSpec", "WindowsConfig", "parse_windows", "window_spec",
+    "format_duration", "relative_error_bound", "breakdown_metric_names", "WINDOW_METRICS",
+    "DEFAULT_DURATIONS", "BOUND_STDDEVS",
+]
+
+DEFAULT_DURATIONS = ("5m", "1h", "1d", "7d", "30d")
+# Bucket widths a window may be cut into; the largest that divides the window into at least
+# _MIN_BUCKETS buckets is used, so a window's trailing edge is accurate to 1/30 of it or better.
+_BUCKET_LADDER = (1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+                  86400)
+_MIN_BUCKETS = 30
+_MAX_WINDOW = 400 * 86400
+# The standard deviations the stated error bound covers (99.7% of estimates).
+BOUND_STDDEVS = 3
+
+WINDOW_METRICS = ("app_active_users", "app_sessions", "app_conversion_rate_ratio")
+_WINDOWS_KEYS = ("enabled", "durations", "precision", "max_future", "user_attribute",
+                 "session_attribute", "conversion_events", "breakdowns")
+_BREAKDOWN_KEYS = ("attribute", "label", "max_values", "default", "windows")
+
+
+def format_duration(seconds: int) -> str:
+    """A window's label value: the largest unit that divides it exactly (7d, 1h, 90s)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def relative_error_bound(precision: int) -> float:
+    """The relative error the window gauges stay within (3 standard deviations, merged
+    sketches), as DataSketches computes it for HLL sketches of ``2**precision`` registers."""
+    return abs(datasketches.hll_sketch.get_rel_err(True, True, precision, BOUND_STDDEVS))
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """One sliding window: its label value, length and bucket width in seconds."""
+
+    name: str
+    seconds: int
+    bucket_seconds: int
+
+    @property
+    def buckets(self) -> int:
+        return self.seconds // self.bucket_seconds
+
+
+def window_spec(seconds: int) -> WindowSpec:
+    """The spec of a window of ``seconds``, with its bucket width chosen from the ladder."""
+    width = 1
+    for w in _BUCKET_LADDER:
+        if seconds % w == 0 and seconds // w >= _MIN_BUCKETS:
+            width = w
+    return WindowSpec(format_duration(seconds), seconds, width)
+
+
+@dataclass(frozen=True)
+class BreakdownSpec:
+    """Window gauges split by one bounded attribute (a platform, a plan tier)."""
+
+    attribute: str
+    label: str
+    max_values: int = 20
+    default: str = "unknown"
+    windows: tuple[str, ...] = ()
+
+
+@dataclass
+class WindowsConfig:
+    """The ``windows`` section."""
+
+    enabled: bool = True
+    windows: tuple[WindowSpec, ...] = tuple(
+        window_spec(int(parse_duration(d))) for d in DEFAULT_DURATIONS)
+    precision: int = 14
+    max_future: float = 600.0
+    user_attribute: str = "user.id"
+    session_attribute: str = "session.id"
+    conversion_events: tuple[str, ...] = ("app.conversion",)
+    breakdowns: tuple[BreakdownSpec, ...] = ()
+
+    @property
+    def identity_keys(self) -> tuple[str, ...]:
+        return (self.user_attribute, self.session_attribute)
+
+
+def _breakdown_family(base: str, label: str) -> str:
+    if base.endswith("_ratio"):
+        return f"{base[:-len('_ratio')]}_by_{label}_ratio"
+    return f"{base}_by_{label}"
+
+
+def breakdown_metric_names(label: str) -> tuple[str, ...]:
+    """The metric names a breakdown by ``label`` is exposed as."""
+    return tuple(_breakdown_family(m, label) for m in WINDOW_METRICS)
+
+
+def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> WindowsConfig:
+    """Parses the ``windows`` section; each problem names the key and what to do."""
+    cfg = WindowsConfig()
+    raw, where = open_section(raw, "windows", _WINDOWS_KEYS, "'durations' and 'breakdowns'",
+                              problems)
+    cfg.enabled = get_bool(raw, "enabled", where, problems, cfg.enabled)
+    if "durations" in raw:
+        durations = raw["durations"]
+        if not isinstance(durations, list) or not durations:
+            problems.append(f"{where}: durations: expected a list of durations like "
+                            f"[5m, 1h, 1d, 7d, 30d]")
+        else:
+            specs: dict[int, WindowSpec] = {}
+            for d in durations:
+                try:
+                    seconds = parse_duration(d)
+                except ValueError as exc:
+                    problems.append(f"{where}: durations: {exc}")
+                    continue
+                if seconds != int(seconds) or not 10 <= seconds <= _MAX_WINDOW:
+                    problems.append(f"{where}: durations: {d!r} must be a whole number of "
+                                    f"seconds between 10s and 400d")
+                    continue
+                specs[int(seconds)] = window_spec(int(seconds))
+            cfg.windows = tuple(specs[s] for s in sorted(specs))
+    if "precision" in raw:
+        p = raw["precision"]
+        if isinstance(p, bool) or not isinstance(p, int) or not 8 <= p <= 18:
+            problems.append(f"{where}: precision: expected an integer from 8 to 18 (log2 of the "
+                            f"sketch registers; 14 gives {relative_error_bound(14):.1%}), "
+                            f"got {p!r}")
+        else:
+            cfg.precision = p
+    if "max_future" in raw:
+        try:
+            cfg.max_future = parse_duration(raw["max_future"])
+        except ValueError as exc:
+            problems.append(f"{where}: max_future: {exc}")
+    for key in ("user_attribute", "session_attribute"):
+        if key in raw:
+            v = raw[key]
+            if not isinstance(v, str) or not v:
+                problems.append(f"{where}: {key}: expected an attribute name, got {v!r}")
+            else:
+                setattr(cfg, key, v)
+    if cfg.user_attribute == cfg.session_attribute:
+        problems.append(f"{where}: user_attribute and session_attribute are both "
+                        f"{cfg.user_attribute!r}; sessions and users need their own attributes")
+    events = get_names(raw, "conversion_events", where, problems,
+                       "event names, like [app.conversion]")
+    if events is not None:
+        cfg.conversion_events = events
+
+    names = {w.name for w in cfg.windows}
+    breakdowns = raw.get("breakdowns", [])
+    if not isinstance(breakdowns, list):
+        problems.append(f"{where}: breakdowns: expected a list of "
+                        f"{{attribute: ..., label: ...}} mappings")
+        breakdowns = []
+    parsed: list[BreakdownSpec] = []
+    for i, b in enumerate(breakdowns):
+        bw = f"windows.breakdowns[{i}]" + (f" (line {line_of(b)})" if line_of(b) else "")
+        if not isinstance(b, dict):
+            problems.append(f"{bw}: expected a mapping like {{attribute: app.platform, "
+                            f"label: platform}}")
+            continue
+        problems.extend(unknown_keys(b, _BREAKDOWN_KEYS, bw))
+        attribute = b.get("attribute")
+        if not isinstance(attribute, str) or not attribute:
+            problems.append(f"{bw}: attribute: expected an attribute name like app.platform")
+            continue
+        if naming.is_identity_attribute(attribute) or attribute in cfg.identity_keys:
+            problems.append(f"{bw}: attribute {attribute!r} identifies a person, device or "
+                            f"session; a breakdown needs a bounded attribute such as a "
+                            f"platform or a plan tier")
+            continue
+        label = b.get("label", attribute.replace(".", "_").replace("-", "_"))
+        problems.extend(f"{bw}: {p}" for p in naming.check_label_name(str(label), "gauge"))
+        if label == "window":
+            problems.append(f"{bw}: label 'window' is taken by the window itself; pick another")
+        max_values = b.get("max_values", 20)
+        if isinstance(max_values, bool) or not isinstance(max_values, int) or \
+                not 2 <= max_values <= 1000:
+            problems.append(f"{bw}: max_values: expected an integer from 2 to 1000 (each value "
+                            f"costs as much memory as the totals), got {max_values!r}")
+            max_values = 20
+        default = b.get("default", "unknown")
+        bwindows = b.get("windows", sorted(names, key=lambda n: parse_duration(n)))
+        if isinstance(bwindows, str):
+            bwindows = [bwindows]
+        chosen: list[str] = []
+        if not isinstance(bwindows, list) or not bwindows:
+            problems.append(f"{bw}: windows: expected a list of window durations, like [1d, 7d] "
+                            f"(leave it out for every window)")
+        else:
+            for w in bwindows:
+                try:
+                    n = format_duration(int(parse_duration(w)))
+                except ValueError as exc:
+                    problems.append(f"{bw}: windows: {exc}")
+                    continue
+                if n not in names:
+                    problems.append(f"{bw}: windows: {w!r} is not one of windows.durations "
+                                    f"({', '.join(w.name for w in cfg.windows)})")
+                    continue
+                chosen.append(n)
+        parsed.append(BreakdownSpec(attribute, str(label), max_values, label_str(default),
+                                    tuple(dict.fromkeys(chosen))))
+    labels = [b.label for b in parsed]
+    for label in {x for x in labels if labels.count(x) > 1}:
+        problems.append(f"{where}: breakdowns: the label {label!r} is used twice; give each "
+                        f"breakdown its own label")
+    cfg.breakdowns = tuple(parsed)
+
+    if cfg.enabled:
+        reserved = set(WINDOW_METRICS)
+        for b in cfg.breakdowns:
+            reserved.update(breakdown_metric_names(b.label))
+        for rule in user_rules:
+            if rule.metric.name in reserved:
+                problems.append(f"{rule.title}: {rule.metric.name!r} is a KPI window metric "
+                                f"(docs/kpis.md); rename the rule's metric, or set "
+                                f"windows.enabled: false")
+    return cfg

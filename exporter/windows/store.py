@@ -1,0 +1,88 @@
+"""What every KPI window store offers: events in, per-window estimates out.
+
+A window store keeps, for every event-time bucket of every window, sketches of the salted
+identity hashes seen in it (users, sessions, converting sessions), and answers a window's
+figures by merging the buckets it covers. Where the sketches live is the store's business;
+the observer that feeds it and the collector that reads it know only this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from exporter.windows.config import WindowsConfig
+
+__all__ = ["WindowStore", "Event", "Estimate", "OVERFLOW_VALUE"]
+
+# Breakdown values past a breakdown's cap are counted under this value, rendered as the
+# otel_metric_overflow="true" series like any capped label.
+OVERFLOW_VALUE = "\x00overflow"
+
+# (event time in seconds, user hash, session hash, is a conversion, breakdown values)
+Event = tuple[int, int | None, int | None, bool, tuple[str, ...]]
+
+
+@dataclass
+class Estimate:
+    """One window's figures for the totals or one breakdown value."""
+
+    window: str
+    breakdown: int  # -1 for the totals
+    value: str
+    users: float
+    sessions: float
+    conversions: float
+
+    @property
+    def conversion_rate(self) -> float:
+        """Converting sessions over sessions; 0 when there were no sessions."""
+        if self.sessions <= 0:
+            return 0.0
+        return min(1.0, self.conversions / self.sessions)
+
+
+class WindowStore(ABC):
+    """The sliding-window sketches of one exporter. Implementations are thread-safe.
+
+    ``dropped`` counts events not counted, by reason; ``overflow`` counts, per breakdown,
+    events counted under its overflow value; ``accepted`` counts events that were counted.
+    """
+
+    config: WindowsConfig
+    dropped: dict[str, int]
+    overflow: list[int]
+    accepted: int
+
+    @abstractmethod
+    def add(self, events: Iterable[Event]) -> None:
+        """Counts events: (time in seconds, user hash or None, session hash or None, is a
+        conversion, breakdown values in config order). A time of 0 means now."""
+
+    @abstractmethod
+    def estimates(self) -> list[Estimate] | None:
+        """Every window's estimates: the totals, then each breakdown value seen. None when
+        the store cannot answer now: the gauges are then left out, never reported stale."""
+
+    @abstractmethod
+    def sketch_bytes(self) -> int:
+        """What the sketches take, serialized: a measure of the windows' memory."""
+
+    def close(self) -> None:
+        """Releases what the store holds (sketches, connections). Called once, at stop."""
+
+    # -- state (a store that keeps nothing across restarts of its own keeps its sketches in
+    # the exporter's snapshot) -------------------------------------------------------------
+
+    def export_state(self) -> Any:
+        """The sketches as a JSON-ready document, or None when the store keeps them itself."""
+        return None
+
+    def parse_state(self, doc: Any) -> tuple[Any, list[str]]:
+        """Reads an exported document without changing anything: (staged, notes). Raises
+        ValueError when the document is malformed."""
+        return None, ["the window store keeps its own sketches"]
+
+    def apply_state(self, staged: Any) -> None:
+        """Replaces the sketches with ones read by :meth:`parse_state`."""
