@@ -108,7 +108,7 @@ class Summary:
     def delivered_all(self) -> bool:
         """True when the exporter accepted every event and span the demo emitted."""
         s = self.stats
-        return (s is not None and s.events_delivered == self.events
+        return (s is not None and not s.disabled and s.events_delivered == self.events
                 and s.spans_delivered == self.spans and s.errors == 0)
 
     def samples(self) -> list[dict[str, Any]]:
@@ -143,7 +143,10 @@ class Summary:
                  f"{o.endpoint} in {self.elapsed:.1f}s ({rate:.0f}/s), "
                  f'service_name="{o.service_name}", seed {self.seed}']
         if s is not None:
-            if self.delivered_all:
+            if s.disabled:
+                lines.append("  NOTHING was sent: OTEL_SDK_DISABLED=true turns the OpenTelemetry "
+                             "SDK off (unset it to send)")
+            elif self.delivered_all:
                 lines.append("  the exporter accepted all of them")
             else:
                 lines.append(f"  NOT all delivered: {s.events_delivered}/{self.events} events, "

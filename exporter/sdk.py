@@ -24,6 +24,10 @@ background, oldest first, once the exporter answers again; while the spool holds
 new batches join it without a network attempt, so a down exporter never stalls the batch
 worker. A batch the exporter refuses for good (another 4xx) is dropped and counted.
 :meth:`Analytics.stats` says what was emitted, delivered, is waiting, and was lost.
+
+``OTEL_SDK_DISABLED=true`` turns the OpenTelemetry SDK off, and with it this client: every
+call is then a no-op, nothing counts as emitted, and :meth:`Analytics.stats` says
+``disabled=True``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import contextlib
 import contextvars
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -48,6 +53,7 @@ from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult,
 )
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -57,7 +63,7 @@ __all__ = [
     "Analytics", "Identity", "Stats", "GenAIOperation", "AttributeValue",
     "configure", "get_analytics", "shutdown", "flush", "stats",
     "identify", "set_user", "set_session", "clear_identity", "current_identity",
-    "new_session_id",
+    "new_session_id", "sdk_disabled",
     "track", "track_page_view", "track_feature", "track_conversion",
     "track_recommendation", "track_recommendation_response", "track_model_performance",
     "track_evaluation", "genai_operation", "record_genai_operation",
@@ -350,7 +356,9 @@ class _RedeliveringSpanExporter(SpanExporter):
 class Stats:
     """What an :class:`Analytics` did so far. ``waiting`` records are held for redelivery;
     ``dropped`` were lost to a full spool or shutdown, ``rejected`` refused by the exporter,
-    ``errors`` are calls that failed before emitting (bad arguments)."""
+    ``errors`` are calls that failed before emitting (bad arguments). ``disabled`` is True
+    when ``OTEL_SDK_DISABLED=true`` turned the SDK off: calls send nothing and nothing
+    counts as emitted then."""
 
     events_emitted: int
     spans_emitted: int
@@ -360,6 +368,12 @@ class Stats:
     dropped: int
     rejected: int
     errors: int
+    disabled: bool = False
+
+
+def sdk_disabled() -> bool:
+    """True when ``OTEL_SDK_DISABLED`` turns the OpenTelemetry SDK off (as the SDK reads it)."""
+    return os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
 
 
 def _to_ns(ts: Timestamp) -> int | None:
@@ -438,6 +452,11 @@ class Analytics:
         self._spans = 0
         self._errors = 0
         self._closed = False
+        # The providers read the same variable and hand out no-op loggers and tracers.
+        self.disabled = sdk_disabled()
+        if self.disabled:
+            log.warning("kpi-exporter sdk: OTEL_SDK_DISABLED=true, so no event or span is sent "
+                        "(stats() says disabled=True)")
         if close_at_exit:
             atexit.register(self.shutdown, 5.0)
 
@@ -452,6 +471,8 @@ class Analytics:
         log.warning("kpi-exporter sdk: %s was not sent: %s", what, exc)
 
     def _emit(self, event_name: str, attributes: dict[str, Any], timestamp: Timestamp) -> None:
+        if self.disabled:
+            return
         identity = _identity.get()
         if identity.user_id is not None:
             attributes.setdefault("user.id", identity.user_id)
@@ -612,7 +633,8 @@ class Analytics:
             if span is not None:
                 with contextlib.suppress(Exception):
                     span.end()
-                    self._count("_spans")
+                    if not self.disabled:
+                        self._count("_spans")
 
     def record_genai_operation(self, operation_name: str, provider_name: str, request_model: str,
                                *, duration: float, input_tokens: int | None = None,
@@ -640,7 +662,8 @@ class Analytics:
                 span.set_attribute("error.type", error_type)
                 span.set_status(Status(StatusCode.ERROR))
             span.end(end_time=end_ns)
-            self._count("_spans")
+            if not self.disabled:
+                self._count("_spans")
         except Exception as exc:  # noqa: BLE001
             self._failed(f"GenAI span {operation_name!r}", exc)
 
@@ -687,7 +710,7 @@ class Analytics:
                 waiting=logs.waiting + (spans.waiting if spans else 0),
                 dropped=logs.dropped + (spans.dropped if spans else 0),
                 rejected=logs.rejected + (spans.rejected if spans else 0),
-                errors=self._errors)
+                errors=self._errors, disabled=self.disabled)
 
 
 class GenAIOperation:

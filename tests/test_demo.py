@@ -186,3 +186,15 @@ def test_demo_reports_what_did_not_arrive(exporter_factory, tmp_path: Path):
     assert not summary.delivered_all
     text = summary.render()
     assert "NOT all delivered: 0/" in text and "refused" in text
+
+
+def test_demo_with_the_sdk_disabled_says_nothing_was_sent(exporter):
+    r = subprocess.run([sys.executable, "-m", "exporter", "demo", "--endpoint", exporter.otlp_url,
+                        "--rate", "200", "--duration", "0.5s", "--seed", "3"], cwd=ROOT,
+                       env={**os.environ, "OTEL_SDK_DISABLED": "true",
+                            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "NOTHING was sent: OTEL_SDK_DISABLED=true" in r.stdout
+    assert "accepted all" not in r.stdout
+    assert exporter.scrape().value("kpi_exporter_records_received_total", signal="logs") is None

@@ -284,6 +284,35 @@ def test_endpoint_and_service_name_from_the_standard_variables(exporter, monkeyp
                                    service_name="from-env") == 1
 
 
+def test_a_disabled_sdk_says_so_and_reports_nothing_emitted(exporter, monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    a = sdk.Analytics(exporter.otlp_url, SERVICE, schedule_delay_millis=50, close_at_exit=False)
+    try:
+        emit_every_call(a)
+        a.record_genai_operation("chat", "openai", "gpt-4o-mini", duration=0.5, input_tokens=10)
+        with a.genai_operation("chat", "openai", "gpt-4o-mini") as op:
+            op.set_usage(1, 2)
+        assert a.flush(5)
+        st = a.stats()
+    finally:
+        a.shutdown(2)
+    assert st.disabled is True
+    assert (st.events_emitted, st.spans_emitted, st.events_delivered, st.spans_delivered,
+            st.waiting, st.errors) == (0, 0, 0, 0, 0, 0)
+    assert "OTEL_SDK_DISABLED=true" in caplog.text
+    assert exporter.scrape().value("kpi_exporter_records_received_total", signal="logs") is None
+    assert not [k for k, v in product_samples(exporter.scrape()).items() if v]
+
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    b = sdk.Analytics(exporter.otlp_url, SERVICE, schedule_delay_millis=50, close_at_exit=False)
+    try:
+        b.track_page_view("/on")
+        assert b.flush(10)
+        assert b.stats() == sdk.Stats(1, 0, 1, 0, 0, 0, 0, 0, disabled=False)
+    finally:
+        b.shutdown(2)
+
+
 def test_module_level_client(exporter):
     sdk.configure(exporter.otlp_url, "module-level", schedule_delay_millis=50,
                   close_at_exit=False)
