@@ -1,4 +1,9 @@
-"""Log lines in logfmt on stderr, one line per event of note."""
+"""Log lines in logfmt on stderr, one line per event of note.
+
+A log call may add fields of its own after the message with ``extra={"fields": {...}}``:
+``log.debug("otlp request", extra={"fields": {"signal": "logs", "records": 3}})`` becomes
+``... msg="otlp request" signal=logs records=3``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ import logging
 import sys
 import time
 
-__all__ = ["setup_logging"]
+__all__ = ["setup_logging", "LogfmtFormatter", "FIELDS"]
+
+# The ``extra`` key whose mapping the formatter writes as key=value pairs.
+FIELDS = "fields"
 
 
 def _quote(value: str) -> str:
@@ -15,11 +23,21 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         ts += f".{int(record.msecs):03d}Z"
         line = f"ts={ts} level={record.levelname.lower()} msg={_quote(record.getMessage())}"
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                line += f" {key}={_quote(_text(value))}"
         if record.exc_info:
             line += " error=" + _quote(self.formatException(record.exc_info))
         return line

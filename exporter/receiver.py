@@ -24,6 +24,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from exporter.logfmt import FIELDS
+from exporter.mapper import MapResult
 from exporter.pipeline import JSON as JSON_PAYLOAD, PROTOBUF as PROTOBUF_PAYLOAD, Pipeline
 from exporter.records import LOG, METRIC, SPAN, DecodeError
 
@@ -100,6 +102,38 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip allows several members in a row
 
 
+def _log_request(signal: str, mimetype: str, resp: Response, result: MapResult | None,
+                 duration: float) -> None:
+    """One debug line per export request: what came in, what was used, how it was answered."""
+    fields: dict[str, object] = {
+        "signal": signal, "transport": "http", "path": request.path,
+        "content_type": mimetype or "(none)",
+        "encoding": (request.headers.get("Content-Encoding") or "identity").strip().lower(),
+        "bytes": request.content_length if request.content_length is not None else "unknown",
+    }
+    if result is not None:
+        fields.update(records=result.received, accepted=result.received - result.rejected_total,
+                      rejected=result.rejected_total)
+        for reason, n in sorted(result.rejected.items()):
+            fields[f"rejected_{reason}"] = n
+        fields["unmatched"] = result.unmatched
+    fields.update(status=resp.status_code, duration_seconds=round(duration, 6))
+    if resp.status_code != 200:
+        fields["error"] = _error_message(resp)
+    log.debug("otlp request", extra={FIELDS: fields})
+
+
+def _error_message(resp: Response) -> str:
+    """The message of a google.rpc.Status answer, in either encoding."""
+    body = resp.get_data()
+    try:
+        if resp.mimetype == PROTOBUF:
+            return Status.FromString(body).message
+        return str(json.loads(body).get("message", ""))
+    except Exception:  # noqa: BLE001 - a log line must not fail the request
+        return ""
+
+
 def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -> Flask:
     """The OTLP/HTTP WSGI app for a pipeline. ``queued()`` tells how many requests the WSGI
     server holds that no worker thread has taken yet: they count towards the limit too."""
@@ -151,17 +185,22 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
         mimetype = (request.mimetype or "").lower()
         content_type = mimetype if mimetype in (PROTOBUF, JSON) else JSON
         started = time.perf_counter()
+        result: list[MapResult] = []
         try:
-            resp = _handle_export(signal, mimetype, content_type)
+            resp = _handle_export(signal, mimetype, content_type, result)
         except Exception as exc:  # noqa: BLE001 - answered, counted and logged like any other
             log.exception("error handling %s %s", request.method, request.path)
             resp = error(500, f"internal error: {type(exc).__name__}; the exporter's log has "
                          f"the details", content_type)
+        duration = time.perf_counter() - started
         metrics.requests.labels(signal, str(resp.status_code)).inc()
-        metrics.request_duration.labels(signal).observe(time.perf_counter() - started)
+        metrics.request_duration.labels(signal).observe(duration)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_request(signal, mimetype, resp, result[0] if result else None, duration)
         return resp
 
-    def _handle_export(signal: str, mimetype: str, content_type: str) -> Response:
+    def _handle_export(signal: str, mimetype: str, content_type: str,
+                       result_out: list[MapResult]) -> Response:
         server = pipeline.config.server
         if server.bearer_tokens:
             header = request.headers.get("Authorization", "")
@@ -212,6 +251,7 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
                 return error(400, str(exc), content_type)
         finally:
             load.leave()
+        result_out.append(result)
         rejected = result.rejected_total
         message = ""
         if rejected:

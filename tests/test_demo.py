@@ -197,4 +197,4 @@ def test_demo_with_the_sdk_disabled_says_nothing_was_sent(exporter):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "NOTHING was sent: OTEL_SDK_DISABLED=true" in r.stdout
     assert "accepted all" not in r.stdout
-    assert exporter.scrape().value("kpi_exporter_records_received_total", signal="logs") is None
+    assert exporter.scrape().value("kpi_exporter_records_received_total", signal="log") is None

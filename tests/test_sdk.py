@@ -300,7 +300,7 @@ def test_a_disabled_sdk_says_so_and_reports_nothing_emitted(exporter, monkeypatc
     assert (st.events_emitted, st.spans_emitted, st.events_delivered, st.spans_delivered,
             st.waiting, st.errors) == (0, 0, 0, 0, 0, 0)
     assert "OTEL_SDK_DISABLED=true" in caplog.text
-    assert exporter.scrape().value("kpi_exporter_records_received_total", signal="logs") is None
+    assert exporter.scrape().value("kpi_exporter_records_received_total", signal="log") is None
     assert not [k for k, v in product_samples(exporter.scrape()).items() if v]
 
     monkeypatch.setenv("OTEL_SDK_DISABLED", "false")

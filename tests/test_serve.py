@@ -201,3 +201,39 @@ def test_explain_shows_rebucketed_and_rejected_histogram_points(tmp_path):
     r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "REJECTS the record (bucket_mismatch)" in r.stdout
+
+
+def _debug_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if 'msg="otlp request"' in line]
+
+
+def test_debug_log_has_one_line_per_otlp_request(process_factory):
+    e = process_factory("--log-level", "debug")
+    mixed = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"eventName": "app.page_view",
+         "attributes": [{"key": "url.path", "value": {"stringValue": "/a"}}]},
+        {"eventName": "ai.model.performance",
+         "attributes": [{"key": "gen_ai.request.model", "value": {"stringValue": "m"}},
+                        {"key": "ai.model.accuracy", "value": {"stringValue": "high"}}]},
+        {"attributes": [{"key": "x", "value": {"stringValue": "no event name"}}]},
+    ]}]}]}).encode()
+    assert e.post("/v1/logs", gzip.compress(mixed), **{"Content-Encoding": "gzip"}).ok
+    assert e.post("/v1/traces", b"not json").status_code == 400
+    lines = eventually(lambda: len(_debug_lines(e.log())) == 2 and _debug_lines(e.log()))
+    assert lines, e.log()
+    ok, bad = lines
+    assert ok.startswith("ts=") and " level=debug " in ok
+    for field in ("signal=log", "transport=http", "path=/v1/logs", "content_type=application/json",
+                  "encoding=gzip", "records=3", "accepted=2", "rejected=1",
+                  "rejected_non_numeric_value=1", "unmatched=1", "status=200",
+                  " duration_seconds="):
+        assert field in ok, (field, ok)
+    assert "error=" not in ok
+    for field in ("signal=span", "path=/v1/traces", "status=400", 'error="'):
+        assert field in bad, (field, bad)
+    assert "records=" not in bad
+
+    quiet = process_factory()  # info: no per-request lines
+    assert quiet.post("/v1/logs", PAGE_VIEW).ok
+    assert quiet.scrape().value("kpi_exporter_requests_total", signal="log", code="200") == 1
+    assert _debug_lines(quiet.log()) == []
