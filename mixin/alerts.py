@@ -67,7 +67,7 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": f"{cfg.runbook_url}#{self.name.lower()}",
+                "runbook_url": cfg.runbook_url(self.name),
             },
         }
 

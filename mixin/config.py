@@ -60,9 +60,11 @@ class Config:
     # ---- alerts: common -------------------------------------------------------------------
     # Every alert name starts with this.
     alert_prefix: str = "Kpi"
-    # Runbook links point at a section of this document; set it to where you publish
-    # docs/runbooks.md (for example the file's URL in your Git hosting).
-    runbook_url: str = "docs/runbooks.md"
+    # Absolute URL where docs/runbooks.md is served; each alert's runbook_url is this plus
+    # "#<alert name in lower case>". Alertmanager and Grafana show it as a link outside this
+    # repository, so it must be absolute (http:// or https://). Set it to where your team
+    # reads the runbooks: your fork's file in Git hosting, or an internal docs site.
+    runbook_base_url: str = "https://github.com/kpi-exporter/kpi-exporter/blob/main/docs/runbooks.md"
 
     # ---- alerts: the exporter itself ------------------------------------------------------
     exporter_down_for: str = "5m"
@@ -104,6 +106,16 @@ class Config:
     service_quiet_for: str = "30m"
     service_silent_for: str = "5m"
 
+
+    def runbook_url(self, alert: str) -> str:
+        """The absolute link to an alert's section of the runbooks."""
+        if not re.match(r"^https?://[^/\s#]+/\S*$", self.runbook_base_url) or \
+                "#" in self.runbook_base_url:
+            raise ValueError("mixin/config.py: runbook_base_url must be an absolute http(s) URL "
+                             "of docs/runbooks.md without a #fragment, such as "
+                             "'https://git.example.com/you/kpi-exporter/blob/main/docs/runbooks.md'"
+                             f", got {self.runbook_base_url!r}")
+        return f"{self.runbook_base_url}#{alert.lower()}"
 
     def selector_labels(self) -> dict[str, str]:
         """The labels exporter_selector matches."""

@@ -161,7 +161,10 @@ def lint_alert_rules(doc: dict[str, Any], prefix: str, runbooks_md: str,
                            "labels or value")
             url = ann.get("runbook_url", "")
             page, _, anchor = url.partition("#")
-            if not page.endswith(runbooks_path) or not anchor:
+            if not re.match(r"^https?://", page):
+                out.append(f"{name}: runbook_url must be an absolute http(s) URL (Alertmanager "
+                           f"and Grafana link to it from elsewhere), got {url!r}")
+            elif not page.endswith(runbooks_path) or not anchor:
                 out.append(f"{name}: runbook_url must point at a section of {runbooks_path}, "
                            f"got {url!r}")
             elif anchor not in anchors:

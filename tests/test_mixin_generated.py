@@ -10,6 +10,7 @@ import subprocess
 import sys
 from importlib import metadata
 
+import pytest
 import yaml
 
 from mixin import generate, layout
@@ -82,6 +83,24 @@ def test_thresholds_come_from_the_config():
     ds = yaml.safe_load(files[layout.DATASOURCE_PROVISIONING])
     assert ds["datasources"][0]["uid"] == "my-prom"
     assert "(threshold 3%)" in files[layout.ALERT_RULES]
+
+
+def test_runbook_urls_are_absolute_and_built_from_the_configured_base():
+    rules = [r for g in yaml.safe_load(generate.files()[layout.ALERT_RULES])["groups"]
+             for r in g["rules"]]
+    assert rules and all(r["annotations"]["runbook_url"] ==
+                         f"{CONFIG.runbook_base_url}#{r['alert'].lower()}" for r in rules)
+    assert CONFIG.runbook_base_url.startswith("https://")
+    base = "https://wiki.example.org/ops/kpi/runbooks.md"
+    files = generate.files(dataclasses.replace(CONFIG, runbook_base_url=base))
+    urls = {r["annotations"]["runbook_url"]
+            for g in yaml.safe_load(files[layout.ALERT_RULES])["groups"] for r in g["rules"]}
+    assert f"{base}#kpiexporterdown" in urls and all(u.startswith(base + "#") for u in urls)
+    assert f"{base}#kpiexporterdown" in files[next(p for p in files
+                                                   if p.startswith(layout.ALERT_TESTS_DIR))]
+    for bad in ("docs/runbooks.md", "/docs/runbooks.md", "https://x.example/runbooks.md#top"):
+        with pytest.raises(ValueError, match="runbook_base_url must be an absolute"):
+            generate.files(dataclasses.replace(CONFIG, runbook_base_url=bad))
 
 
 def test_provisioning_points_grafana_at_the_dashboards_and_prometheus():

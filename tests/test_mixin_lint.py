@@ -139,7 +139,9 @@ ALERT_BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
                            "should be templated"),
     "no description": (lambda r: r["annotations"].pop("description"), "needs a description"),
     "runbook anchor": (lambda r: r["annotations"].update(
-        runbook_url="docs/runbooks.md#nosuchalert"), "has no section"),
+        runbook_url="https://docs.example.com/docs/runbooks.md#nosuchalert"), "has no section"),
+    "relative runbook": (lambda r: r["annotations"].update(
+        runbook_url="docs/runbooks.md#" + r["alert"].lower()), "must be an absolute"),
     "runbook elsewhere": (lambda r: r["annotations"].update(runbook_url="https://example.com"),
                           "must point at a section"),
     "no for": (lambda r: r.pop("for"), "needs a for"),
