@@ -25,9 +25,11 @@ test: $(BIN)/kpi-exporter system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## generate: regenerate dashboards, recording rules, alerts, their promtool tests,
-## alertmanager.yml and docs/runbooks.md from mixin/ (thresholds: mixin/config.py)
+## alertmanager.yml and docs/runbooks.md from mixin/ (thresholds: mixin/config.py),
+## and docs/metrics.md from the exporter itself
 generate: $(BIN)/kpi-exporter
 	$(BIN)/python -m mixin.generate
+	$(BIN)/python -m exporter.metricsdoc
 
 ## bench: throughput, scrape and memory benchmarks (not part of the tests)
 bench: $(BIN)/kpi-exporter

@@ -43,6 +43,11 @@ Filter = Callable[[Batch], None]
 Observer = Callable[[Batch], None]
 
 
+def _observer_name(observer: Observer) -> str:
+    """The ``observer`` label of an observer: its ``name`` attribute, else its type's name."""
+    return str(getattr(observer, "name", type(observer).__name__))
+
+
 @dataclass(frozen=True)
 class _View:
     """One consistent rule set: what a request is decoded, filtered and mapped with."""
@@ -62,6 +67,8 @@ class Pipeline:
         self.store = store
         self.metrics = metrics
         self.observers: list[Observer] = list(observers)
+        for observer in self.observers:
+            metrics.observer_errors.labels(_observer_name(observer))  # 0 from the start
         self._lock = threading.Lock()
         mapping = Mapping(config.rules)
         store.reconfigure(mapping.metrics)
@@ -90,6 +97,7 @@ class Pipeline:
 
     def add_observer(self, observer: Observer) -> None:
         """Calls ``observer(batch)`` after every ingested batch (see :data:`Observer`)."""
+        self.metrics.observer_errors.labels(_observer_name(observer))
         with self._lock:
             self.observers.append(observer)
             view = self._view
@@ -153,7 +161,7 @@ class Pipeline:
             try:
                 observer(batch)
             except Exception:  # noqa: BLE001 - the store is updated; an observer must not undo that
-                name = getattr(observer, "name", type(observer).__name__)
+                name = _observer_name(observer)
                 m.observer_errors.labels(name).inc()
                 log.exception("observer %s failed on a batch of %d %s records; the metrics "
                               "were updated, the observer missed this batch", name,
