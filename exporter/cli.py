@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="service.name of the traffic (default kpi-demo)")
     demo.add_argument("--json", metavar="FILE", dest="json_path",
                       help="also write the summary as JSON to FILE (- for standard output)")
+    demo.add_argument("--openmetrics", metavar="FILE",
+                      help="send nothing: write --backfill (default 14d) of Prometheus history "
+                           "of the same population (window gauges, model reports, event "
+                           "counters, a sample every 5 minutes) to FILE as OpenMetrics, for "
+                           "'promtool tsdb create-blocks-from openmetrics FILE DIR'; the "
+                           "week-over-week panels and alerts need it, as Prometheus cannot "
+                           "scrape the past")
+    demo.add_argument("--job", default="kpi-exporter",
+                      help="with --openmetrics: the job label of the series (default "
+                           "kpi-exporter, as prometheus/prometheus.yml scrapes)")
+    demo.add_argument("--instance", default="localhost:9464",
+                      help="with --openmetrics: the instance label (default localhost:9464)")
     return parser
 
 
@@ -169,6 +181,8 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kpi-exporter demo: {exc}", file=sys.stderr)
         return 2
+    if args.openmetrics:
+        return _demo_history(args, backfill)
     if args.rate <= 0 or duration <= 0 or args.users < 1:
         print("kpi-exporter demo: --rate, --duration and --users must be positive", file=sys.stderr)
         return 2
@@ -184,6 +198,30 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json_path:
         write_json(summary, args.json_path)
     return 0 if summary.delivered_all else 1
+
+
+def _demo_history(args: argparse.Namespace, backfill: float | None) -> int:
+    from exporter.demohistory import HistoryOptions, write_history
+
+    if args.users < 1:
+        print("kpi-exporter demo: --users must be positive", file=sys.stderr)
+        return 2
+    if backfill is not None and backfill < 3600:
+        print("kpi-exporter demo: --backfill with --openmetrics must be at least 1h (14d gives "
+              "the week-over-week panels a full week to compare with)", file=sys.stderr)
+        return 2
+    options = HistoryOptions(backfill=backfill or 14 * 86400, users=args.users, seed=args.seed,
+                             service_name=args.service_name, job=args.job,
+                             instance=args.instance)
+    try:
+        with open(args.openmetrics, "w", encoding="utf-8") as out:
+            summary = write_history(options, out, args.openmetrics)
+    except OSError as exc:
+        print(f"kpi-exporter demo: cannot write {args.openmetrics}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    print(summary.render())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,9 +50,12 @@ class Config:
     dashboard_tag: str = "kpi-exporter"
     # Folder Grafana's file provider puts the dashboards in.
     grafana_folder: str = "KPI exporter"
-    # Uid and URL of the provisioned Prometheus data source.
+    # Uid and URL of the provisioned Prometheus data source. Grafana expands $VAR and ${VAR}
+    # from its own environment when it reads a provisioning file, so one file serves Grafana
+    # in a container (PROMETHEUS_URL=http://host.docker.internal:9090) and from a package
+    # (PROMETHEUS_URL=http://localhost:9090). A literal URL works too.
     datasource_uid: str = "kpi-prometheus"
-    datasource_url: str = "http://localhost:9090"
+    datasource_url: str = "${PROMETHEUS_URL}"
     # Where Grafana reads the dashboard files (mount grafana/dashboards there).
     grafana_dashboards_path: str = "/var/lib/grafana/dashboards/kpi-exporter"
     dashboard_refresh: str = "1m"

@@ -27,7 +27,12 @@ def files(cfg: Config = CONFIG) -> dict[str, str]:
     out[layout.DATASOURCE_PROVISIONING] = to_yaml(
         configs.datasource_provisioning(cfg),
         header=GENERATED + "\nCopy into Grafana's provisioning/datasources/; the dashboards' Data "
-        "source variable\ndefaults to this data source (isDefault).")
+        "source variable\ndefaults to this data source (isDefault)."
+        + ("\nGrafana expands ${PROMETHEUS_URL} from its environment: set it to where Grafana "
+           "reaches Prometheus,\ne.g. http://localhost:9090 (Grafana from a package: "
+           "/etc/default/grafana-server) or\nhttp://host.docker.internal:9090 (Grafana in a "
+           "container; docker run --add-host=host.docker.internal:host-gateway)."
+           if "${PROMETHEUS_URL}" in cfg.datasource_url else ""))
     out[layout.DASHBOARD_PROVISIONING] = to_yaml(
         configs.dashboard_provisioning(cfg),
         header=GENERATED + f"\nCopy into Grafana's provisioning/dashboards/ and mount this "

@@ -3,7 +3,9 @@ shows."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import os
 import pty
 import subprocess
@@ -17,6 +19,7 @@ import pytest
 
 from exporter import sdk
 from exporter.demo import ACTIONS, CATEGORIES, DemoOptions, run_demo
+from exporter.demohistory import HistoryOptions, write_history
 from exporter.records import Record
 from tests.helpers import ROOT, InProcessExporter, Scrape, free_port
 
@@ -198,3 +201,32 @@ def test_demo_with_the_sdk_disabled_says_nothing_was_sent(exporter):
     assert "NOTHING was sent: OTEL_SDK_DISABLED=true" in r.stdout
     assert "accepted all" not in r.stdout
     assert exporter.scrape().value("kpi_exporter_records_received_total", signal="log") is None
+
+
+def test_demo_openmetrics_history_is_reproducible_and_consistent(tmp_path):
+    path = tmp_path / "history.om"
+    r = run_cli("--openmetrics", str(path), "--backfill", "2d", "--users", "50", "--seed", "5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"series to {path}" in r.stdout and "seed 5" in r.stdout
+    text = path.read_text()
+    again = [io.StringIO(), io.StringIO()]
+    for out in again:
+        write_history(HistoryOptions(backfill=2 * 86400, users=50, seed=5, end=1.8e9), out)
+    assert again[0].getvalue() == again[1].getvalue()
+    users: dict[int, dict[str, float]] = {}
+    for m in re.finditer(r'^app_active_users\{[^}]*window="(\w+)"\} (\S+) (\d+)$', text, re.M):
+        users.setdefault(int(m.group(3)), {})[m.group(1)] = float(m.group(2))
+    assert len(users) == 2 * 288 + 1  # every 5 minutes over 2 days, both ends included
+    for t, by_window in users.items():
+        w = [by_window[k] for k in ("5m", "1h", "1d", "7d", "30d")]
+        assert w == sorted(w) and w[-1] <= 50, (t, by_window)
+    assert max(v["1d"] for v in users.values()) > 10
+    counter = [float(v) for v in re.findall(
+        r'^app_events_total\{[^}]*event="app.page_view"[^}]*\} (\S+) \d+$', text, re.M)]
+    assert counter == sorted(counter) and counter[-1] > 0
+    assert text.endswith("# EOF\n")
+
+
+def test_demo_openmetrics_refuses_a_short_backfill(tmp_path):
+    r = run_cli("--openmetrics", str(tmp_path / "x.om"), "--backfill", "10m")
+    assert r.returncode == 2 and "at least 1h" in r.stderr

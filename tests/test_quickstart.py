@@ -8,18 +8,28 @@ that a fresh clone works).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+import yaml
 
-from tests.helpers import ROOT, wait_http
+from mixin.config import CONFIG
+from tests.helpers import ROOT, free_port, wait_http
+from tests.test_mixin_promtool import tool
 
 README = ROOT / "README.md"
 INSTALL_AND_START = 1200  # seconds: venv + pip install of every dependency, on a slow day
@@ -103,3 +113,145 @@ def test_readme_quickstart_from_a_fresh_clone(tmp_path: Path):
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+
+
+# ---- "Five minutes to a dashboard with numbers" -------------------------------------------
+
+def five_minutes_commands() -> list[str]:
+    """The commands of the README's five-minutes section, in order."""
+    text = README.read_text("utf-8")
+    m = re.search(r"^## Five minutes to a dashboard with numbers\n(.*?)(?=^## )", text, re.S | re.M)
+    assert m, "README.md has no '## Five minutes to a dashboard with numbers' section"
+    blocks = re.findall(r"```sh\n(.*?)```", m.group(1), re.S)
+    return [command_of(line) for b in blocks for line in b.splitlines() if command_of(line)]
+
+
+def the_command(commands: list[str], start: str) -> list[str]:
+    found = [c for c in commands if c.startswith(start)]
+    assert len(found) == 1, f"README's five-minutes section should have one '{start}...': {found}"
+    return shlex.split(found[0])
+
+
+def as_unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` run as the user nobody when the tests run as root: the README promises that
+    no step needs root."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", *cmd]
+
+
+def test_readme_five_minutes_steps_work_as_written_and_give_last_week(tmp_path):
+    commands = five_minutes_commands()
+    assert commands[:3] == ["make run",
+                            ".venv/bin/kpi-exporter demo --backfill 7d --duration 60s --rate 200",
+                            ".venv/bin/kpi-exporter demo --duration 10m"], commands
+
+    # A working directory the unprivileged user owns, holding what the commands read.
+    work = Path(tempfile.mkdtemp(prefix="kpi-five-minutes-"))
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        for d in ("prometheus", "alerts"):
+            shutil.copytree(ROOT / d, work / d)
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "nobody:nogroup", str(work)], check=True)
+
+        history = the_command(commands, ".venv/bin/kpi-exporter demo --openmetrics")
+        cmd = [sys.executable, "-m", "exporter", *history[1:]]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        r = subprocess.run(as_unprivileged(cmd) if os.geteuid() else cmd, cwd=work, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "promtool tsdb create-blocks-from openmetrics" in r.stdout
+        om = work / history[history.index("--openmetrics") + 1]
+        assert om.read_text().endswith("# EOF\n")
+        os.chmod(om, 0o644)
+
+        promtool = the_command(commands, "promtool tsdb create-blocks-from openmetrics")
+        r = subprocess.run(as_unprivileged([tool("promtool"), *promtool[1:]]), cwd=work,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        prometheus = the_command(commands, "prometheus --config.file=")
+        storage = next(a for a in prometheus if a.startswith("--storage.tsdb.path="))
+        assert not storage.split("=", 1)[1].startswith("/var/lib"), storage
+        assert storage.split("=", 1)[1] == promtool[-1], "promtool must write where Prometheus reads"
+        port = free_port()
+        log = open(work.parent / f"{work.name}-prometheus.log", "wb")
+        servers.append(subprocess.Popen(
+            as_unprivileged([tool("prometheus"), *prometheus[1:],
+                             f"--web.listen-address=127.0.0.1:{port}"]),
+            cwd=work, stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/-/ready", timeout=60, proc=servers[-1])
+
+        # The Business KPIs dashboard's week-over-week panels, as Grafana would ask them.
+        business = json.loads((ROOT / "grafana/dashboards/kpi-business.json").read_text())
+        offset_panels = {p["title"]: t["expr"] for p in business["panels"]
+                         for t in p.get("targets", []) if "offset 1w" in t.get("expr", "")}
+        assert len(offset_panels) >= 3, offset_panels
+        now = time.time()
+        for title, expr in offset_panels.items():
+            q = expr.replace("$job", "kpi-exporter").replace("$instance", ".+")
+            answer = requests.get(url + "/api/v1/query", params={"query": q, "time": now},
+                                  timeout=30).json()
+            assert answer["status"] == "success", (title, answer)
+            result = answer["data"]["result"]
+            assert len(result) == 1 and math.isfinite(float(result[0]["value"][1])), (title, result)
+            # the last-week curve over the dashboard's 7 days, one point an hour, without a gap
+            last_week = re.search(r"(?:sum|avg)\([^()]*offset 1w\)", q)
+            assert last_week, q
+            curve = requests.get(url + "/api/v1/query_range", params={
+                "query": last_week.group(0), "start": now - 7 * 86400, "end": now,
+                "step": 3600}, timeout=30).json()["data"]["result"]
+            assert len(curve) == 1 and len(curve[0]["values"]) == 7 * 24 + 1, (title, curve)
+        dau_last_week = requests.get(url + "/api/v1/query", params={
+            "query": 'sum(app_active_users{job="kpi-exporter",window="1d"} offset 1w)',
+            "time": now}, timeout=30).json()["data"]["result"]
+        assert 0 < float(dau_last_week[0]["value"][1]) <= 200
+
+        alertmanager = the_command(commands, "prometheus-alertmanager")
+        am_storage = next(a for a in alertmanager if a.startswith("--storage.path="))
+        assert not am_storage.split("=", 1)[1].startswith("/var/lib"), am_storage
+        am_port = free_port()
+        am_log = open(work.parent / f"{work.name}-alertmanager.log", "wb")
+        servers.append(subprocess.Popen(
+            as_unprivileged([tool("prometheus-alertmanager"), *alertmanager[1:],
+                             f"--web.listen-address=127.0.0.1:{am_port}",
+                             "--cluster.listen-address="]),
+            cwd=work, stdout=am_log, stderr=subprocess.STDOUT))
+        wait_http(f"http://127.0.0.1:{am_port}/-/ready", timeout=60, proc=servers[-1])
+    finally:
+        for proc in servers:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+        for leftover in work.parent.glob(f"{work.name}-*.log"):
+            leftover.unlink()
+
+
+def test_readme_grafana_command_matches_the_provisioning():
+    docker = [part for arg in the_command(five_minutes_commands(), "docker run")
+              for part in (arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])]
+    mounts = dict(docker[i + 1].replace("$PWD/", "").rsplit(":", 1)[0].split(":", 1)
+                  for i, a in enumerate(docker) if a == "-v")
+    assert mounts == {"grafana/provisioning": "/etc/grafana/provisioning",
+                      "grafana/dashboards": CONFIG.grafana_dashboards_path}, mounts
+    for source in mounts:
+        assert (ROOT / source).is_dir()
+    env = dict(docker[i + 1].split("=", 1) for i, a in enumerate(docker) if a == "-e")
+    hosts = [docker[i + 1] for i, a in enumerate(docker) if a == "--add-host"]
+    datasource = yaml.safe_load(
+        (ROOT / "grafana/provisioning/datasources/kpi-exporter.yaml").read_text())["datasources"][0]
+    # Grafana expands $VAR / ${VAR} in provisioning files from its environment (os.ExpandEnv)
+    url = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), datasource["url"])
+    parts = urlsplit(url)
+    assert parts.scheme == "http" and parts.port == 9090, (datasource["url"], env)
+    assert parts.hostname not in ("localhost", "127.0.0.1"), \
+        "inside the container localhost is Grafana itself"
+    assert parts.hostname == "host.docker.internal" and \
+        "host.docker.internal:host-gateway" in hosts, "Linux Docker needs --add-host for it"
+    assert "-p" in docker and "3000:3000" in docker
