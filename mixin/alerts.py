@@ -120,8 +120,9 @@ def exporter_alerts(cfg: Config) -> list[Alert]:
                 "somewhere else or fail before they arrive. KPIs freeze at their last values.",
                 "On the Exporter health dashboard, look at *Ingest rate per signal* and "
                 "*Requests by code* (401 means a bearer token is missing, 413 a body over "
-                "`server.max_body_size`, 415 a wrong content type). In an app, check its "
-                "`OTEL_EXPORTER_OTLP_ENDPOINT` points at port 4318 of the exporter and look "
+                "`server.max_body_size`, 415 a wrong content type). In an app, check that its "
+                "logs endpoint (`OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, a full URL ending in "
+                "`/v1/logs`: docs/sending.md) points at port 4318 of the exporter and look "
                 "for export errors in the app's log.",
                 "Point the apps' OTLP exporters at the exporter again (or the Collector in "
                 "front of it); fix tokens or CORS origins (`server.auth`, `server.cors`) the "

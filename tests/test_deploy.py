@@ -187,3 +187,50 @@ def test_collector_configs_route_by_user_and_forward_to_the_exporter():
     forward = sidecar["exporters"]["otlphttp/kpi_exporter"]["endpoint"]
     assert forward.endswith(f":{parse_listen(config.server.otlp_listen)[1]}")
     assert sidecar["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+
+
+def test_collector_recipe_sends_only_events_and_genai_spans_next_to_existing_pipelines():
+    path = DEPLOY / "collector" / "otelcol-events-to-kpi-exporter.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    pipelines = cfg["service"]["pipelines"]
+    for name, pipeline in pipelines.items():
+        for section in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(section, []):
+                assert component in cfg[section], f"{name}: {component} is not defined"
+    # the filter processor's documented shape: error_mode and OTTL conditions per context
+    kpi = {name: p for name, p in pipelines.items() if "otlphttp/kpi_exporter" in p["exporters"]}
+    assert set(kpi) == {"logs/kpi", "traces/kpi"}
+    events = cfg["processors"][kpi["logs/kpi"]["processors"][0]]
+    spans = cfg["processors"][kpi["traces/kpi"]["processors"][0]]
+    assert set(events) == {"error_mode", "logs"} and list(events["logs"]) == ["log_record"]
+    assert set(spans) == {"error_mode", "traces"} and list(spans["traces"]) == ["span"]
+    # what is kept is what kpi-exporter reads: the event name field or its deprecated
+    # attribute, and the attribute the built-in GenAI span rules require
+    drop_non_events = events["logs"]["log_record"]
+    assert drop_non_events == ['event_name == "" and attributes["event.name"] == nil']
+    config = load_config(None, env={})
+    genai_keys = {key for r in config.rules if r.signal == "span" for key, _t, _p in r.conditions}
+    assert genai_keys == {"gen_ai.operation.name"}
+    assert spans["traces"]["span"] == ['attributes["gen_ai.operation.name"] == nil']
+    # the user's own pipelines keep every record: no kpi filter there
+    for name in ("logs", "traces"):
+        assert not any(p.startswith("filter/") for p in pipelines[name].get("processors", []))
+        assert "otlphttp/kpi_exporter" not in pipelines[name]["exporters"]
+    forward = cfg["exporters"]["otlphttp/kpi_exporter"]["endpoint"]
+    assert forward.endswith(f":{parse_listen(config.server.otlp_listen)[1]}")
+    assert not forward.endswith(("/v1/logs", "/v1/traces"))  # otlphttp adds the paths
+
+
+def test_sending_doc_shows_the_shipped_collector_recipe():
+    doc = (ROOT / "docs" / "sending.md").read_text()
+    shown = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc, re.S)]
+    assert len(shown) == 1
+    recipe = yaml.safe_load((DEPLOY / "collector" / "otelcol-events-to-kpi-exporter.yaml")
+                            .read_text())
+    for section in ("processors", "exporters"):
+        for name, body in shown[0][section].items():
+            shipped = recipe[section][name]
+            assert {k: shipped[k] for k in body} == body, (section, name)
+    for name, pipeline in shown[0]["service"]["pipelines"].items():
+        assert recipe["service"]["pipelines"][name] == pipeline
+    assert "otelcol-events-to-kpi-exporter.yaml" in doc
