@@ -37,8 +37,9 @@ from exporter.state import StateError, StateManager
 from exporter.store import Store
 from exporter.web import create_web_app
 from exporter.windows import EventObserver, MemoryWindowStore, WindowStore
+from exporter.windows.redis import RedisWindowStore, WindowStoreError
 
-__all__ = ["App", "build", "StateError"]
+__all__ = ["App", "build", "StateError", "WindowStoreError"]
 
 log = logging.getLogger("kpi_exporter")
 
@@ -71,7 +72,10 @@ class App:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Binds the listeners, starts the periodic state saves and reports ready."""
+        """Binds the listeners, starts the periodic state saves and the window store's
+        background work, and reports ready."""
+        if self.windows is not None:
+            self.windows.start()
         self.server.start()
         if self.state is not None:
             self.state.start(self.started_config.state.interval)
@@ -79,7 +83,8 @@ class App:
 
     def stop(self) -> None:
         """Closes the listeners once the requests in flight are done, saves the state, then
-        releases the window store. Safe to call more than once, and before start()."""
+        releases the window store (a shared one is sent what it still buffers first). Safe
+        to call more than once, and before start()."""
         if self._stopped:
             return
         self._stopped = True
@@ -160,6 +165,7 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     return [name for name, a, b in (
         ("server.otlp_listen", old.server.otlp_listen, new.server.otlp_listen),
         ("server.metrics_listen", old.server.metrics_listen, new.server.metrics_listen),
+        ("server.reuse_port", old.server.reuse_port, new.server.reuse_port),
         ("server.threads", old.server.threads, new.server.threads),
         ("windows", old.windows, new.windows),
         ("privacy.salt", old.privacy.salt, new.privacy.salt),
@@ -171,8 +177,10 @@ def build(config: Config, *, config_path: str | None = None,
           config_overrides: dict[str, Any] | None = None, process_metrics: bool = True,
           clock: Callable[[], float] = time.time) -> App:
     """Builds an exporter from ``config``: takes the state directory's lock, loads (or
-    creates) the salt, restores the snapshot. Raises :class:`StateError` when the state
-    directory cannot be used. ``clock`` is the wall clock the KPI windows bucket by."""
+    creates) the salt, checks a shared window store, restores the snapshot. Raises
+    :class:`StateError` when the state directory cannot be used and
+    :class:`WindowStoreError` when the shared window store belongs to exporters with another
+    salt. ``clock`` is the wall clock the KPI windows bucket by."""
     registry = CollectorRegistry(auto_describe=False)
     if process_metrics:
         ProcessCollector(registry=registry)
@@ -199,9 +207,21 @@ def build(config: Config, *, config_path: str | None = None,
     store = Store()
     windows: WindowStore | None = None
     observers = []
-    if config.windows.enabled:
+    if config.windows.enabled and config.windows.shared:
+        shared = RedisWindowStore(config.windows, hasher.fingerprint, clock=clock,
+                                  max_label_length=config.max_label_value_length)
+        try:
+            shared.open()
+        except WindowStoreError:
+            shared.close()
+            if state is not None:
+                state.close()
+            raise
+        windows = shared
+    elif config.windows.enabled:
         windows = MemoryWindowStore(config.windows, clock=clock,
                                     max_label_length=config.max_label_value_length)
+    if windows is not None:
         observers.append(EventObserver(windows, hasher))
     pipeline = Pipeline(config, store, metrics, filters=[_scrubber(config, config, hasher)],
                         observers=observers)
@@ -213,7 +233,8 @@ def build(config: Config, *, config_path: str | None = None,
 
     if state is not None:
         state.add("store", store)
-        if windows is not None:
+        if windows is not None and not config.windows.shared:
+            # a shared store keeps its sketches itself, for every replica
             state.add("windows", windows, salted=True)
         state.fingerprint = hasher.fingerprint
         state.restore()
@@ -223,7 +244,7 @@ def build(config: Config, *, config_path: str | None = None,
               hasher=hasher, windows=windows, state=state, server=server,
               config_path=config_path, config_overrides=dict(config_overrides or {}))
     server.add("otlp", create_receiver(pipeline, queued=server.queued),
-               config.server.otlp_listen, prefix="/v1/")
+               config.server.otlp_listen, prefix="/v1/", reuse_port=config.server.reuse_port)
     server.add("metrics", create_web_app(registry, lambda: pipeline.config, app.ready,
                                          app.reload), config.server.metrics_listen)
     return app

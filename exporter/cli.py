@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="OTLP/HTTP address (env KPI_EXPORTER_OTLP_LISTEN; default 0.0.0.0:4318)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help="metrics address (env KPI_EXPORTER_METRICS_LISTEN; default 0.0.0.0:9464)")
+    serve.add_argument("--reuse-port", action="store_true", default=None,
+                       help="let several processes bind the same OTLP address (SO_REUSEPORT; "
+                            "each with its own --metrics-listen and --state-dir); config "
+                            "server.reuse_port")
+    serve.add_argument("--windows-store", metavar="STORE",
+                       help="where the KPI window sketches live: 'memory' (this process) or "
+                            "redis[s]://[user:password@]host:port/db, a Redis or Valkey every "
+                            "replica shares (env KPI_EXPORTER_WINDOWS_STORE, config "
+                            "windows.store; default memory)")
     serve.add_argument("--state-dir", metavar="DIR",
                        help="where counts and window sketches are saved and restored (env "
                             "KPI_EXPORTER_STATE_DIR, config state.dir; default ./data)")
@@ -102,13 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
 # without loading the server, the sketches or the OpenTelemetry SDK they do not use.
 
 def _serve(args: argparse.Namespace) -> int:
-    from exporter.app import StateError, build
+    from exporter.app import StateError, WindowStoreError, build
     from exporter.logfmt import setup_logging
 
     setup_logging(args.log_level)
     overrides = {k: v for k, v in (("otlp_listen", args.otlp_listen),
                                    ("metrics_listen", args.metrics_listen),
-                                   ("state_dir", args.state_dir)) if v}
+                                   ("state_dir", args.state_dir),
+                                   ("windows_store", args.windows_store),
+                                   ("reuse_port", args.reuse_port)) if v}
     try:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
@@ -118,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("starting kpi-exporter %s with %s", __version__, config.describe())
     try:
         app = build(config, config_path=args.config, config_overrides=overrides)
-    except StateError as exc:
+    except (StateError, WindowStoreError) as exc:
         log.error("%s", exc)
         return 2
     try:

@@ -15,7 +15,7 @@ from typing import Any, Mapping as TMapping
 
 from exporter import yamlload
 from exporter.configcheck import get_bool, get_names
-from exporter.privacy import PrivacyConfig, parse_privacy
+from exporter.privacy import SALT_ENV, PrivacyConfig, parse_privacy
 from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
 from exporter.state import StateConfig, parse_state
 from exporter.windows.config import WindowsConfig, parse_windows
@@ -28,8 +28,8 @@ DEFAULT_METRICS_LISTEN = "0.0.0.0:9464"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 _TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "state", "privacy")
-_SERVER_KEYS = ("otlp_listen", "metrics_listen", "max_body_size", "max_concurrent_requests",
-                "threads", "auth", "cors")
+_SERVER_KEYS = ("otlp_listen", "metrics_listen", "reuse_port", "max_body_size",
+                "max_concurrent_requests", "threads", "auth", "cors")
 _AUTH_KEYS = ("bearer_tokens", "bearer_token_file")
 _CORS_KEYS = ("allowed_origins", "max_age")
 _LIMIT_KEYS = ("max_series_per_metric", "max_label_value_length")
@@ -63,6 +63,14 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(m.group(3))
 
 
+def parse_listen_or_none(value: str) -> tuple[str, int] | None:
+    """parse_listen, or None for an address already reported as invalid."""
+    try:
+        return parse_listen(value)
+    except ValueError:
+        return None
+
+
 def parse_size(value: Any) -> int:
     """A byte size: an integer, or a string like '64MiB'; ValueError otherwise."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -80,6 +88,9 @@ class ServerConfig:
 
     otlp_listen: str = DEFAULT_OTLP_LISTEN
     metrics_listen: str = DEFAULT_METRICS_LISTEN
+    # Several processes may bind otlp_listen together (SO_REUSEPORT); the kernel spreads
+    # connections over them.
+    reuse_port: bool = False
     max_body_size: int = DEFAULT_MAX_BODY
     max_concurrent_requests: int = 16
     threads: int = 8
@@ -139,8 +150,8 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Loads, merges and validates the configuration; raises :class:`ConfigError`.
 
-    ``overrides`` are command-line values (``otlp_listen``, ``metrics_listen``) that win over
-    everything else.
+    ``overrides`` are command-line values (``otlp_listen``, ``metrics_listen``, ``state_dir``,
+    ``windows_store``, ``reuse_port``) that win over everything else.
     """
     env = os.environ if env is None else env
     source = path or "built-in defaults"
@@ -185,6 +196,13 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
             setattr(s, key, str(value))
         except ValueError as exc:
             problems.append(f"server.{key}: {exc}")
+    s.reuse_port = bool((overrides or {}).get("reuse_port")) or get_bool(
+        server, "reuse_port", "server", problems, s.reuse_port)
+    if s.reuse_port and parse_listen_or_none(s.otlp_listen) == parse_listen_or_none(
+            s.metrics_listen):
+        problems.append("server.reuse_port: shares otlp_listen with other processes, so "
+                        "metrics_listen needs its own address (each process's /metrics is "
+                        "scraped on its own port)")
     if "max_body_size" in server:
         try:
             s.max_body_size = parse_size(server["max_body_size"])
@@ -241,9 +259,14 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
         user_rules = parse_rules(doc.get("rules"), rule_limits, source=source)
     except RuleError as exc:
         problems.extend(exc.problems)
-    cfg.windows = parse_windows(doc.get("windows"), user_rules, problems)
+    cfg.windows = parse_windows(doc.get("windows"), user_rules, problems, env, overrides)
     cfg.privacy = parse_privacy(doc.get("privacy"), env, cfg.windows.identity_keys, user_rules,
                                 problems)
+    if cfg.windows.enabled and cfg.windows.shared and cfg.privacy.salt is None:
+        problems.append(f"windows.store: the replicas sharing {cfg.windows.store_display} must "
+                        f"hash identities with one salt, and a salt generated in each state "
+                        f"directory differs: set privacy.salt or {SALT_ENV} to the same secret "
+                        f"on every replica (for example the output of `openssl rand -hex 32`)")
     cfg.state = parse_state(doc.get("state"), env, overrides or {}, problems)
     if problems:
         raise ConfigError(problems, source if path else "")

@@ -27,7 +27,7 @@ from exporter.rules import Rule, label_str
 
 __all__ = [
     "PrivacyConfig", "DEFAULT_DENYLIST", "parse_privacy", "IdentityHasher", "AttributeScrubber",
-    "load_or_create_salt", "scrub_records", "SALT_FILE", "SaltError", "MIN_SALT_LENGTH",
+    "load_or_create_salt", "scrub_records", "SALT_FILE", "SALT_ENV", "SaltError", "MIN_SALT_LENGTH",
 ]
 
 log = logging.getLogger("kpi_exporter")

@@ -4,6 +4,7 @@ one address; two apps given the same address share one listener, split by path."
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any, Callable, Iterable
 
@@ -26,14 +27,21 @@ class Server:
         self.config = config
         # address -> [(name, path prefix or "" for the rest, app)]
         self._apps: dict[tuple[str, int], list[tuple[str, str, WSGIApp]]] = {}
+        self._reuse_port: set[tuple[str, int]] = set()
         self._servers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
 
-    def add(self, name: str, app: WSGIApp, listen: str, prefix: str = "") -> None:
+    def add(self, name: str, app: WSGIApp, listen: str, prefix: str = "",
+            reuse_port: bool = False) -> None:
         """Serves ``app`` on ``listen`` (HOST:PORT). When another app has the same address,
-        requests whose path starts with ``prefix`` go to this one."""
-        self._apps.setdefault(parse_listen(listen), []).append((name, prefix, app))
+        requests whose path starts with ``prefix`` go to this one. With ``reuse_port``, other
+        processes may bind the same address too (SO_REUSEPORT): the kernel spreads new
+        connections over them."""
+        address = parse_listen(listen)
+        self._apps.setdefault(address, []).append((name, prefix, app))
+        if reuse_port:
+            self._reuse_port.add(address)
 
     def start(self) -> None:
         cfg = self.config
@@ -45,7 +53,11 @@ class Server:
                       channel_timeout=60, connection_limit=1000)
         for (host, port), apps in self._apps.items():
             name = "+".join(n for n, _p, _a in apps)
-            server = create_server(_by_prefix(apps), host=host, port=port, map={}, **common)
+            if (host, port) in self._reuse_port:
+                server = create_server(_by_prefix(apps), sockets=[_shared_socket(host, port)],
+                                       map={}, **common)
+            else:
+                server = create_server(_by_prefix(apps), host=host, port=port, map={}, **common)
             self._servers.append(server)
             t = threading.Thread(target=self._run, args=(server,), name=f"listener-{name}",
                                  daemon=True)
@@ -87,6 +99,26 @@ class Server:
         self._stopped.set()
         for t in self._threads:
             t.join(10)
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket bound with SO_REUSEPORT, so that processes started the same way
+    share the address (Linux spreads connections over them by a hash of the client's
+    address and port)."""
+    info = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                              flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if info[0] == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(info[4])
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def _by_prefix(apps: list[tuple[str, str, WSGIApp]]) -> WSGIApp:

@@ -79,7 +79,9 @@ class WindowsCollector(Collector):
         breakdowns = w.config.breakdowns
         dropped = CounterMetricFamily(P + "window_records_dropped", "Events not counted in the "
                                       "KPI windows, by reason: too_old (older than every "
-                                      "window), in_future (beyond windows.max_future).",
+                                      "window), in_future (beyond windows.max_future), "
+                                      "store_unavailable (the shared window store did not take "
+                                      "them while the buffer was full).",
                                       labels=["reason"])
         for reason, n in sorted(w.dropped.items()):
             dropped.add_metric([reason], n)
@@ -91,11 +93,31 @@ class WindowsCollector(Collector):
             for b, n in zip(breakdowns, w.overflow):
                 overflow.add_metric([b.label], n)
             yield overflow
-        size = GaugeMetricFamily(P + "window_sketch_bytes", "Size of the KPI window sketches, "
-                                 "serialized; bounded by the windows and precision, not by "
-                                 "the number of users.")
-        size.add_metric([], w.sketch_bytes())
-        yield size
+        up = GaugeMetricFamily(P + "window_store_up", "1 when the KPI window store answers "
+                               "(always, for the memory store); while 0 the window gauges are "
+                               "left out.")
+        up.add_metric([], 1 if w.up else 0)
+        yield up
+        if w.config.shared:
+            buffered = GaugeMetricFamily(P + "window_store_buffered_events", "Events waiting "
+                                         "to be sent to the shared window store.")
+            buffered.add_metric([], w.buffered_events())
+            yield buffered
+            errors = CounterMetricFamily(P + "window_store_errors", "Failed operations on the "
+                                         "shared window store, by operation (write: sending "
+                                         "events, read: reading estimates).",
+                                         labels=["operation"])
+            for operation, n in sorted(w.errors.items()):
+                errors.add_metric([operation], n)
+            yield errors
+        size_bytes = w.sketch_bytes()
+        if size_bytes is not None:
+            size = GaugeMetricFamily(P + "window_sketch_bytes", "Size of the KPI window "
+                                     "sketches, serialized (in the shared store: its keys, "
+                                     "measured once a minute); bounded by the windows, not by "
+                                     "the number of users.")
+            size.add_metric([], size_bytes)
+            yield size
 
 
 def _add(family: GaugeMetricFamily, labels: dict[str, str], value: float) -> None:

@@ -3,8 +3,10 @@ cut, the identity attributes they count and the breakdowns they are split by."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import datasketches
 
@@ -16,7 +18,9 @@ from exporter.yamlload import line_of
 __all__ = [
     "WindowSpec", "BreakdownSpec", "WindowsConfig", "parse_windows", "window_spec",
     "format_duration", "relative_error_bound", "breakdown_metric_names", "WINDOW_METRICS",
-    "DEFAULT_DURATIONS", "BOUND_STDDEVS",
+    "DEFAULT_DURATIONS", "BOUND_STDDEVS", "MEMORY_STORE", "REDIS_PRECISION", "REDIS_ERROR_BOUND",
+    "STORE_ENV",
+    "redact_url",
 ]
 
 DEFAULT_DURATIONS = ("5m", "1h", "1d", "7d", "30d")
@@ -30,8 +34,18 @@ _MAX_WINDOW = 400 * 86400
 BOUND_STDDEVS = 3
 
 WINDOW_METRICS = ("app_active_users", "app_sessions", "app_conversion_rate_ratio")
-_WINDOWS_KEYS = ("enabled", "durations", "precision", "max_future", "user_attribute",
-                 "session_attribute", "conversion_events", "breakdowns")
+_WINDOWS_KEYS = ("enabled", "store", "redis_prefix", "redis_buffer", "durations", "precision", "max_future",
+                 "user_attribute", "session_attribute", "conversion_events", "breakdowns")
+MEMORY_STORE = "memory"
+STORE_ENV = "KPI_EXPORTER_WINDOWS_STORE"
+# Redis and Valkey HyperLogLogs have 2**14 registers, fixed by the server; their standard
+# error is 1.04 / sqrt(2**14) = 0.81%, and the bound covers BOUND_STDDEVS of it.
+REDIS_PRECISION = 14
+REDIS_ERROR_BOUND = 3 * 1.04 / 2 ** (REDIS_PRECISION / 2)
+# TLS settings a rediss:// URL may carry as query options (redis-py reads them from there).
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+                "ssl_check_hostname")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:/-]{0,64}$")
 _BREAKDOWN_KEYS = ("attribute", "label", "max_values", "default", "windows")
 
 
@@ -47,6 +61,49 @@ def relative_error_bound(precision: int) -> float:
     """The relative error the window gauges stay within (3 standard deviations, merged
     sketches), as DataSketches computes it for HLL sketches of ``2**precision`` registers."""
     return abs(datasketches.hll_sketch.get_rel_err(True, True, precision, BOUND_STDDEVS))
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit for logs and pages: the password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return SplitResult(parts.scheme, f"{user}:***@{host}", parts.path, parts.query,
+                       parts.fragment).geturl()
+
+
+def _check_store_url(url: str) -> str | None:
+    """What is wrong with a Redis store URL, or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{redact_url(url)!r} is not a URL ({exc})"
+    if parts.scheme not in ("redis", "rediss"):
+        return (f"{redact_url(url)!r} is neither 'memory' nor a redis:// or rediss:// URL "
+                f"(for example redis://redis:6379/0, or rediss://user:password@host:6380/0 "
+                f"with TLS)")
+    if not parts.hostname:
+        return f"{redact_url(url)!r} names no host (write redis://HOST:PORT/DB)"
+    if port == 0:
+        return f"{redact_url(url)!r}: port 0 is not a port"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"{redact_url(url)!r}: the database after the host must be a number, like /0"
+    if parts.fragment:
+        return f"{redact_url(url)!r}: a URL with a '#' fragment is not a store address"
+    for name in parse_qs(parts.query, keep_blank_values=True):
+        if name not in _TLS_OPTIONS:
+            return (f"{redact_url(url)!r}: unknown option {name!r}; the options after '?' "
+                    f"are the TLS settings of rediss:// URLs: {', '.join(_TLS_OPTIONS)}")
+        if parts.scheme != "rediss":
+            return f"{redact_url(url)!r}: {name} applies to rediss:// (TLS) URLs only"
+    return None
 
 
 @dataclass(frozen=True)
@@ -87,6 +144,12 @@ class WindowsConfig:
     """The ``windows`` section."""
 
     enabled: bool = True
+    # "memory" (in this process, kept in the state snapshot) or a redis:// / rediss:// URL of
+    # a Redis or Valkey that every replica shares. Holds a password: never log it as it is.
+    store: str = field(default=MEMORY_STORE, repr=False)
+    redis_prefix: str = "kpi:"
+    # Events a shared store's sender holds while the store is slow or unreachable.
+    redis_buffer: int = 250_000
     windows: tuple[WindowSpec, ...] = tuple(
         window_spec(int(parse_duration(d))) for d in DEFAULT_DURATIONS)
     precision: int = 14
@@ -100,6 +163,21 @@ class WindowsConfig:
     def identity_keys(self) -> tuple[str, ...]:
         return (self.user_attribute, self.session_attribute)
 
+    @property
+    def shared(self) -> bool:
+        """True when the sketches live in a store every replica shares (Redis, Valkey)."""
+        return self.store != MEMORY_STORE
+
+    @property
+    def error_bound(self) -> float:
+        """The relative error the window gauges stay within (3 standard deviations)."""
+        return REDIS_ERROR_BOUND if self.shared else relative_error_bound(self.precision)
+
+    @property
+    def store_display(self) -> str:
+        """The store for logs and pages, without a password."""
+        return redact_url(self.store)
+
 
 def _breakdown_family(base: str, label: str) -> str:
     if base.endswith("_ratio"):
@@ -112,12 +190,49 @@ def breakdown_metric_names(label: str) -> tuple[str, ...]:
     return tuple(_breakdown_family(m, label) for m in WINDOW_METRICS)
 
 
-def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> WindowsConfig:
-    """Parses the ``windows`` section; each problem names the key and what to do."""
+def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str],
+                  env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> WindowsConfig:
+    """Parses the ``windows`` section; each problem names the key and what to do. The store
+    comes from ``--windows-store`` (``overrides['windows_store']``), then
+    ``KPI_EXPORTER_WINDOWS_STORE``, then ``windows.store``."""
     cfg = WindowsConfig()
     raw, where = open_section(raw, "windows", _WINDOWS_KEYS, "'durations' and 'breakdowns'",
                               problems)
     cfg.enabled = get_bool(raw, "enabled", where, problems, cfg.enabled)
+    store, store_source = raw.get("store"), f"{where}: store"
+    if store is not None and isinstance(store, str) and "@" in store:
+        raw["store"] = redact_url(store)  # the parsed document a Config keeps holds no password
+    if (env or {}).get(STORE_ENV):
+        store, store_source = (env or {})[STORE_ENV], STORE_ENV
+    if (overrides or {}).get("windows_store"):
+        store, store_source = (overrides or {})["windows_store"], "--windows-store"
+    if store is not None:
+        if not isinstance(store, str) or not store.strip():
+            problems.append(f"{store_source}: expected 'memory' or a redis:// URL, got "
+                            f"{store!r}")
+        elif store.strip() != MEMORY_STORE:
+            problem = _check_store_url(store.strip())
+            if problem:
+                problems.append(f"{store_source}: {problem}")
+            else:
+                cfg.store = store.strip()
+    if "redis_buffer" in raw:
+        n = raw["redis_buffer"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 100 <= n <= 10_000_000:
+            problems.append(f"{where}: redis_buffer: expected the number of events to hold "
+                            f"while the store is unreachable, an integer from 100 to "
+                            f"10000000 (default 250000), got {n!r}")
+        else:
+            cfg.redis_buffer = n
+    if "redis_prefix" in raw:
+        prefix = raw["redis_prefix"]
+        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+            problems.append(f"{where}: redis_prefix: expected up to 64 letters, digits and "
+                            f"'_.:/-' (no braces: they would change the keys' Cluster slots), "
+                            f"like 'kpi:' or 'shop-prod:kpi:', got {prefix!r}")
+        else:
+            cfg.redis_prefix = prefix
     if "durations" in raw:
         durations = raw["durations"]
         if not isinstance(durations, list) or not durations:
@@ -145,6 +260,12 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str]) -> Wind
                             f"got {p!r}")
         else:
             cfg.precision = p
+            if cfg.shared and p != REDIS_PRECISION:
+                problems.append(f"{where}: precision: a Redis or Valkey store keeps "
+                                f"HyperLogLogs of 2**{REDIS_PRECISION} registers (fixed by the "
+                                f"server, {REDIS_ERROR_BOUND:.1%} error "
+                                f"bound); precision applies to the memory store only, so "
+                                f"remove it or set it to {REDIS_PRECISION}")
     if "max_future" in raw:
         try:
             cfg.max_future = parse_duration(raw["max_future"])

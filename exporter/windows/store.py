@@ -48,12 +48,24 @@ class WindowStore(ABC):
 
     ``dropped`` counts events not counted, by reason; ``overflow`` counts, per breakdown,
     events counted under its overflow value; ``accepted`` counts events that were counted.
+    ``up`` is False while the store cannot be used (a shared store that does not answer);
+    ``errors`` counts failed operations on a shared store, by operation (write, read).
     """
 
     config: WindowsConfig
     dropped: dict[str, int]
     overflow: list[int]
     accepted: int
+    up: bool = True
+    errors: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Starts the store's background work, if it has any. Called once, at start."""
+
+    def buffered_events(self) -> int:
+        """Events taken in but not yet in the sketches (a shared store sends them in
+        batches); 0 for a store that updates its sketches at once."""
+        return 0
 
     @abstractmethod
     def add(self, events: Iterable[Event]) -> None:
@@ -66,11 +78,13 @@ class WindowStore(ABC):
         the store cannot answer now: the gauges are then left out, never reported stale."""
 
     @abstractmethod
-    def sketch_bytes(self) -> int:
-        """What the sketches take, serialized: a measure of the windows' memory."""
+    def sketch_bytes(self) -> int | None:
+        """What the sketches take, serialized: a measure of the windows' memory. None when
+        it is not known (yet)."""
 
     def close(self) -> None:
-        """Releases what the store holds (sketches, connections). Called once, at stop."""
+        """Releases what the store holds (sketches, connections). Called once, at stop; a
+        store that buffers sends what it holds first."""
 
     # -- state (a store that keeps nothing across restarts of its own keeps its sketches in
     # the exporter's snapshot) -------------------------------------------------------------

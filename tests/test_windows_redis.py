@@ -1,0 +1,365 @@
+"""The shared window store against a real redis-server: the same figures as the memory store
+for the same events (event time, late and future events, breakdowns), a breakdown cap that
+holds across replicas, keys that expire on their own and share a Cluster slot per window,
+identities sent once per bucket, the salt fingerprint check, and a store that goes away and
+comes back."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from redis.crc import key_slot
+
+from exporter.collectors.windows import WindowsCollector
+from exporter.config import ConfigError, load_config
+from exporter.privacy import IdentityHasher
+from exporter.windows import (
+    OVERFLOW_VALUE, BreakdownSpec, Estimate, MemoryWindowStore, WindowsConfig,
+)
+from exporter.windows.config import REDIS_ERROR_BOUND
+from exporter.windows.redis import RedisWindowStore, WindowStoreError
+from tests.helpers import eventually, parse_samples
+from tests.redis_server import RedisServer
+
+NOW = 1_790_000_000
+DAY = 86400
+HASHER = IdentityHasher("test-salt-0123456789abcdef")
+PLATFORM = BreakdownSpec("app.platform", "platform", max_values=3, windows=("1h", "1d"))
+
+
+class Clock:
+    def __init__(self, t: float = NOW):
+        self.t = float(t)
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    s = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def make_store(server: RedisServer, request: pytest.FixtureRequest):
+    """RedisWindowStores under a prefix of the test's own, opened and closed by the test."""
+    made: list[RedisWindowStore] = []
+    prefix = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[-40:] + ":"
+
+    def make(config: WindowsConfig | None = None, clock: Clock | None = None,
+             fingerprint: str = HASHER.fingerprint, url: str | None = None) -> RedisWindowStore:
+        cfg = config or WindowsConfig()
+        cfg.store, cfg.redis_prefix = url or server.url, prefix
+        store = RedisWindowStore(cfg, fingerprint, clock=clock or Clock())
+        made.append(store)
+        store.open()
+        return store
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def read(store: RedisWindowStore) -> list[Estimate]:
+    """Sends what the store buffers, then reads its estimates."""
+    assert store.flush()
+    assert store.refresh()
+    estimates = store.estimates()
+    assert estimates is not None
+    return estimates
+
+
+def totals(estimates: list[Estimate]) -> dict[str, tuple[int, int, float]]:
+    return {e.window: (round(e.users), round(e.sessions), round(e.conversion_rate, 6))
+            for e in estimates if e.breakdown < 0}
+
+
+# -- the same figures as the memory store ---------------------------------------------------
+
+def test_event_time_late_and_future_events_match_the_memory_store(make_store):
+    clock = Clock()
+    store = make_store(clock=clock)
+    memory = MemoryWindowStore(WindowsConfig(), clock=clock)
+    batches = [
+        [(NOW - 10, HASHER.hash("now-user"), HASHER.hash("s-now"), True, ())],
+        # held up: arrives now, happened two hours and two days ago
+        [(NOW - 2 * 3600, HASHER.hash("two-hours-ago"), HASHER.hash("s-2h"), False, ()),
+         (NOW - 2 * DAY, HASHER.hash("two-days-ago"), None, False, ())],
+        [(NOW - 31 * DAY, HASHER.hash("too-old"), None, False, ()),
+         (NOW + 3600, HASHER.hash("far-future"), None, False, ()),
+         (NOW + 120, HASHER.hash("clock-ahead"), None, False, ()),
+         (0, HASHER.hash("no-timestamp"), None, False, ()),
+         (NOW, None, HASHER.hash("anonymous"), False, ()),
+         (NOW, None, None, False, ())],
+    ]
+    for batch in batches:
+        store.add(batch)
+        memory.add(batch)
+    assert store.dropped == {"too_old": 1, "in_future": 1, "store_unavailable": 0}
+    assert memory.dropped == {"too_old": 1, "in_future": 1}
+    got = totals(read(store))
+    assert got == totals(memory.estimates())
+    assert {k: v[0] for k, v in got.items()} == {"5m": 3, "1h": 3, "1d": 4, "7d": 5, "30d": 5}
+    assert got["5m"][1:] == (2, 0.5)
+    # time moves on: the events leave the windows as they age, as in memory
+    clock.t += 3600
+    assert totals(read(store)) == totals(memory.estimates())
+    assert {k: v[0] for k, v in totals(read(store)).items()} == {
+        "5m": 0, "1h": 0, "1d": 4, "7d": 5, "30d": 5}
+    memory.close()
+
+
+def test_many_users_are_within_the_redis_error_bound(make_store):
+    clock = Clock()
+    store = make_store(clock=clock)
+    n = 50_000
+    for start in range(0, n, 10_000):
+        store.add([(NOW - (i % 3) * 1200, HASHER.hash(f"user-{i}"), HASHER.hash(f"s-{i}"),
+                    i % 10 == 0, ()) for i in range(start, start + 10_000)])
+    got = totals(read(store))
+    # every third user was active 20 and 40 minutes ago: outside the 5m window
+    exact = {"5m": n // 3 + (n % 3 > 0), "1h": n, "1d": n, "7d": n, "30d": n}
+    for window, (users, sessions, rate) in got.items():
+        assert abs(users - exact[window]) / exact[window] <= REDIS_ERROR_BOUND, window
+        assert abs(sessions - exact[window]) / exact[window] <= REDIS_ERROR_BOUND, window
+    assert abs(got["1d"][2] - 0.1) / 0.1 <= 2 * REDIS_ERROR_BOUND
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+def test_keys_carry_hash_tags_and_expire_when_no_window_covers_them(make_store, server):
+    clock = Clock()
+    cfg = WindowsConfig(breakdowns=(PLATFORM,))
+    store = make_store(cfg, clock)
+    store.add([(NOW - 60 * i, HASHER.hash(f"u{i}"), HASHER.hash(f"s{i}"), i % 2 == 0,
+                ("ios" if i % 2 else "web",)) for i in range(200)])
+    read(store)
+    client = server.client()
+    prefix = cfg.redis_prefix
+    keys = sorted(k.decode() for k in client.scan_iter(match=prefix + "*", count=1000))
+    data = [k for k in keys if re.fullmatch(re.escape(prefix) + r"\{w\d+:\w+:[^}]+\}:\d+", k)]
+    assert set(keys) - set(data) == {prefix + "meta", prefix + "{b:platform}:values"}
+    by_tag: dict[str, set[int]] = {}
+    widths = {w.bucket_seconds: w for w in cfg.windows}
+    keep = {width: max(w.buckets for w in cfg.windows if w.bucket_seconds == width)
+            for width in widths}
+    for k in data:
+        tag = k[k.index("{") + 1:k.index("}")]
+        by_tag.setdefault(tag, set()).add(key_slot(k.encode()))
+        width, kind, group = re.match(r"w(\d+):(\w+):(.+)", tag).groups()
+        assert kind in ("users", "sessions", "conversions")
+        assert group == "total" or group.startswith("platform=")
+        bucket = int(k.rsplit(":", 1)[1])
+        ttl = client.ttl(k)
+        w = int(width)
+        # the window and one bucket, from the bucket's end; Redis counts real seconds
+        expected = (bucket + keep[w] + 1) * w - NOW
+        assert expected - 5 <= ttl <= expected, (k, ttl, expected)
+        assert ttl <= (keep[w] + 1) * w
+    # every bucket of one window, figure and group hashes to one slot: PFCOUNT over them
+    # works on a Redis Cluster
+    assert by_tag and all(len(slots) == 1 for slots in by_tag.values())
+    assert any(len([k for k in data if tag in k]) > 1 for tag in by_tag)
+    assert 0 < client.ttl(prefix + "{b:platform}:values") <= DAY + 1800
+    assert client.ttl(prefix + "meta") == -1  # the salt fingerprint stays
+
+
+def test_identities_already_sent_to_a_bucket_are_not_sent_again(make_store, server):
+    clock = Clock()
+    store = make_store(clock=clock)
+    client = server.client()
+    batch = [(NOW, HASHER.hash(f"u{i}"), HASHER.hash(f"s{i}"), False, ()) for i in range(1000)]
+
+    def pfadd_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_pfadd", {}).get("calls", 0))
+
+    store.add(batch)
+    assert store.flush()
+    first = pfadd_calls()
+    store.add(batch)  # the same users and sessions, still in the same buckets
+    assert store.flush()
+    assert pfadd_calls() == first
+    store.add(batch + [(NOW, HASHER.hash("newcomer"), None, False, ())])
+    assert store.flush()
+    assert pfadd_calls() == first + 5  # the newcomer, into one bucket per tier
+    users, sessions, _ = totals(read(store))["5m"]
+    assert abs(users - 1001) <= 1001 * REDIS_ERROR_BOUND
+    assert abs(sessions - 1000) <= 1000 * REDIS_ERROR_BOUND
+
+
+# -- breakdowns -----------------------------------------------------------------------------
+
+def test_the_breakdown_cap_holds_across_replicas(make_store):
+    clock = Clock()
+    cfg = WindowsConfig(breakdowns=(PLATFORM,))
+    a = make_store(cfg, clock)
+    b = make_store(WindowsConfig(breakdowns=(PLATFORM,)), clock)
+    a.add([(NOW, HASHER.hash("a1"), None, False, ("ios",))])
+    assert a.flush()
+    b.add([(NOW, HASHER.hash("b1"), None, False, ("android",)),
+           (NOW, HASHER.hash("b2"), None, False, ("web",)),
+           (NOW, HASHER.hash("b3"), None, False, ("ios",))])
+    assert b.flush()
+    a.add([(NOW, HASHER.hash("a2"), None, False, ("tv",))])
+    assert a.flush()
+    # max_values 3: two values and the overflow; first come, first admitted, whichever
+    # replica saw them
+    assert (a.overflow, b.overflow) == ([1], [1])
+    for store in (a, b):
+        split = {(e.window, e.value): round(e.users) for e in read(store) if e.breakdown == 0}
+        assert split == {(w, v): n for w in ("1h", "1d")
+                         for v, n in (("ios", 2), ("android", 1), (OVERFLOW_VALUE, 2))}
+    registry = CollectorRegistry()
+    registry.register(WindowsCollector(a))
+    samples = parse_samples(generate_latest(registry).decode())
+    assert samples[("app_active_users_by_platform",
+                    frozenset({("window", "1d"), ("otel_metric_overflow", "true")}))] == 2
+    assert samples[("app_active_users_by_platform",
+                    frozenset({("window", "1d"), ("platform", "ios")}))] == 2
+
+
+def test_breakdown_values_with_any_characters_are_kept_apart(make_store):
+    clock = Clock()
+    cfg = WindowsConfig(breakdowns=(BreakdownSpec("app.platform", "platform", max_values=10,
+                                                  windows=("1h",)),))
+    store = make_store(cfg, clock)
+    odd = ["a}b", "{x}", "a:b", "é", "x" * 300, "nul\x00"]
+    store.add([(NOW, HASHER.hash(v), None, False, (v,)) for v in odd])
+    got = {e.value: round(e.users) for e in read(store) if e.breakdown == 0}
+    assert got == {"a}b": 1, "{x}": 1, "a:b": 1, "é": 1, "x" * 256: 1, "nul\ufffd": 1}
+
+
+# -- the salt -------------------------------------------------------------------------------
+
+def test_a_replica_with_another_salt_is_refused(make_store):
+    make_store()
+    other = IdentityHasher("another-salt-0123456789abcdef")
+    with pytest.raises(WindowStoreError) as err:
+        make_store(fingerprint=other.fingerprint)
+    message = str(err.value)
+    assert "another identity salt" in message and "KPI_EXPORTER_SALT" in message
+    assert other.fingerprint in message and "test-salt" not in message
+
+
+def test_the_shared_store_needs_a_configured_salt(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("windows: {store: 'redis://127.0.0.1:6379/0'}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert "set privacy.salt or KPI_EXPORTER_SALT" in str(err.value)
+    load_config(str(path), env={"KPI_EXPORTER_SALT": "s" * 32})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("windows: {store: 'http://redis:6379'}", "neither 'memory' nor a redis://"),
+    ("windows: {store: 'redis://:6379/0'}", "names no host"),
+    ("windows: {store: 'redis://r:6379/zero'}", "must be a number"),
+    ("windows: {store: 'redis://r:6379/0?ssl_ca_certs=/x'}", "applies to rediss://"),
+    ("windows: {store: 'rediss://r:6379/0?timeout=3'}", "unknown option 'timeout'"),
+    ("windows: {store: 42}", "expected 'memory' or a redis:// URL"),
+    ("windows: {redis_prefix: '{kpi}:'}", "no braces"),
+    ("windows: {redis_buffer: 10}", "redis_buffer: expected the number of events"),
+    ("windows: {store: 'redis://r:6379/0', precision: 12}", "precision applies to the memory"),
+    ("server: {reuse_port: true, otlp_listen: '127.0.0.1:4318', "
+     "metrics_listen: '127.0.0.1:4318'}", "metrics_listen needs its own address"),
+    ("server: {reuse_port: 'yes'}", "reuse_port: expected true or false"),
+])
+def test_store_settings_are_checked_at_load(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\nprivacy: {salt: 0123456789abcdef0123}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert message in str(err.value)
+
+
+def test_the_store_password_is_never_shown(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("windows: {store: 'redis://kpi:s3cret-pw@127.0.0.1:6379/0'}\n"
+                    "privacy: {salt: 0123456789abcdef0123}\n")
+    config = load_config(str(path), env={})
+    assert config.windows.store == "redis://kpi:s3cret-pw@127.0.0.1:6379/0"
+    for shown in (repr(config.windows), config.windows.store_display, repr(config.raw)):
+        assert "s3cret" not in shown
+    assert config.windows.store_display == "redis://kpi:***@127.0.0.1:6379/0"
+    env = {"KPI_EXPORTER_WINDOWS_STORE": "rediss://u:pw@h:1/2"}
+    bad = load_config(None, env={**env, "KPI_EXPORTER_SALT": "s" * 32},
+                      overrides={"windows_store": "redis://x:y@h:1/0"})
+    assert bad.windows.store == "redis://x:y@h:1/0"  # the flag wins over the environment
+
+
+# -- a store that goes away -----------------------------------------------------------------
+
+def test_an_unreachable_store_buffers_drops_counts_and_recovers(tmp_path: Path, caplog):
+    server = RedisServer(tmp_path / "redis", password="pw-never-logged")
+    try:
+        clock = Clock()
+        cfg = WindowsConfig(store=server.url, redis_prefix="outage:", redis_buffer=100)
+        store = RedisWindowStore(cfg, HASHER.fingerprint, clock=clock)
+        store.open()
+        store.add([(NOW, HASHER.hash(f"u{i}"), None, False, ()) for i in range(10)])
+        assert totals(read(store))["5m"][0] == 10
+
+        caplog.set_level(logging.INFO, logger="kpi_exporter")
+        server.stop()
+        store.add([(NOW, HASHER.hash(f"v{i}"), None, False, ()) for i in range(30)])
+        assert not store.flush()
+        assert not store.up and store.estimates() is None
+        assert store.errors["write"] >= 1
+        # the buffer holds redis_buffer events; what does not fit is dropped and counted
+        store.add([(NOW, HASHER.hash(f"w{i}"), None, False, ()) for i in range(100)])
+        assert store.buffered_events() == 100
+        assert store.dropped["store_unavailable"] == 30
+        registry = CollectorRegistry()
+        registry.register(WindowsCollector(store))
+        samples = parse_samples(generate_latest(registry).decode())
+        assert samples[("kpi_exporter_window_store_up", frozenset())] == 0
+        assert samples[("kpi_exporter_window_store_buffered_events", frozenset())] == 100
+        assert not any(name.startswith("app_") for name, _ in samples)
+
+        server.start()
+        assert store.flush() and store.up
+        assert store.buffered_events() == 0
+        # the 10 from before and the 100 buffered: the store had no persistence, so the
+        # first 10 are gone with the restart, and sent again only by new events
+        assert totals(read(store))["5m"][0] == 100
+        text = caplog.text
+        assert "failed" in text and "answers again" in text
+        assert "pw-never-logged" not in text
+        store.close()
+    finally:
+        server.stop()
+
+
+def test_the_collector_reports_the_store_up_and_its_size(make_store):
+    store = make_store(clock=Clock())
+    store.add([(NOW, HASHER.hash("u"), HASHER.hash("s"), False, ())])
+    read(store)
+    registry = CollectorRegistry()
+    registry.register(WindowsCollector(store))
+    samples = parse_samples(generate_latest(registry).decode())
+    assert samples[("kpi_exporter_window_store_up", frozenset())] == 1
+    assert samples[("kpi_exporter_window_sketch_bytes", frozenset())] > 0
+    assert samples[("app_active_users", frozenset({("window", "5m")}))] == 1
+    assert samples[("kpi_exporter_window_store_errors_total",
+                    frozenset({("operation", "write")}))] == 0
+
+
+def test_estimates_come_from_the_background_reader(make_store):
+    store = make_store(clock=Clock())
+    store.start()
+    store.add([(NOW, HASHER.hash("u"), None, False, ())])
+    got = eventually(lambda: (store.estimates() or [None])[0], timeout=10)
+    assert got is not None
+    assert eventually(lambda: round(store.estimates()[0].users) == 1, timeout=10)
+    started = time.monotonic()
+    store.estimates()
+    assert store.estimates() is not None
+    assert time.monotonic() - started < 30  # not a timing test: the call returns at all
