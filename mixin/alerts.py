@@ -209,6 +209,33 @@ def exporter_alerts(cfg: Config) -> list[Alert]:
                 "rename in the directory itself); avoid restarting the exporter until a save "
                 "succeeds."),
         ),
+        Alert(
+            f"{p}ExporterWindowStoreDown", g,
+            f"kpi_exporter_window_store_up{sel(cfg)} == 0", cfg.window_store_down_for,
+            "critical", "exporter", "The kpi-exporter cannot reach its KPI window store.",
+            "{{ $labels.instance }} of job {{ $labels.job }} has not reached its shared KPI "
+            f"window store (Redis or Valkey) for {cfg.window_store_down_for}; its window "
+            "gauges are missing and events beyond its buffer are not counted in them.",
+            Runbook(
+                "The replica cannot write to or read from the Redis or Valkey that holds the "
+                "KPI window sketches (`windows.store`), or the store was filled with another "
+                "identity salt. Counters and histograms are unaffected, but "
+                "`app_active_users`, `app_sessions` and `app_conversion_rate_ratio` are left "
+                "out of `/metrics` (dashboards show no data rather than a wrong number), and "
+                "once the replica's buffer (`windows.redis_buffer` events) is full, new events "
+                "are not counted in the windows: "
+                "`kpi_exporter_window_records_dropped_total{reason=\"store_unavailable\"}`.",
+                "*Window store up* and *Window events dropped by reason* on the Exporter "
+                "health dashboard; the exporter's log says what failed (connection refused, "
+                "timeout, authentication, another salt). From the replica's host: "
+                "`redis-cli -u \"$KPI_EXPORTER_WINDOWS_STORE\" ping`. Check the store's own "
+                "health (memory, `maxmemory` evictions, failover in progress).",
+                "Bring the store back, or fix the address or credentials in "
+                "`windows.store` / `KPI_EXPORTER_WINDOWS_STORE`; the replicas reconnect on "
+                "their own within seconds, send what they buffered and report the gauges "
+                "again. If the log names another salt, give every replica the same "
+                "`privacy.salt` / `KPI_EXPORTER_SALT` (docs/scaling.md)."),
+        ),
     ]
 
 
@@ -342,7 +369,7 @@ def product_alerts(cfg: Config) -> list[Alert]:
     return [
         Alert(
             f"{p}DailyActiveUsersDropping", g,
-            f"sum by (job) ({dau})\n< {num(1 - cfg.dau_drop)} * sum by (job) ({dau} offset 1w)\n",
+            f"max by (job) ({dau})\n< {num(1 - cfg.dau_drop)} * max by (job) ({dau} offset 1w)\n",
             cfg.business_drop_for, "warning", "data",
             "Daily active users dropped against last week.",
             "Job {{ $labels.job }} counts {{ $value | humanize }} daily active users, more "
@@ -360,7 +387,7 @@ def product_alerts(cfg: Config) -> list[Alert]:
         ),
         Alert(
             f"{p}ConversionRateDropping", g,
-            f"avg by (job) ({conv})\n< {num(1 - cfg.conversion_drop)} * avg by (job) ({conv} "
+            f"max by (job) ({conv})\n< {num(1 - cfg.conversion_drop)} * max by (job) ({conv} "
             "offset 1w)\n",
             cfg.business_drop_for, "warning", "data",
             "The conversion rate dropped against last week.",

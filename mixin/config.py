@@ -84,6 +84,8 @@ class Config:
     overflow_for: str = "10m"
     # State snapshots failing (a restart would lose counts).
     state_save_failing_for: str = "15m"
+    # A replica's shared KPI window store (Redis, Valkey) not answering.
+    window_store_down_for: str = "5m"
 
     # ---- alerts: AI models ----------------------------------------------------------------
     # Error rate a model reports (ai.model.performance) or GenAI spans show.

@@ -206,15 +206,15 @@ def product_analytics(cfg: Config) -> dash.Dashboard:
                                f"sum(rate({events}[{RI}]))", "events/s"))
         .with_panel(stat_panel("Active users (5m)", "Unique users (user.id) with an event in "
                                "the last 5 minutes, estimated with HyperLogLog sketches.",
-                               "short", f'sum(app_active_users{{{INST}, window="5m"}})', "users",
+                               "short", f'max(app_active_users{{{INST}, window="5m"}})', "users",
                                decimals=0))
         .with_panel(stat_panel("Active users (1d)", "Unique users with an event in the last "
                                "day (daily active users).", "short",
-                               f'sum(app_active_users{{{INST}, window="1d"}})', "users",
+                               f'max(app_active_users{{{INST}, window="1d"}})', "users",
                                decimals=0))
         .with_panel(stat_panel("Sessions (1d)", "Unique sessions (session.id) with an event "
                                "in the last day.", "short",
-                               f'sum(app_sessions{{{INST}, window="1d"}})', "sessions",
+                               f'max(app_sessions{{{INST}, window="1d"}})', "sessions",
                                decimals=0))
         .with_row(dash.Row("Events"))
         .with_panel(ts_panel("Events per minute", "All events received per minute.", "cpm",
@@ -246,12 +246,12 @@ def product_analytics(cfg: Config) -> dash.Dashboard:
 def business_kpis(cfg: Config) -> dash.Dashboard:
     """Daily, weekly and monthly active users, sessions, conversion rate, week over week."""
     def users(window: str, offset: str = "") -> str:
-        return f'sum(app_active_users{{{INST}, window="{window}"}}{offset})'
+        return f'max(app_active_users{{{INST}, window="{window}"}}{offset})'
 
-    sessions = f'sum(app_sessions{{{INST}, window="1d"}})'
-    sessions_lw = f'sum(app_sessions{{{INST}, window="1d"}} offset 1w)'
-    conv = f'avg(app_conversion_rate_ratio{{{INST}, window="1d"}})'
-    conv_lw = f'avg(app_conversion_rate_ratio{{{INST}, window="1d"}} offset 1w)'
+    sessions = f'max(app_sessions{{{INST}, window="1d"}})'
+    sessions_lw = f'max(app_sessions{{{INST}, window="1d"}} offset 1w)'
+    conv = f'max(app_conversion_rate_ratio{{{INST}, window="1d"}})'
+    conv_lw = f'max(app_conversion_rate_ratio{{{INST}, window="1d"}} offset 1w)'
     change = "Change against the same time one week earlier (offset 1w)."
     wow = _thresholds((None, "red"), (0, "green"))
     return (
@@ -287,7 +287,7 @@ def business_kpis(cfg: Config) -> dash.Dashboard:
         .with_row(dash.Row("Trends"))
         .with_panel(ts_panel("Active users", "Daily, weekly and monthly active users over "
                              "time.", "short",
-                             [(f'sum by (window) (app_active_users{{{INST}, '
+                             [(f'max by (window) (app_active_users{{{INST}, '
                                f'window=~"1d|7d|30d"}})', "{{window}}")]))
         .with_panel(ts_panel("DAU this week and last week", "Daily active users, and the same "
                              "curve shifted by one week.", "short",
@@ -305,7 +305,7 @@ def business_kpis(cfg: Config) -> dash.Dashboard:
                                " * 60", "{{type}}")]))
         .with_panel(ts_panel("Active users (5m and 1h)", "Unique users over the last 5 "
                              "minutes and the last hour.", "short",
-                             [(f'sum by (window) (app_active_users{{{INST}, '
+                             [(f'max by (window) (app_active_users{{{INST}, '
                                f'window=~"5m|1h"}})', "{{window}}")]))
     )
 
@@ -475,6 +475,18 @@ def exporter_health(cfg: Config) -> dash.Dashboard:
                              "cps",
                              [(f"sum by (metric) (rate({p}metric_overflow_updates_total"
                                f"{{{INST}}}[{RI}]))", "{{metric}}")]))
+        .with_row(dash.Row("KPI windows"))
+        .with_panel(ts_panel("Window store up", "1 while a replica's KPI window store answers "
+                             "(the memory store always does; a shared Redis or Valkey may "
+                             "not). While 0, the window gauges are left out.", "short",
+                             [(f"min by (instance) ({p}window_store_up{{{INST}}})",
+                               "{{instance}}")], max_val=1,
+                             thresholds=_thresholds((None, "red"), (1, "green"))))
+        .with_panel(ts_panel("Window events dropped by reason", "Events not counted in the "
+                             "KPI windows per second: too old, too far in the future, or not "
+                             "taken by an unreachable window store.", "cps",
+                             [(f"sum by (reason) (rate({p}window_records_dropped_total"
+                               f"{{{INST}}}[{RI}]))", "{{reason}}")]))
         .with_row(dash.Row("State"))
         .with_panel(ts_panel("State saves", "Snapshots of the store and KPI windows to the "
                              "state directory per minute, by outcome.", "cpm",

@@ -236,6 +236,20 @@ def exporter_cases(cfg: Config) -> list[Case]:
             series(saves, {**inst, "outcome": "success"}, Values().ramp(1, saves_for + 30)),
         ]).expect(saves_for + 5, f"{p}ExporterStateSavesFailing"),
     ]
+    store_for = minutes(cfg.window_store_down_for)
+    store_up = "kpi_exporter_window_store_up"
+    store_down = f"{p}ExporterWindowStoreDown"
+    cases += [
+        Case(f"{store_down} fires after {cfg.window_store_down_for} without the store", [
+            series(store_up, inst, Values().hold(1, 6).hold(0, store_for + 10)),
+        ]).expect(6 + store_for - 1, store_down)
+          .expect(6 + store_for + 1, store_down, fired(cfg, store_down, inst, 0)),
+        Case(f"{store_down} stays silent through a short outage and while the store answers", [
+            series(store_up, inst, Values().hold(1, 6).hold(0, store_for - 1)
+                   .hold(1, store_for + 10)),
+        ]).expect(6 + store_for - 1, store_down)
+          .expect(6 + 2 * store_for, store_down),
+    ]
     return cases
 
 

@@ -565,12 +565,12 @@ class RedisWindowStore(WindowStore):
             pipe.execute()
         with self.lock:
             budget = SENT_BUDGET - self._sent_size
-            for key, new in added:
+            for sent_key, new in added:
                 if budget <= 0:
                     break
-                known = self._sent.get(key)
+                known = self._sent.get(sent_key)
                 if known is None:
-                    known = self._sent[key] = set()
+                    known = self._sent[sent_key] = set()
                 before = len(known)
                 known |= new
                 grown = len(known) - before
