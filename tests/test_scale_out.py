@@ -440,3 +440,43 @@ def test_with_redis_stopped_counters_are_served_windows_left_out_drops_counted(c
     assert all(e.scrape().value("kpi_exporter_window_store_buffered_events") == 0
                for e in c.replicas)
     assert eventually(lambda: STORE_DOWN not in c.firing(), timeout=20)
+
+
+def test_processes_with_reuse_port_share_one_otlp_port(tmp_path: Path):
+    store = RedisServer(tmp_path / "redis")
+    otlp = free_port()
+    started: list[ProcessExporter] = []
+    try:
+        for i in range(2):
+            config = tmp_path / f"p{i}.yaml"
+            config.write_text(yaml.safe_dump({"state": {"dir": str(tmp_path / f"state-{i}")}}))
+            started.append(ProcessExporter(
+                ["--config", str(config), "--reuse-port", "--windows-store", store.url],
+                env={"KPI_EXPORTER_SALT": SALT}, otlp_port=otlp))
+        # without --reuse-port the address is taken
+        config = tmp_path / "third.yaml"
+        config.write_text(yaml.safe_dump({"state": {"dir": str(tmp_path / "state-3")}}))
+        with pytest.raises(RuntimeError, match="cannot listen"):
+            started.append(ProcessExporter(["--config", str(config)], otlp_port=otlp))
+        # new connections are spread over both processes by the kernel (an SDK keeps its
+        # connection alive: one app per ten users)
+        for first in range(0, 200, 10):
+            app = App(f"http://127.0.0.1:{otlp}")
+            try:
+                for u in range(first, first + 10):
+                    app.page_view(f"u{u}", f"s{u}", "web")
+                app.flush()
+            finally:
+                app.close()
+        got = [e.scrape().value("app_page_views_total", route="/workouts/:id",
+                                service_name="scale-shop") or 0 for e in started[:2]]
+        assert sum(got) == 200 and min(got) > 0, got
+        # and both report the same users, from the store they share
+        assert eventually(lambda: len({e.scrape().value("app_active_users", window="5m")
+                                       for e in started[:2]}) == 1
+                          and started[0].scrape().value("app_active_users", window="5m")
+                          == pytest.approx(200, rel=REDIS_ERROR_BOUND), timeout=20)
+    finally:
+        for e in started:
+            e.close()
+        store.stop()
