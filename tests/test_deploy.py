@@ -18,8 +18,7 @@ import requests
 import yaml
 
 from exporter.cli import build_parser
-from exporter.config import load_config, parse_listen
-from exporter.windows import WindowsConfig
+from exporter.config import ConfigError, load_config, parse_listen
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -65,6 +64,16 @@ def test_kubernetes_manifest_is_consistent_with_the_exporter(tmp_path, exporter)
     # every variable the pod sets is one the exporter reads
     for env in container["env"]:
         assert env["name"] in EXPORTER_SOURCE, env["name"]
+    # several replicas share their KPI windows: a store and one salt from the Secret, and
+    # the config is valid with them
+    assert sts["spec"]["replicas"] > 1
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert {"KPI_EXPORTER_SALT", "KPI_EXPORTER_WINDOWS_STORE"} <= set(secrets)
+    shared = load_config(str(config_path), env={"KPI_EXPORTER_SALT": "s" * 32,
+                                                "KPI_EXPORTER_WINDOWS_STORE": "redis://r:6379/0"})
+    assert shared.windows.shared and shared.windows.redis_prefix
+    with pytest.raises(ConfigError, match="KPI_EXPORTER_SALT"):
+        load_config(str(config_path), env={"KPI_EXPORTER_WINDOWS_STORE": "redis://r:6379/0"})
 
     # Services route to named container ports; the ServiceMonitor scrapes exactly one of them
     for svc in k["Service"]:
@@ -95,10 +104,15 @@ def unit_settings(path: Path) -> dict[str, list[str]]:
 def test_systemd_units_verify_and_run_a_valid_command(unit: str, tmp_path: Path):
     path = DEPLOY / "systemd" / unit
     settings = unit_settings(path)
-    command = shlex.split(settings["ExecStart"][0].replace("%i", "1"))
+    # the template's instance name is its metrics port
+    command = shlex.split(settings["ExecStart"][0].replace("%i", "9465"))
     assert command[0] == "/opt/kpi-exporter/bin/kpi-exporter"
     args = build_parser().parse_args(command[1:])
     assert args.command == "serve" and args.config
+    if "@" in unit:
+        # instances share the OTLP port and the windows, each with its own metrics port
+        assert args.reuse_port and parse_listen(args.metrics_listen)[1] == 9465
+        assert "%i" in settings["StateDirectory"][0]
     state_dir = settings["Environment"][0].partition("KPI_EXPORTER_STATE_DIR=")[2]
     assert state_dir == "/var/lib/" + settings["StateDirectory"][0]
     assert "KPI_EXPORTER_STATE_DIR" in EXPORTER_SOURCE
@@ -163,30 +177,26 @@ def test_container_recipe_builds_the_package_from_its_build_context(tmp_path: Pa
     assert re.search(r"127\.0\.0\.1:9464/-/healthy", health)
 
 
-def test_collector_configs_route_by_user_and_forward_to_the_exporter():
-    for name in ("otelcol-loadbalancer.yaml", "otelcol-sidecar.yaml"):
-        cfg = yaml.safe_load((DEPLOY / "collector" / name).read_text())
-        for pipeline in cfg["service"]["pipelines"].values():
-            for section in ("receivers", "processors", "exporters"):
-                for component in pipeline.get(section, []):
-                    assert component in cfg[section], f"{name}: {component} is not defined"
-
-    lb = yaml.safe_load((DEPLOY / "collector" / "otelcol-loadbalancer.yaml").read_text())
+def test_collector_gateway_forwards_everything_to_the_exporters_without_routing():
+    cfg = yaml.safe_load((DEPLOY / "collector" / "otelcol-gateway.yaml").read_text())
+    for pipeline in cfg["service"]["pipelines"].values():
+        for section in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(section, []):
+                assert component in cfg[section], f"{component} is not defined"
+    pipelines = cfg["service"]["pipelines"]
+    assert set(pipelines) == {"logs", "traces", "metrics"}
+    # plain OTLP/HTTP to the exporters' Service: no per-user routing, no load-balancing
+    # exporter (it routes log records by trace id, not by attribute)
+    assert not any(e.startswith("loadbalancing") for e in cfg["exporters"])
     config = load_config(None, env={})
-    logs = lb["service"]["pipelines"]["logs"]
-    grouped = [lb["processors"][p]["keys"] for p in logs["processors"] if p.startswith("groupbyattrs")]
-    route = lb["exporters"][logs["exporters"][0]]
-    # the routing attribute is the one the KPI windows count users by
-    user_attribute = WindowsConfig().user_attribute
-    assert grouped == [[user_attribute]]
-    assert route["routing_key"] == "attributes" and route["routing_attributes"] == [user_attribute]
-    for exp in lb["exporters"].values():
-        assert list(exp["protocol"]) == ["otlp"]  # the load balancer speaks OTLP/gRPC only
-
-    sidecar = yaml.safe_load((DEPLOY / "collector" / "otelcol-sidecar.yaml").read_text())
-    forward = sidecar["exporters"]["otlphttp/kpi_exporter"]["endpoint"]
-    assert forward.endswith(f":{parse_listen(config.server.otlp_listen)[1]}")
-    assert sidecar["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+    service = next(s for s in manifest()["Service"] if s["metadata"]["name"] == "kpi-exporter")
+    for name in {e for p in pipelines.values() for e in p["exporters"]}:
+        endpoint = cfg["exporters"][name]["endpoint"]
+        assert name.startswith("otlphttp")
+        assert endpoint.startswith(f"http://{service['metadata']['name']}.")
+        assert endpoint.endswith(f":{parse_listen(config.server.otlp_listen)[1]}")
+    # cumulative streams become deltas, which any replica can add up
+    assert "cumulativetodelta" in pipelines["metrics"]["processors"]
 
 
 def test_collector_recipe_sends_only_events_and_genai_spans_next_to_existing_pipelines():
