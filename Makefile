@@ -31,9 +31,12 @@ generate: $(BIN)/kpi-exporter
 	$(BIN)/python -m mixin.generate
 	$(BIN)/python -m exporter.metricsdoc
 
-## bench: throughput, scrape and memory benchmarks (not part of the tests)
+## bench: throughput, scrape and memory benchmarks, then the shared window store and
+## --reuse-port against one process (not part of the tests; the scale-out run starts its
+## own redis-server, from `make system-deps`)
 bench: $(BIN)/kpi-exporter
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/scale_out.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,189 @@
+"""Scale-out benchmarks, all in one run on this machine so the numbers compare:
+
+- one exporter with the KPI windows in memory, then the same traffic with the windows in a
+  Redis started here (its own port and directory): events/s of each and their ratio, CPU
+  seconds per million events of the exporter and of Redis (INFO cpu);
+- two exporters sharing one OTLP port with --reuse-port against one: events/s and CPU
+  seconds per million events (two cores are shared with the sender and Redis, so CPU per
+  event is the figure that carries over to bigger machines).
+
+Not a test: nothing here asserts a time.
+
+    python benchmarks/scale_out.py --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.payloads import make_batches  # noqa: E402
+from benchmarks.run import BATCH, send  # noqa: E402
+from tests.helpers import Scrape, free_port, wait_http  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+
+SALT = "benchmark-salt-0123456789abcdef"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class Exporter:
+    def __init__(self, store: str, otlp: int | None = None, reuse_port: bool = False):
+        self.otlp = otlp or free_port()
+        self.metrics = free_port()
+        self.dir = tempfile.mkdtemp(prefix="kpi-bench-scale-")
+        config = Path(self.dir) / "config.yaml"
+        config.write_text(f"windows: {{store: '{store}'}}\nprivacy: {{salt: {SALT}}}\n"
+                          f"state: {{dir: {self.dir}/state}}\n")
+        cmd = [sys.executable, "-m", "exporter", "serve", "--config", str(config),
+               "--otlp-listen", f"127.0.0.1:{self.otlp}",
+               "--metrics-listen", f"127.0.0.1:{self.metrics}", "--log-level", "warning"]
+        if reuse_port:
+            cmd.append("--reuse-port")
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{self.metrics}/-/ready", proc=self.proc)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def scrape(self) -> Scrape:
+        return Scrape(requests.get(f"http://127.0.0.1:{self.metrics}/metrics", timeout=30).text)
+
+    def drained(self, timeout: float = 60) -> None:
+        """Waits until the window store has been sent everything it buffered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.scrape().value("kpi_exporter_window_store_buffered_events"):
+                time.sleep(1.5)  # one more send interval: the last batch is in flight
+                return
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def per_million(seconds: float, events: float) -> float:
+    return seconds / events * 1e6 if events else float("nan")
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    batches = make_batches(64, BATCH)
+    tmp = tempfile.NamedTemporaryFile(suffix=".pickle", delete=False)
+    pickle.dump(batches, tmp)
+    tmp.close()
+    r: dict[str, float] = {}
+    redis = RedisServer(Path(tempfile.mkdtemp(prefix="kpi-bench-redis-")))
+    try:
+        # -- memory store vs Redis store, one process, the same traffic -------------------
+        for name, store in (("memory", "memory"), ("redis", redis.url)):
+            e = Exporter(store)
+            redis_cpu = redis.cpu_seconds()
+            cpu = e.cpu()
+            load = send(e.otlp, tmp.name, args.seconds, args.threads)
+            if name == "redis":
+                e.drained()
+            r[f"{name}_events_per_s"] = load["events"] / load["seconds"]
+            r[f"{name}_exporter_cpu_s_per_m"] = per_million(e.cpu() - cpu, load["events"])
+            if name == "redis":
+                r["redis_cpu_s_per_m"] = per_million(redis.cpu_seconds() - redis_cpu,
+                                                     load["events"])
+                r["redis_keys"] = float(redis.client().dbsize())
+                r["redis_used_memory_mib"] = redis.client().info("memory")["used_memory"] / 2**20
+                s = e.scrape()
+                r["redis_dropped"] = s.value("kpi_exporter_window_records_dropped_total",
+                                             reason="store_unavailable") or 0
+            e.stop()
+        r["redis_over_memory"] = r["redis_events_per_s"] / r["memory_events_per_s"]
+
+        # -- two processes with --reuse-port vs one, Redis store --------------------------
+        for n in (1, 2):
+            port = free_port()
+            procs = [Exporter(redis.url, otlp=port, reuse_port=True) for _ in range(n)]
+            cpu = sum(p.cpu() for p in procs)
+            redis_cpu = redis.cpu_seconds()
+            load = send(port, tmp.name, args.seconds, 2 * args.threads)
+            for p in procs:
+                p.drained()
+            r[f"reuse{n}_events_per_s"] = load["events"] / load["seconds"]
+            r[f"reuse{n}_exporter_cpu_s_per_m"] = per_million(
+                sum(p.cpu() for p in procs) - cpu, load["events"])
+            r[f"reuse{n}_redis_cpu_s_per_m"] = per_million(redis.cpu_seconds() - redis_cpu,
+                                                           load["events"])
+            r[f"reuse{n}_shares"] = float(min(
+                p.scrape().value("kpi_exporter_records_received_total", signal="log") or 0
+                for p in procs))
+            for p in procs:
+                p.stop()
+    finally:
+        redis.stop()
+        os.unlink(tmp.name)
+    return r
+
+
+def report(r: dict[str, float], args: argparse.Namespace) -> str:
+    lines = [
+        f"# Scale-out benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}, Redis started by the benchmark, no persistence)",
+        "",
+        f"Same traffic in every row: {BATCH}-event OTLP/protobuf batches, 50,000 users with "
+        f"5 sessions each, event times now; {args.seconds:g} s per run.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| one process, windows in memory ({args.threads} connections) | "
+        f"{r['memory_events_per_s']:,.0f} events/s, "
+        f"{r['memory_exporter_cpu_s_per_m']:.1f} CPU s per million events |",
+        f"| one process, windows in Redis | {r['redis_events_per_s']:,.0f} events/s, "
+        f"{r['redis_exporter_cpu_s_per_m']:.1f} CPU s per million events |",
+        f"| Redis store / memory store (throughput) | {r['redis_over_memory']:.2f} |",
+        f"| Redis CPU per million events | {r['redis_cpu_s_per_m']:.2f} s |",
+        f"| Redis after the run | {r['redis_keys']:,.0f} keys, "
+        f"{r['redis_used_memory_mib']:.1f} MiB used; {r['redis_dropped']:,.0f} events dropped |",
+        f"| one process, --reuse-port ({2 * args.threads} connections) | "
+        f"{r['reuse1_events_per_s']:,.0f} events/s, "
+        f"{r['reuse1_exporter_cpu_s_per_m']:.1f} exporter CPU s per million events |",
+        f"| two processes, --reuse-port, one OTLP port | {r['reuse2_events_per_s']:,.0f} "
+        f"events/s, {r['reuse2_exporter_cpu_s_per_m']:.1f} exporter CPU s per million events "
+        f"(the smaller share: {r['reuse2_shares']:,.0f} events) |",
+        f"| Redis CPU per million events, one / two processes | "
+        f"{r['reuse1_redis_cpu_s_per_m']:.2f} s / {r['reuse2_redis_cpu_s_per_m']:.2f} s |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8.0, help="load duration per run (default 8)")
+    ap.add_argument("--threads", type=int, default=2, help="sender connections (default 2)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale-out.md"))
+    args = ap.parse_args()
+    r = run(args)
+    text = report(r, args)
+    print(text)
+    Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
