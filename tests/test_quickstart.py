@@ -198,14 +198,14 @@ def test_readme_five_minutes_steps_work_as_written_and_give_last_week(tmp_path):
             result = answer["data"]["result"]
             assert len(result) == 1 and math.isfinite(float(result[0]["value"][1])), (title, result)
             # the last-week curve over the dashboard's 7 days, one point an hour, without a gap
-            last_week = re.search(r"(?:sum|avg)\([^()]*offset 1w\)", q)
+            last_week = re.search(r"(?:sum|avg|max)\([^()]*offset 1w\)", q)
             assert last_week, q
             curve = requests.get(url + "/api/v1/query_range", params={
                 "query": last_week.group(0), "start": now - 7 * 86400, "end": now,
                 "step": 3600}, timeout=30).json()["data"]["result"]
             assert len(curve) == 1 and len(curve[0]["values"]) == 7 * 24 + 1, (title, curve)
         dau_last_week = requests.get(url + "/api/v1/query", params={
-            "query": 'sum(app_active_users{job="kpi-exporter",window="1d"} offset 1w)',
+            "query": 'max(app_active_users{job="kpi-exporter",window="1d"} offset 1w)',
             "time": now}, timeout=30).json()["data"]["result"]
         assert 0 < float(dau_last_week[0]["value"][1]) <= 200
 

@@ -24,7 +24,7 @@ from exporter.windows import (
 )
 from exporter.windows.config import REDIS_ERROR_BOUND
 from exporter.windows.redis import RedisWindowStore, WindowStoreError
-from tests.helpers import eventually, parse_samples
+from tests.helpers import ProcessExporter, eventually, parse_samples
 from tests.redis_server import RedisServer
 
 NOW = 1_790_000_000
@@ -363,3 +363,25 @@ def test_estimates_come_from_the_background_reader(make_store):
     store.estimates()
     assert store.estimates() is not None
     assert time.monotonic() - started < 30  # not a timing test: the call returns at all
+
+
+def test_serve_refuses_to_start_on_a_store_filled_with_another_salt(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis", password="pw-never-logged")
+    try:
+        first = ProcessExporter(["--windows-store", server.url, "--state-dir",
+                                 str(tmp_path / "a")],
+                                env={"KPI_EXPORTER_SALT": "first-salt-0123456789abcdef"})
+        try:
+            assert first.scrape().value("kpi_exporter_window_store_up") == 1
+        finally:
+            first.close()
+        with pytest.raises(RuntimeError) as err:
+            ProcessExporter(["--windows-store", server.url, "--state-dir", str(tmp_path / "b")],
+                            env={"KPI_EXPORTER_SALT": "second-salt-0123456789abcdef"})
+        log = str(err.value)
+        assert "exited with 2" in log or "another identity salt" in log
+        assert "another identity salt" in log and "KPI_EXPORTER_SALT" in log
+        assert "pw-never-logged" not in log and "second-salt" not in log
+        assert "redis://default:***@127.0.0.1" in log
+    finally:
+        server.stop()
