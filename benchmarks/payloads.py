@@ -23,8 +23,10 @@ def _set(rec, key, value):
         kv.value.string_value = value
 
 
-def make_batch(rng: random.Random, size: int = 512, distinct_routes: int | None = None) -> bytes:
-    """One ExportLogsServiceRequest of ``size`` events spread over the services.
+def make_batch(rng: random.Random, size: int = 512, distinct_routes: int | None = None,
+               users: int = 50_000) -> bytes:
+    """One ExportLogsServiceRequest of ``size`` events spread over the services, from
+    ``users`` users with five sessions each.
 
     ``distinct_routes`` replaces the route template with that many distinct values (for the
     cardinality run)."""
@@ -43,7 +45,7 @@ def make_batch(rng: random.Random, size: int = 512, distinct_routes: int | None 
         for i in range(n):
             rec = scope.log_records.add()
             rec.time_unix_nano = t0 + i
-            user = f"user-{rng.randrange(50_000)}"
+            user = f"user-{rng.randrange(users)}"
             _set(rec, "user.id", user)
             _set(rec, "session.id", f"{user}-s{rng.randrange(5)}")
             _set(rec, "app.platform", service)
@@ -74,6 +76,6 @@ def make_batch(rng: random.Random, size: int = 512, distinct_routes: int | None 
 
 
 def make_batches(count: int = 16, size: int = 512, seed: int = 7,
-                 distinct_routes: int | None = None) -> list[bytes]:
+                 distinct_routes: int | None = None, users: int = 50_000) -> list[bytes]:
     rng = random.Random(seed)
-    return [make_batch(rng, size, distinct_routes) for _ in range(count)]
+    return [make_batch(rng, size, distinct_routes, users) for _ in range(count)]

@@ -2,7 +2,10 @@
 
 - one exporter with the KPI windows in memory, then the same traffic with the windows in a
   Redis started here (its own port and directory): events/s of each and their ratio, CPU
-  seconds per million events of the exporter and of Redis (INFO cpu);
+  seconds per million events of the exporter and of Redis (INFO cpu). Twice: with the usual
+  traffic (64 batches replayed, so each identity comes back about ten times within a bucket,
+  as product traffic does), and with identities that never repeat (every event a new user
+  and session: the Redis store's worst case, as it can leave out nothing it sent before);
 - two exporters sharing one OTLP port with --reuse-port against one: events/s and CPU
   seconds per million events (two cores are shared with the sender and Redis, so CPU per
   event is the figure that carries over to bigger machines).
@@ -87,34 +90,48 @@ def per_million(seconds: float, events: float) -> float:
     return seconds / events * 1e6 if events else float("nan")
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
-    batches = make_batches(64, BATCH)
+def pickled(batches: list[bytes]) -> str:
     tmp = tempfile.NamedTemporaryFile(suffix=".pickle", delete=False)
     pickle.dump(batches, tmp)
     tmp.close()
-    r: dict[str, float] = {}
+    return tmp.name
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    path = pickled(make_batches(64, BATCH))
+    # enough batches for 60,000 events/s without sending one twice, from a billion users
+    fresh_count = int(args.seconds * 60_000 / BATCH) + 1
+    fresh_path = pickled(make_batches(fresh_count, BATCH, seed=13, users=10**9))
+    r: dict[str, float] = {"fresh_events": float(fresh_count * BATCH)}
     redis = RedisServer(Path(tempfile.mkdtemp(prefix="kpi-bench-redis-")))
     try:
         # -- memory store vs Redis store, one process, the same traffic -------------------
-        for name, store in (("memory", "memory"), ("redis", redis.url)):
-            e = Exporter(store)
-            redis_cpu = redis.cpu_seconds()
-            cpu = e.cpu()
-            load = send(e.otlp, tmp.name, args.seconds, args.threads)
-            if name == "redis":
-                e.drained()
-            r[f"{name}_events_per_s"] = load["events"] / load["seconds"]
-            r[f"{name}_exporter_cpu_s_per_m"] = per_million(e.cpu() - cpu, load["events"])
-            if name == "redis":
-                r["redis_cpu_s_per_m"] = per_million(redis.cpu_seconds() - redis_cpu,
-                                                     load["events"])
-                r["redis_keys"] = float(redis.client().dbsize())
-                r["redis_used_memory_mib"] = redis.client().info("memory")["used_memory"] / 2**20
-                s = e.scrape()
-                r["redis_dropped"] = s.value("kpi_exporter_window_records_dropped_total",
-                                             reason="store_unavailable") or 0
-            e.stop()
-        r["redis_over_memory"] = r["redis_events_per_s"] / r["memory_events_per_s"]
+        for traffic, batches in (("", path), ("fresh_", fresh_path)):
+            for name, store in (("memory", "memory"), ("redis", redis.url)):
+                key = traffic + name
+                e = Exporter(store)
+                redis_cpu = redis.cpu_seconds()
+                cpu = e.cpu()
+                load = send(e.otlp, batches, args.seconds, args.threads)
+                if name == "redis":
+                    e.drained()
+                r[f"{key}_events_per_s"] = load["events"] / load["seconds"]
+                r[f"{key}_exporter_cpu_s_per_m"] = per_million(e.cpu() - cpu, load["events"])
+                if traffic:
+                    r[f"{key}_events"] = load["events"]
+                if name == "redis":
+                    r[f"{key}_cpu_s_per_m"] = per_million(redis.cpu_seconds() - redis_cpu,
+                                                          load["events"])
+                    s = e.scrape()
+                    r[f"{key}_dropped"] = s.value("kpi_exporter_window_records_dropped_total",
+                                                  reason="store_unavailable") or 0
+                if key == "redis":
+                    r["redis_keys"] = float(redis.client().dbsize())
+                    r["redis_used_memory_mib"] = (redis.client().info("memory")["used_memory"]
+                                                  / 2**20)
+                e.stop()
+            r[f"{traffic}redis_over_memory"] = (r[f"{traffic}redis_events_per_s"]
+                                                / r[f"{traffic}memory_events_per_s"])
 
         # -- two processes with --reuse-port vs one, Redis store --------------------------
         for n in (1, 2):
@@ -122,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             procs = [Exporter(redis.url, otlp=port, reuse_port=True) for _ in range(n)]
             cpu = sum(p.cpu() for p in procs)
             redis_cpu = redis.cpu_seconds()
-            load = send(port, tmp.name, args.seconds, 2 * args.threads)
+            load = send(port, path, args.seconds, 2 * args.threads)
             for p in procs:
                 p.drained()
             r[f"reuse{n}_events_per_s"] = load["events"] / load["seconds"]
@@ -137,7 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 p.stop()
     finally:
         redis.stop()
-        os.unlink(tmp.name)
+        os.unlink(path)
+        os.unlink(fresh_path)
     return r
 
 
@@ -146,8 +164,11 @@ def report(r: dict[str, float], args: argparse.Namespace) -> str:
         f"# Scale-out benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"Python {sys.version.split()[0]}, Redis started by the benchmark, no persistence)",
         "",
-        f"Same traffic in every row: {BATCH}-event OTLP/protobuf batches, 50,000 users with "
-        f"5 sessions each, event times now; {args.seconds:g} s per run.",
+        f"Same traffic in every row but those marked: {BATCH}-event OTLP/protobuf batches, "
+        f"64 of them replayed (32,768 events from 50,000 users with 5 sessions each, so "
+        f"each identity comes back about ten times in a run), event times now; "
+        f"{args.seconds:g} s per run. Rows marked 'identities that never repeat': every "
+        f"event from a new user and session.",
         "",
         "| measure | value |",
         "|---|---|",
@@ -160,6 +181,17 @@ def report(r: dict[str, float], args: argparse.Namespace) -> str:
         f"| Redis CPU per million events | {r['redis_cpu_s_per_m']:.2f} s |",
         f"| Redis after the run | {r['redis_keys']:,.0f} keys, "
         f"{r['redis_used_memory_mib']:.1f} MiB used; {r['redis_dropped']:,.0f} events dropped |",
+        f"| identities that never repeat ({r['fresh_events']:,.0f} distinct events, "
+        f"{max(r['fresh_memory_events'], r['fresh_redis_events']):,.0f} sent at most): "
+        f"memory / Redis store | {r['fresh_memory_events_per_s']:,.0f} / "
+        f"{r['fresh_redis_events_per_s']:,.0f} events/s, "
+        f"{r['fresh_memory_exporter_cpu_s_per_m']:.1f} / "
+        f"{r['fresh_redis_exporter_cpu_s_per_m']:.1f} CPU s per million events |",
+        f"| identities that never repeat: Redis store / memory store (throughput) | "
+        f"{r['fresh_redis_over_memory']:.2f} |",
+        f"| identities that never repeat: Redis CPU per million events | "
+        f"{r['fresh_redis_cpu_s_per_m']:.2f} s; {r['fresh_redis_dropped']:,.0f} events "
+        f"dropped |",
         f"| one process, --reuse-port ({2 * args.threads} connections) | "
         f"{r['reuse1_events_per_s']:,.0f} events/s, "
         f"{r['reuse1_exporter_cpu_s_per_m']:.1f} exporter CPU s per million events |",

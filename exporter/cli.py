@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the KPI window sketches live: 'memory' (this process) or "
                             "redis[s]://[user:password@]host:port/db, a Redis or Valkey every "
                             "replica shares (env KPI_EXPORTER_WINDOWS_STORE, config "
-                            "windows.store; default memory)")
+                            "windows.store; default memory). Other users can read a "
+                            "command line: pass a URL with a password in the environment")
     serve.add_argument("--state-dir", metavar="DIR",
                        help="where counts and window sketches are saved and restored (env "
                             "KPI_EXPORTER_STATE_DIR, config state.dir; default ./data)")

@@ -24,7 +24,7 @@ from exporter.windows import (
 )
 from exporter.windows.config import REDIS_ERROR_BOUND
 from exporter.windows.redis import RedisWindowStore, WindowStoreError
-from tests.helpers import ProcessExporter, eventually, parse_samples
+from tests.helpers import ROOT, ProcessExporter, eventually, parse_samples
 from tests.redis_server import RedisServer
 
 NOW = 1_790_000_000
@@ -195,6 +195,46 @@ def test_identities_already_sent_to_a_bucket_are_not_sent_again(make_store, serv
     assert abs(sessions - 1000) <= 1000 * REDIS_ERROR_BOUND
 
 
+def test_a_store_emptied_under_the_exporter_is_filled_again(make_store, server):
+    # FLUSHALL raises nothing in the exporter: it must notice by itself that the store no
+    # longer holds what it sent, or it would leave out every returning user until the
+    # buckets turn (a day for the 30d window)
+    clock = Clock()
+    store = make_store(clock=clock)
+    other = IdentityHasher("another-salt-0123456789abcdef")
+    batch = [(NOW, HASHER.hash(f"u{i}"), HASHER.hash(f"s{i}"), False, ()) for i in range(100)]
+    store.add(batch)
+    assert totals(read(store))["30d"][:2] == (100, 100)
+    server.client().flushall()
+    store.add(batch[:10])
+    # what it had sent to the current buckets is sent again, not only the users seen since
+    assert totals(read(store)) == {w: (100, 100, 0.0) for w in ("5m", "1h", "1d", "7d", "30d")}
+    # and the salt guard is back in place
+    with pytest.raises(WindowStoreError, match="another identity salt"):
+        make_store(fingerprint=other.fingerprint)
+
+
+def test_a_store_restarted_without_its_keys_between_two_sends_is_filled_again(tmp_path: Path):
+    # Redis restarted faster than the exporter sends: the client reconnects without an error
+    server = RedisServer(tmp_path / "redis")
+    try:
+        clock = Clock()
+        store = RedisWindowStore(WindowsConfig(store=server.url), HASHER.fingerprint,
+                                 clock=clock)
+        store.open()
+        batch = [(NOW, HASHER.hash(f"u{i}"), None, False, ()) for i in range(50)]
+        store.add(batch)
+        assert totals(read(store))["1d"][0] == 50
+        server.kill()
+        server.start()
+        store.add(batch)
+        assert totals(read(store))["1d"][0] == 50
+        assert store.errors == {"write": 0, "read": 0}
+        store.close()
+    finally:
+        server.stop()
+
+
 # -- breakdowns -----------------------------------------------------------------------------
 
 def test_the_breakdown_cap_holds_across_replicas(make_store):
@@ -293,6 +333,76 @@ def test_the_store_password_is_never_shown(tmp_path: Path):
     bad = load_config(None, env={**env, "KPI_EXPORTER_SALT": "s" * 32},
                       overrides={"windows_store": "redis://x:y@h:1/0"})
     assert bad.windows.store == "redis://x:y@h:1/0"  # the flag wins over the environment
+
+
+@pytest.mark.parametrize("password", ["p#ss", "pa/ss", "pa?ss", "pa[ss", "#pass", "/pass"])
+def test_a_password_with_unencoded_characters_is_refused_without_showing_it(password: str):
+    url = f"redis://kpi:{password}word@127.0.0.1:6379/0"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={"KPI_EXPORTER_WINDOWS_STORE": url, "KPI_EXPORTER_SALT": "s" * 32})
+    message = str(err.value)
+    assert password not in message and "kpi:***@127.0.0.1:6379/0" in message
+    assert "percent-encode" in message
+
+
+def test_a_password_with_an_at_sign_or_colon_is_hidden():
+    # the client takes the user information up to the last '@', as the parser does
+    config = load_config(None, env={"KPI_EXPORTER_WINDOWS_STORE": "redis://kpi:p@ss:w@h:1/0",
+                                    "KPI_EXPORTER_SALT": "s" * 32})
+    assert config.windows.store_display == "redis://kpi:***@h:1/0"
+
+
+def test_store_errors_do_not_log_the_commands_arguments(make_store, server, caplog):
+    # a pipeline's error quotes its command; its arguments are identity hashes and
+    # breakdown values, which the log never carries
+    store = make_store(WindowsConfig(breakdowns=(PLATFORM,)), Clock())
+    client = server.client()
+    used = int(client.info("memory")["used_memory"])
+    caplog.set_level(logging.INFO, logger="kpi_exporter")
+    client.config_set("maxmemory", used // 2)
+    client.config_set("maxmemory-policy", "noeviction")
+    try:
+        store.add([(NOW, HASHER.hash(f"u{i}"), None, False, (f"secret-value-{i}",))
+                   for i in range(50)])
+        assert not store.flush()
+    finally:
+        client.config_set("maxmemory", 0)
+    text = caplog.text
+    assert "maxmemory" in text and "failed" in text
+    assert "secret-value" not in text and "Command #" not in text
+    assert "PFADD failed" in text  # the command's name, without its keys and arguments
+    assert "\ufffd" not in text and all(c.isprintable() for line in text.splitlines()
+                                         for c in line)
+
+
+def test_the_redis_user_of_the_scaling_guide_can_run_the_store(make_store, server, request):
+    # the least-privilege ACL docs/scaling.md gives, applied to a real server: writes,
+    # breakdown admission (Lua), reads, size, and the restart check all pass with it
+    line = next(line for line in (ROOT / "docs" / "scaling.md").read_text().splitlines()
+                if line.startswith("ACL SETUSER kpi "))
+    prefix = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[-40:] + ":"  # make_store's
+    rules = line.split()[3:]
+    assert "~kpi:*" in rules and ">PASSWORD" in rules
+    rules = [f"~{prefix}*" if r == "~kpi:*" else ">acl-pw" if r == ">PASSWORD" else r
+             for r in rules]
+    client = server.client()
+    client.execute_command("ACL", "SETUSER", "kpi", *rules)
+    try:
+        clock = Clock()
+        store = make_store(WindowsConfig(breakdowns=(PLATFORM,)), clock,
+                           url=f"redis://kpi:acl-pw@127.0.0.1:{server.port}/0")
+        assert store._server.get("run_id")  # INFO is allowed: restarts are noticed
+        store.add([(NOW, HASHER.hash(f"u{i}"), HASHER.hash(f"s{i}"), i % 2 == 0,
+                    ("ios" if i % 2 else "web",)) for i in range(20)])
+        got = read(store)
+        assert totals(got)["1h"] == (20, 20, 0.5)
+        assert {(e.window, e.value): round(e.users) for e in got if e.breakdown == 0} == {
+            (w, v): 10 for w in ("1h", "1d") for v in ("ios", "web")}
+        store.add([(NOW, HASHER.hash("late"), None, False, ("tv",))])
+        assert read(store) and store.sketch_bytes()
+        assert store.errors == {"write": 0, "read": 0}
+    finally:
+        client.execute_command("ACL", "DELUSER", "kpi")
 
 
 # -- a store that goes away -----------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import datasketches
 
@@ -64,17 +64,18 @@ def relative_error_bound(precision: int) -> float:
 
 
 def redact_url(url: str) -> str:
-    """A store URL fit for logs and pages: the password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
+    """A store URL fit for logs and pages: the password replaced by ``***``. Everything up
+    to the last ``@`` is taken for the user and password, so that a password holding
+    characters a URL reserves (``/ ? # @``, not percent-encoded) is hidden too."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return SplitResult(parts.scheme, f"{user}:***@{host}", parts.path, parts.query,
-                       parts.fragment).geturl()
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+
+
+_ENCODE_HINT = ("percent-encode the characters / ? # @ : [ ] of a user name or password "
+                "(for example / as %2F, # as %23)")
 
 
 def _check_store_url(url: str) -> str | None:
@@ -82,8 +83,12 @@ def _check_store_url(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        return f"{redact_url(url)!r} is not a URL ({exc})"
+    except ValueError:
+        # the parser's own message may quote part of the password
+        return (f"{redact_url(url)!r} is not a URL: write redis://[user:password@]host:port/db"
+                f", and {_ENCODE_HINT}")
+    if "@" in url and "@" not in parts.netloc:
+        return (f"{redact_url(url)!r}: the host part ends before the '@': {_ENCODE_HINT}")
     if parts.scheme not in ("redis", "rediss"):
         return (f"{redact_url(url)!r} is neither 'memory' nor a redis:// or rediss:// URL "
                 f"(for example redis://redis:6379/0, or rediss://user:password@host:6380/0 "

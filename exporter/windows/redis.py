@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import struct
 import threading
 import time
@@ -212,6 +213,7 @@ class RedisWindowStore(WindowStore):
         self._sent_size = 0
         self._admitted: dict[tuple[int, str], tuple[str, float]] = {}
         self._verified = False
+        self._server: dict[str, Any] = {}  # INFO server of the store, as last verified
         self._failures = 0
 
         self._flush_lock = threading.Lock()
@@ -233,23 +235,21 @@ class RedisWindowStore(WindowStore):
         try:
             self._verify()
         except redis.RedisError as exc:
-            self._mark_down("write", exc)
-            log.warning("the KPI window store %s cannot be reached (%s); serving without the "
-                        "window gauges and retrying in the background", self.where,
-                        _describe(exc))
+            self._mark_down("write", exc)  # logs what failed; the sender retries
             return
         self.up = True
-        info = self._server_version()
-        log.info("KPI windows in %s%s", self.where, f" ({info})" if info else "")
+        server = self._server
+        version = (f"Valkey {server['valkey_version']}" if "valkey_version" in server
+                   else f"Redis {server['redis_version']}" if "redis_version" in server
+                   else "")
+        log.info("KPI windows in %s%s", self.where, f" ({version})" if version else "")
 
-    def _server_version(self) -> str:
+    def _server_info(self) -> dict[str, Any]:
+        """INFO server, or nothing where the server does not allow it."""
         try:
-            server = self.client.info("server")
-        except redis.RedisError:
-            return ""
-        if "valkey_version" in server:
-            return f"Valkey {server['valkey_version']}"
-        return f"Redis {server.get('redis_version', '?')}"
+            return dict(self.client.info("server"))
+        except redis.ResponseError:
+            return {}
 
     def _verify(self) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -274,7 +274,36 @@ class RedisWindowStore(WindowStore):
                 f"keys under the prefix to start the windows afresh)")
         if created:
             self._forget_sent()
+        self._server = self._server_info()
         self._verified = True
+
+    def _check(self, now: float) -> None:
+        """Makes sure the store still holds what this exporter sent. A store that lost its
+        keys raises nothing: Redis restarted between two sends (the client reconnects on
+        its own) without persistence or without its last writes, FLUSHALL, a failover to a
+        replica that missed writes. Then the identities remembered as sent to the current
+        buckets would stay out of them until the buckets turn (a day for 30d): they are
+        sent again, and the salt fingerprint is written again."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.meta, "salt_fingerprint")
+        run_id = self._server.get("run_id")
+        if run_id is not None:
+            pipe.info("server")
+        answers = pipe.execute()
+        fingerprint = answers[0]
+        now_run = answers[1].get("run_id") if run_id is not None else None
+        if fingerprint == self.fingerprint.encode("ascii") and now_run == run_id:
+            return
+        why = ("restarted or failed over" if now_run != run_id
+               else "lost its keys (flushed or evicted)")
+        with self.lock:
+            remembered = self._sent
+        self._verified = False
+        self._verify()
+        sent = self._resend(remembered, now)
+        log.warning("the KPI window store %s %s; sent again what this exporter had sent to "
+                    "the current buckets (%d identity hashes over every window)", self.where,
+                    why, sent)
 
     def _mark_down(self, operation: str, exc: BaseException) -> None:
         self.errors[operation] += 1
@@ -442,12 +471,12 @@ class RedisWindowStore(WindowStore):
             try:
                 if not self._verified:
                     self._verify()
+                else:
+                    self._check(now)
                 groups = self._admit_groups(pending, counts, now)
                 _merge(groups, retry)
                 if groups:
                     self._send(groups, now)
-                else:
-                    self.client.ping()
             except (WindowStoreError, redis.RedisError) as exc:
                 with self.lock:
                     if groups is None:
@@ -563,6 +592,32 @@ class RedisWindowStore(WindowStore):
                         added.append(((width, k, tag, bucket), new))
         if added:
             pipe.execute()
+        self._remember(added)
+
+    def _resend(self, remembered: dict[tuple[int, int, str, int], set[int]],
+                now: float) -> int:
+        """Sends again the identities of ``remembered`` whose buckets a window still covers;
+        returns how many were sent."""
+        pipe = self.client.pipeline(transaction=False)
+        added: list[tuple[tuple[int, int, str, int], set[int]]] = []
+        for sent_key, ids in remembered.items():
+            width, k, tag, bucket = sent_key
+            tier = self._tiers[width]
+            if bucket < tier.oldest(now) or not ids:
+                continue
+            key = self.keys.data(width, KINDS[k], tag, bucket)
+            elements = list(map(_pack, ids))
+            for start in range(0, len(elements), PFADD_CHUNK):
+                pipe.pfadd(key, *elements[start:start + PFADD_CHUNK])
+            pipe.expire(key, tier.ttl(bucket, now))
+            added.append((sent_key, ids))
+        if added:
+            pipe.execute()
+        self._remember(added)
+        return sum(len(ids) for _, ids in added)
+
+    def _remember(self, added: list[tuple[tuple[int, int, str, int], set[int]]]) -> None:
+        """Keeps the identities just added, within SENT_BUDGET, so they are not sent twice."""
         with self.lock:
             budget = SENT_BUDGET - self._sent_size
             for sent_key, new in added:
@@ -705,5 +760,11 @@ def _merge(into: _Groups, groups: _Groups) -> None:
                     mine[k].update(entry[k])
 
 
+# redis-py quotes a failed pipeline command with its arguments: identity hashes and
+# breakdown values, which the log never carries. Only the command's name is kept.
+_PIPELINE_ERROR = re.compile(r"Command # \d+ \((\S*).*\) of pipeline caused error: ", re.DOTALL)
+
+
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = _PIPELINE_ERROR.sub(r"\1 failed: ", str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
