@@ -168,7 +168,8 @@ def test_keys_carry_hash_tags_and_expire_when_no_window_covers_them(make_store, 
     # works on a Redis Cluster
     assert by_tag and all(len(slots) == 1 for slots in by_tag.values())
     assert any(len([k for k in data if tag in k]) > 1 for tag in by_tag)
-    assert 0 < client.ttl(prefix + "{b:platform}:values") <= DAY + 1800
+    # the longest window, a bucket, and the minute a replica trusts an admission
+    assert 0 < client.ttl(prefix + "{b:platform}:values") <= DAY + 1800 + 60
     assert client.ttl(prefix + "meta") == -1  # the salt fingerprint stays
 
 
@@ -495,3 +496,20 @@ def test_serve_refuses_to_start_on_a_store_filled_with_another_salt(tmp_path: Pa
         assert "redis://default:***@127.0.0.1" in log
     finally:
         server.stop()
+
+
+def test_a_breakdown_value_stays_while_its_events_are_in_the_window(make_store):
+    # a replica asks the store about a value it admitted at most once a minute, so the
+    # value's last-seen time in the store may be a minute older than its last event
+    clock = Clock()
+    cfg = WindowsConfig(breakdowns=(BreakdownSpec("app.platform", "platform", max_values=5,
+                                                  windows=("5m",)),))
+    store = make_store(cfg, clock)
+    store.add([(NOW, HASHER.hash("first"), None, False, ("ios",))])
+    assert store.flush()
+    clock.t += 59
+    store.add([(int(clock.t), HASHER.hash("second"), None, False, ("ios",))])
+    assert store.flush()
+    clock.t += 260  # the second event is 260 s old: inside the 5m window
+    split = {(e.window, e.value): round(e.users) for e in read(store) if e.breakdown == 0}
+    assert split == {("5m", "ios"): 1}

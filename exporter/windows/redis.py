@@ -187,10 +187,12 @@ class RedisWindowStore(WindowStore):
         self._breakdown_tiers = tuple(
             tuple(self._tiers[t] for t in sorted({by_name[n].bucket_seconds for n in b.windows}))
             for b in config.breakdowns)
-        # how long a breakdown value stays admitted after it was last seen
+        # how long a breakdown value stays admitted after it was last seen: its longest
+        # window, and the time a replica trusts an admission without telling the store
+        # (the store's last-seen time may be that much older than the value's last event)
         self._value_life = tuple(
             max((by_name[n].seconds + by_name[n].bucket_seconds for n in b.windows), default=0)
-            for b in config.breakdowns)
+            + int(ADMISSION_TTL) for b in config.breakdowns)
         self._admit = self.client.register_script(_ADMIT)
 
         self.dropped = {"too_old": 0, "in_future": 0, "store_unavailable": 0}
