@@ -26,9 +26,11 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter.collectors import MappedMetricsCollector, SelfMetrics, StoreStatsCollector
+from exporter.collectors.genai import UnpricedTokensCollector
 from exporter.collectors.selfmetrics import StateMetrics
 from exporter.collectors.windows import WindowsCollector
 from exporter.config import Config, ConfigError, load_config
+from exporter.genai import PriceBook, UnpricedTokens
 from exporter.pipeline import Pipeline
 from exporter.privacy import AttributeScrubber, IdentityHasher, SaltError, load_or_create_salt
 from exporter.receiver import create_receiver
@@ -59,6 +61,7 @@ class App:
     windows: WindowStore | None
     state: StateManager | None
     server: Server
+    unpriced: UnpricedTokens = field(default_factory=UnpricedTokens)
     config_path: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
@@ -140,7 +143,8 @@ class App:
                 return False, str(exc)
             old = self.pipeline.config
             filters = [_scrubber(config, self.started_config, self.hasher)]
-            kept, dropped = self.pipeline.reconfigure(config, filters)
+            kept, dropped = self.pipeline.reconfigure(config, filters,
+                                                      PriceBook(config.genai, self.unpriced))
             m.reloads.labels("success").inc()
             m.last_reload_ok.set(1)
             m.last_reload_time.set_to_current_time()
@@ -223,9 +227,13 @@ def build(config: Config, *, config_path: str | None = None,
                                     max_label_length=config.max_label_value_length)
     if windows is not None:
         observers.append(EventObserver(windows, hasher))
+    # GenAI usage is priced by the rules whose value is a cost; the tokens no price covers are
+    # counted across reloads, each of which brings a new price book.
+    unpriced = UnpricedTokens(config.max_series_per_metric)
     pipeline = Pipeline(config, store, metrics, filters=[_scrubber(config, config, hasher)],
-                        observers=observers)
+                        observers=observers, pricer=PriceBook(config.genai, unpriced))
     registry.register(MappedMetricsCollector(store))
+    registry.register(UnpricedTokensCollector(unpriced))
     registry.register(StoreStatsCollector(
         store, lambda: (pipeline.mapping.cache_hits, pipeline.mapping.cache_misses)))
     if windows is not None:
@@ -241,7 +249,7 @@ def build(config: Config, *, config_path: str | None = None,
 
     server = Server(config.server)
     app = App(started_config=config, registry=registry, metrics=metrics, store=store, pipeline=pipeline,
-              hasher=hasher, windows=windows, state=state, server=server,
+              hasher=hasher, windows=windows, state=state, server=server, unpriced=unpriced,
               config_path=config_path, config_overrides=dict(config_overrides or {}))
     server.add("otlp", create_receiver(pipeline, queued=server.queued),
                config.server.otlp_listen, prefix="/v1/", reuse_port=config.server.reuse_port)

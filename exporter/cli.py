@@ -159,6 +159,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from exporter.explain import explain, records_from_json
+    from exporter.genai import PriceBook
     from exporter.mapper import Mapping
     from exporter.privacy import scrub_records
 
@@ -177,7 +178,7 @@ def _explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 2
-    mapping = Mapping(config.rules)
+    mapping = Mapping(config.rules, PriceBook(config.genai))
     scrub_records(records, config.privacy)
     for record in records:
         print("\n".join(explain(mapping, record)))

@@ -15,6 +15,7 @@ from typing import Any, Mapping as TMapping
 
 from exporter import yamlload
 from exporter.configcheck import get_bool, get_names
+from exporter.genai.config import GenAIConfig, parse_genai
 from exporter.privacy import SALT_ENV, PrivacyConfig, parse_privacy
 from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
 from exporter.state import StateConfig, parse_state
@@ -27,7 +28,8 @@ DEFAULT_OTLP_LISTEN = "0.0.0.0:4318"
 DEFAULT_METRICS_LISTEN = "0.0.0.0:9464"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
-_TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "state", "privacy")
+_TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "state", "privacy",
+             "genai")
 _SERVER_KEYS = ("otlp_listen", "metrics_listen", "reuse_port", "max_body_size",
                 "max_concurrent_requests", "threads", "auth", "cors")
 _AUTH_KEYS = ("bearer_tokens", "bearer_token_file")
@@ -114,6 +116,7 @@ class Config:
     windows: WindowsConfig = field(default_factory=WindowsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    genai: GenAIConfig = field(default_factory=GenAIConfig)
 
     def describe(self) -> str:
         """One line for the log and the landing page."""
@@ -268,6 +271,7 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
                         f"directory differs: set privacy.salt or {SALT_ENV} to the same secret "
                         f"on every replica (for example the output of `openssl rand -hex 32`)")
     cfg.state = parse_state(doc.get("state"), env, overrides or {}, problems)
+    cfg.genai = parse_genai(doc.get("genai"), problems)
     if problems:
         raise ConfigError(problems, source if path else "")
     cfg.user_rule_count = len(user_rules)

@@ -2,11 +2,16 @@
 
 A population of users opens sessions; each session views pages, uses features (workout,
 nutrition, profile, social x view, create, edit, delete, share), sometimes asks an AI model
-for a recommendation (a GenAI span, the recommendation, often the user's response and an
-evaluation) and sometimes converts. Each model reports its performance now and then. Every
-item goes through :mod:`exporter.sdk`, exactly as an app would send it; the summary at the
-end counts what was sent in the terms of the metrics it feeds, so it can be held against
-the dashboards.
+for a recommendation (an LLM call, the recommendation, often the user's response and an
+evaluation) and sometimes converts. Each model reports its performance now and then. Events
+and spans go through :mod:`exporter.sdk`, exactly as an app would send them.
+
+The LLM calls show both ways GenAI instrumentations report: gpt-4o-mini calls go out as
+``gen_ai.client.*`` metric points for every call, plus a span for one call in four (as an
+app sampling its traces at 25% would), claude-3-5-haiku calls as spans only, with prompt
+cache reads and writes. The summary at the end counts what was sent in the terms of the
+metrics it feeds, and what the GenAI recording rules should make of it (every call once,
+priced with the exporter's default prices), so it can be held against the dashboards.
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TextIO, cast
 from urllib.parse import urlsplit
 
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExportResult, MetricsData, PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+
 from exporter import sdk
+from exporter.genai import GenAIConfig, PriceBook
+from exporter.genai.prices import SpanUsage
 
 __all__ = ["DemoOptions", "Summary", "run_demo", "parse_duration", "check_reachable",
            "CATEGORIES", "ACTIONS"]
@@ -39,9 +54,17 @@ _ROUTES = {
     "social": ("/social/feed", "/social/friends"),
 }
 _LANDING = ("/", "/dashboard")
-# (provider, model) pairs the recommendations and GenAI spans come from
+# (provider, model) pairs the recommendations and LLM calls come from
 _MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"))
 _MODEL_WEIGHTS = (65, 35)
+# gpt-4o-mini's calls are reported as metric points, and one in this many as a span too
+_POINTS_MODEL = "gpt-4o-mini"
+_SPAN_SAMPLE = 4
+# The conventions' bucket bounds, as instrumentations advise them to the SDK.
+_DURATION_BOUNDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92)
+_TOKEN_BOUNDS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                 16777216, 67108864)
 _RECOMMENDATION_TYPE = {"workout": "workout_plan", "nutrition": "meal_plan"}
 _OUTCOMES = ("accepted", "modified", "rejected")
 _OUTCOME_WEIGHTS = (55, 20, 25)
@@ -94,6 +117,9 @@ class Summary:
     stats: sdk.Stats | None = None
     first_event_time: float = math.inf
     last_event_time: float = -math.inf
+    # per model: what the GenAI recording rules should count (every call once)
+    genai: dict[str, "GenAIFigures"] = field(default_factory=dict)
+    metric_exports_failed: int = 0
 
     def add(self, metric: str, value: float = 1.0, **labels: str) -> None:
         """Counts ``value`` into the sample ``metric{labels}``."""
@@ -113,7 +139,7 @@ class Summary:
 
     def samples(self) -> list[dict[str, Any]]:
         """The expected samples, sorted by metric and labels."""
-        return [{"metric": m, "labels": dict(lab), "value": round(v, 6)}
+        return [{"metric": m, "labels": dict(lab), "value": float(f"{v:.12g}")}
                 for (m, lab), v in sorted(self.counters.items())]
 
     def to_json(self) -> dict[str, Any]:
@@ -130,8 +156,10 @@ class Summary:
             "event_time_range": [self.first_event_time, self.last_event_time]
             if self.events else None,
             "delivered_all": self.delivered_all,
+            "metric_exports_failed": self.metric_exports_failed,
             "sdk_stats": None if s is None else s.__dict__,
             "samples": self.samples(),
+            "genai": {m: f.__dict__ for m, f in sorted(self.genai.items())},
         }
 
     def render(self) -> str:
@@ -176,7 +204,81 @@ class Summary:
             for lab, v in rows:
                 shown = ",".join(f'{k}="{val}"' for k, val in lab if k != "service_name")
                 lines.append(f"    {_num(v):>10}    {{{shown}}}")
+        if self.genai:
+            lines.append(f"  LLM calls as the GenAI recording rules count them, each once: "
+                         f"{_POINTS_MODEL} from its metric points (its spans are a 1-in-"
+                         f"{_SPAN_SAMPLE} sample), the others from their spans; cost at the "
+                         f"exporter's default prices (job_model:gen_ai_cost_usd:increase1h "
+                         f"over the run):")
+            lines.append(f"    {'calls':>8} {'failed':>7} {'input tok':>10} {'cached':>8} "
+                         f"{'output tok':>10} {'cost USD':>12}  model (source)")
+            for model, f in sorted(self.genai.items()):
+                lines.append(f"    {f.calls:>8} {f.failed:>7} {f.input_tokens:>10} "
+                             f"{f.cached_tokens:>8} {f.output_tokens:>10} "
+                             f"{f.cost_usd:>12.6f}  {model} ({f.source})")
+        if self.metric_exports_failed:
+            lines.append(f"  NOT all metric points delivered: {self.metric_exports_failed} "
+                         f"exports failed")
         return "\n".join(lines)
+
+
+@dataclass
+class GenAIFigures:
+    """One model's LLM calls as the GenAI recording rules count them."""
+
+    source: str
+    calls: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class _GenAIPoints:
+    """``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage`` metric points,
+    as a GenAI instrumentation records them (cumulative, the conventions' buckets), exported
+    to the exporter every second and at the end."""
+
+    def __init__(self, options: DemoOptions):
+        self.failed_exports = 0
+        outer = self
+
+        class Counting(OTLPMetricExporter):
+            def export(self, metrics_data: MetricsData, timeout_millis: float | None = 10_000,
+                       **kwargs: Any) -> MetricExportResult:
+                result = super().export(metrics_data, timeout_millis, **kwargs)
+                if result is not MetricExportResult.SUCCESS:
+                    outer.failed_exports += 1
+                return result
+
+        exporter = Counting(endpoint=options.endpoint.rstrip("/") + "/v1/metrics",
+                            headers=options.headers or None, timeout=10)
+        self.provider = MeterProvider(
+            resource=Resource.create({"service.name": options.service_name,
+                                      "deployment.environment.name": "demo"}),
+            metric_readers=[PeriodicExportingMetricReader(exporter,
+                                                          export_interval_millis=1000)],
+            views=[View(instrument_name="gen_ai.client.operation.duration",
+                        aggregation=ExplicitBucketHistogramAggregation(_DURATION_BOUNDS)),
+                   View(instrument_name="gen_ai.client.token.usage",
+                        aggregation=ExplicitBucketHistogramAggregation(_TOKEN_BOUNDS))])
+        meter = self.provider.get_meter("kpi_exporter.demo")
+        self.duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+        self.tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+
+    def record(self, attributes: dict[str, Any], duration: float, error: str | None,
+               input_tokens: int, output_tokens: int) -> None:
+        if error:
+            self.duration.record(duration, {**attributes, "error.type": error})
+            return
+        self.duration.record(duration, attributes)
+        self.tokens.record(input_tokens, {**attributes, "gen_ai.token.type": "input"})
+        self.tokens.record(output_tokens, {**attributes, "gen_ai.token.type": "output"})
+
+    def close(self) -> None:
+        self.provider.force_flush(10_000)
+        self.provider.shutdown()
 
 
 def _num(v: float) -> str:
@@ -213,8 +315,10 @@ class _Traffic:
     """The simulated population: yields one zero-argument send per event or span."""
 
     def __init__(self, client: sdk.Analytics, options: DemoOptions, rng: random.Random,
-                 summary: Summary):
+                 summary: Summary, points: _GenAIPoints):
         self.client = client
+        self.points = points
+        self.prices = PriceBook(GenAIConfig())
         self.o = options
         self.rng = rng
         self.summary = summary
@@ -330,26 +434,75 @@ class _Traffic:
         rec_type = _RECOMMENDATION_TYPE[category]
         latency = rng.lognormvariate(math.log(0.9 if "mini" in model else 0.7), 0.5)
         error = "timeout" if rng.random() < 0.03 else None
-        tokens_in = rng.randint(300, 2500)
+        # a call that timed out reports no usage
+        tokens_in = 0 if error else rng.randint(300, 2500)
         tokens_out = 0 if error else rng.randint(80, 700)
+        points = model == _POINTS_MODEL
+        span = not points or rng.random() < 1 / _SPAN_SAMPLE
+        # the spans-only model caches its long system prompt: reads most calls, a write now
+        # and then (included in the input tokens, as the conventions count them)
+        cache_read = 0 if points or error or rng.random() < 0.2 else rng.randint(0, tokens_in)
+        cache_write = 0 if points or error or cache_read else rng.randint(0, tokens_in)
+        reason = "length" if tokens_out >= 680 else "stop"
         confidence = round(min(0.99, max(0.05, rng.betavariate(6, 2))), 3)
         rec_id = [""]
 
         def llm_call() -> None:
             when = advance(2)
-            c.record_genai_operation("chat", provider, model, duration=latency,
-                                     input_tokens=tokens_in,
-                                     output_tokens=None if error else tokens_out,
-                                     error_type=error, end_time=when)
-            summ.spans += 1
-            summ.seen(time.time() if when is None else when)
+            svc = self.o.service_name
             genai = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": provider,
-                     "gen_ai_request_model": model, "error_type": error or ""}
-            summ.add("gen_ai_client_operation_duration_seconds_count", 1.0, **genai)
-            summ.add("gen_ai_client_tokens_total", tokens_in, gen_ai_token_type="input", **genai)
-            if not error:
-                summ.add("gen_ai_client_tokens_total", tokens_out, gen_ai_token_type="output",
-                         **genai)
+                     "gen_ai_request_model": model, "error_type": error or "",
+                     "service_name": svc}
+            usage = {} if error else {"input": tokens_in, "output": tokens_out}
+            span_costs = {} if error else self._span_cost(provider, model, SpanUsage(
+                tokens_in, tokens_out, cache_read, cache_write))
+            point_costs = {kind: n * self._unit_price(provider, model, kind)
+                           for kind, n in usage.items()}
+            if span:
+                extra: dict[str, Any] = {"app.feature": category}
+                if not error:
+                    extra["gen_ai.response.finish_reasons"] = [reason]
+                if cache_read:
+                    extra["gen_ai.usage.cache_read.input_tokens"] = cache_read
+                if cache_write:
+                    extra["gen_ai.usage.cache_creation.input_tokens"] = cache_write
+                c.record_genai_operation("chat", provider, model, duration=latency,
+                                         input_tokens=usage.get("input"),
+                                         output_tokens=usage.get("output"),
+                                         error_type=error, end_time=when, **extra)
+                summ.spans += 1
+                summ.seen(time.time() if when is None else when)
+                summ.add("gen_ai_span_operation_duration_seconds_count", 1.0, **genai)
+                for kind, n in usage.items():
+                    summ.add("gen_ai_span_token_usage_sum", n, gen_ai_token_type=kind, **genai)
+                if not error:
+                    summ.add("gen_ai_span_finish_reasons_total", 1.0,
+                             gen_ai_response_finish_reason=reason,
+                             **{k: v for k, v in genai.items() if k != "error_type"})
+                for part, usd in span_costs.items():
+                    summ.add("gen_ai_span_cost_usd_total", usd, gen_ai_provider_name=provider,
+                             gen_ai_request_model=model, gen_ai_token_type=part,
+                             app_feature=category, service_name=svc)
+            if points:
+                self.points.record({"gen_ai.operation.name": "chat",
+                                    "gen_ai.provider.name": provider,
+                                    "gen_ai.request.model": model}, latency, error, tokens_in,
+                                   tokens_out)
+                summ.add("gen_ai_client_operation_duration_seconds_count", 1.0, **genai)
+                for kind, n in usage.items():
+                    summ.add("gen_ai_client_token_usage_sum", n, gen_ai_token_type=kind,
+                             **genai)
+                    summ.add("gen_ai_client_cost_usd_total", point_costs[kind],
+                             gen_ai_provider_name=provider, gen_ai_request_model=model,
+                             gen_ai_token_type=kind, app_feature="unknown", service_name=svc)
+            figures = summ.genai.setdefault(model, GenAIFigures(
+                "metric points" if points else "spans"))
+            figures.calls += 1
+            figures.failed += error is not None
+            figures.input_tokens += tokens_in
+            figures.cached_tokens += cache_read
+            figures.output_tokens += tokens_out
+            figures.cost_usd += sum((point_costs if points else span_costs).values())
 
         def generated() -> None:
             when = advance(0.5)
@@ -384,6 +537,14 @@ class _Traffic:
                 summ.add("gen_ai_evaluation_results_total", gen_ai_evaluation_name=name,
                          gen_ai_evaluation_score_label=label)
             yield evaluation
+
+    def _span_cost(self, provider: str, model: str, usage: SpanUsage) -> dict[str, float]:
+        found = self.prices.find(provider, model)
+        return (found and self.prices.price(found, usage)) or {}
+
+    def _unit_price(self, provider: str, model: str, token_type: str) -> float:
+        found = self.prices.find(provider, model)
+        return (found and self.prices.unit_price(found, token_type)) or 0.0
 
     def _model_reports(self, event_time: float | None) -> Iterator[Action]:
         """Each model reports its performance about once a minute of traffic."""
@@ -439,7 +600,8 @@ def run_demo(options: DemoOptions, progress: bool | None = None,
                                      close_at_exit=False)
     summary = Summary(options, seed)
     total = max(1, round(options.rate * options.duration))
-    traffic = _Traffic(client, options, rng, summary)
+    points = _GenAIPoints(options)
+    traffic = _Traffic(client, options, rng, summary, points)
     bar = tqdm(total=total, unit="item", desc="demo", file=progress_file, disable=not progress,
                **(_screen(progress_file) if progress else {}))
     started = time.monotonic()
@@ -458,6 +620,8 @@ def run_demo(options: DemoOptions, progress: bool | None = None,
         bar.close()
         summary.elapsed = time.monotonic() - started
         client.flush(30)
+        points.close()
+        summary.metric_exports_failed = points.failed_exports
         summary.stats = client.stats()
         if own_client:
             client.shutdown(2)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from exporter import otlp_json
-from exporter.mapper import Mapping
+from exporter.mapper import Mapping, Priced
 from exporter.naming import is_identity_attribute
 from exporter.records import LOG, METRIC, SPAN, TEMPORALITY_CUMULATIVE, Record
 from exporter.rules import RecordError
@@ -95,6 +95,11 @@ def explain(mapping: Mapping, record: Record) -> list[str]:
         except RecordError as err:
             lines.append(f"{head}: REJECTS the record ({err.reason}): {err}")
             continue
+        if value is None and rule.cost_part is not None:
+            lines.append(f"{head}: skipped, the record has no {rule.cost_part} token usage "
+                         f"of a model with a known price (the tokens of a model without one "
+                         f"count in kpi_exporter_gen_ai_unpriced_tokens_total)")
+            continue
         if value is None:
             lines.append(f"{head}: skipped, the record has no {rule.value.describe()}")
             continue
@@ -104,6 +109,9 @@ def explain(mapping: Mapping, record: Record) -> list[str]:
         if isinstance(value, list):
             verb, shown = "merge", (f"a histogram point of {value[1]} observations "
                                     f"(sum {value[0]:g}) into its buckets")
+        elif isinstance(value, Priced):
+            shown = (f"{value.usd:g} USD ({value.tokens:g} tokens at "
+                     f"{value.usd_per_token * 1e6:g} USD per million)")
         else:
             shown = f"{value:g}" if isinstance(value, float) else str(value)
         if record.signal == METRIC and record.temporality == TEMPORALITY_CUMULATIVE and (

@@ -10,7 +10,7 @@ import math
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from exporter.records import (
     METRIC, TEMPORALITY_CUMULATIVE, Batch, Histogram, Record,
@@ -18,7 +18,7 @@ from exporter.records import (
 from exporter.rules import COUNTER, HISTOGRAM, MetricDef, RecordError, Rule, label_str
 from exporter.store import Cumulative, Deltas
 
-__all__ = ["Mapping", "MapResult"]
+__all__ = ["Mapping", "MapResult", "Pricer", "Priced"]
 
 _CACHE_LIMIT = 10_000
 _CACHED_NAME_LENGTH = 256
@@ -26,6 +26,38 @@ _REBUCKET_LIMIT = 1_000
 # Gauges keep the newest value by event time; a record stamped further ahead than this is
 # taken as arriving now.
 _GAUGE_MAX_FUTURE_NS = 600 * 10 ** 9
+
+
+class Pricer(Protocol):
+    """Prices GenAI token usage for the rules whose value is a ``cost``. ``attributes`` are
+    the record attributes it reads (decoders keep them)."""
+
+    attributes: frozenset[str]
+
+    def span_cost(self, record: Record, part: str) -> float | None:
+        """USD of one part (input, cache_read, cache_write, output, request) of a span's
+        usage; None when the span has none of it or its model has no known price."""
+        ...
+
+    def point_price(self, record: Record) -> "Priced | None":
+        """The tokens of a token usage metric point and their price; None when the point has
+        no tokens or its model has no known price."""
+        ...
+
+
+class Priced:
+    """Tokens of a metric point and the USD one of them costs. A cumulative point's increase
+    is taken on the tokens, then priced, so a price change never looks like a reset."""
+
+    __slots__ = ("tokens", "usd_per_token")
+
+    def __init__(self, tokens: float, usd_per_token: float):
+        self.tokens = tokens
+        self.usd_per_token = usd_per_token
+
+    @property
+    def usd(self) -> float:
+        return self.tokens * self.usd_per_token
 
 
 @dataclass
@@ -47,8 +79,9 @@ class MapResult:
 class Mapping:
     """A compiled rule set. Immutable once built; a reload builds a new one."""
 
-    def __init__(self, rules: list[Rule]):
+    def __init__(self, rules: list[Rule], pricer: Pricer | None = None):
         self.rules = rules
+        self.pricer = pricer
         self.metrics: dict[str, MetricDef] = {}
         for r in rules:
             self.metrics.setdefault(r.metric.name, r.metric)
@@ -66,6 +99,8 @@ class Mapping:
                 *(a for spec in r.labels for a in spec.attributes),
                 *(k for k, _t, _p in r.conditions),
                 *((r.value.attribute,) if r.value.kind == "attribute" else ())))
+        if pricer is not None and any(r.cost_part is not None for r in rules):
+            self.attribute_keys |= pricer.attributes
         self._cache: dict[tuple[str, str], tuple[Rule, ...]] = {}
         self.cache_hits = 0
         self.cache_misses = 0
@@ -99,6 +134,7 @@ class Mapping:
             result.rejected[reason] = result.rejected.get(reason, 0) + n
         result.messages.extend(batch.messages)
         counters, gauges, histograms = deltas.counters, deltas.gauges, deltas.histograms
+        pricer = self.pricer
         signal = batch.signal
         is_metric = signal == METRIC
         cache = self._cache
@@ -125,7 +161,11 @@ class Mapping:
                             continue
                         value = rule.constant_value
                         if value is None:
-                            value = rule.value_of(record)
+                            part = rule.cost_part
+                            if part is None:
+                                value = rule.value_of(record)
+                            elif pricer is not None:
+                                value = pricer.span_cost(record, part)
                             if value is None:
                                 continue
                         updates.append((rule, rule.label_getter(record), value))
@@ -142,7 +182,14 @@ class Mapping:
                 metric = rule.metric
                 key = (metric.name, labels)
                 mtype = metric.type
-                if is_metric and record.temporality == TEMPORALITY_CUMULATIVE and (
+                if type(value) is Priced:
+                    if record.temporality == TEMPORALITY_CUMULATIVE:
+                        deltas.cumulative.append(Cumulative(
+                            metric.name, labels, _stream_key(metric.name, record),
+                            record.start_ns, value.tokens, value.usd_per_token))
+                    else:
+                        counters[key] = counters.get(key, 0.0) + value.usd
+                elif is_metric and record.temporality == TEMPORALITY_CUMULATIVE and (
                         isinstance(value, list) or mtype == COUNTER):
                     deltas.cumulative.append(Cumulative(
                         metric.name, labels, _stream_key(metric.name, record), record.start_ns,
@@ -172,10 +219,13 @@ class Mapping:
 
     def evaluate(self, rule: Rule, record: Record) -> Any:
         """What one record contributes to one rule whose signal and name it matched: a number,
-        a histogram point as [sum, count, buckets...] in the rule's buckets, or None when the
-        rule does not apply. Raises :class:`RecordError` when the record cannot be used."""
+        a histogram point as [sum, count, buckets...] in the rule's buckets, a :class:`Priced`
+        metric point, or None when the rule does not apply. Raises :class:`RecordError` when
+        the record cannot be used."""
         if rule.checks and rule.why_not(record) is not None:
             return None
+        if rule.cost_part is not None:
+            return self._cost(rule, record)
         value = rule.constant_value
         if value is None:
             value = rule.value_of(record)
@@ -184,6 +234,13 @@ class Mapping:
         if isinstance(value, Histogram):
             return self._histogram_point(rule, value)
         return value
+
+    def _cost(self, rule: Rule, record: Record) -> Any:
+        if self.pricer is None:
+            return None
+        if record.signal == METRIC:
+            return self.pricer.point_price(record)
+        return self.pricer.span_cost(record, rule.cost_part or "")
 
     def _histogram_point(self, rule: Rule, point: Histogram) -> list[Any]:
         metric = rule.metric

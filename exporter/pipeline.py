@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 from exporter import otlp_json, otlp_protobuf
 from exporter.collectors.selfmetrics import SelfMetrics
 from exporter.config import Config
-from exporter.mapper import Mapping, MapResult
+from exporter.mapper import Mapping, MapResult, Pricer
 from exporter.records import METRIC, Batch, DecodeError
 from exporter.store import Store
 
@@ -63,14 +63,15 @@ class Pipeline:
     """Payloads in, store updates, observer calls and self-metrics out. Thread-safe."""
 
     def __init__(self, config: Config, store: Store, metrics: SelfMetrics,
-                 filters: Iterable[Filter] = (), observers: Iterable[Observer] = ()):
+                 filters: Iterable[Filter] = (), observers: Iterable[Observer] = (),
+                 pricer: Pricer | None = None):
         self.store = store
         self.metrics = metrics
         self.observers: list[Observer] = list(observers)
         for observer in self.observers:
             metrics.observer_errors.labels(_observer_name(observer))  # 0 from the start
         self._lock = threading.Lock()
-        mapping = Mapping(config.rules)
+        mapping = Mapping(config.rules, pricer)
         store.reconfigure(mapping.metrics)
         store.max_label_length = config.max_label_value_length
         self._view = self._make_view(config, mapping, tuple(filters))
@@ -110,10 +111,12 @@ class Pipeline:
             view = self._view
             self._view = self._make_view(view.config, view.mapping, view.filters)
 
-    def reconfigure(self, config: Config, filters: Iterable[Filter]) -> tuple[int, int]:
-        """Switches to a new config and filters at once. Series of every metric whose type,
-        labels and buckets are unchanged are kept; returns (kept, dropped) metric counts."""
-        mapping = Mapping(config.rules)
+    def reconfigure(self, config: Config, filters: Iterable[Filter],
+                    pricer: Pricer | None = None) -> tuple[int, int]:
+        """Switches to a new config, filters and pricer (of the rules whose value is a cost)
+        at once. Series of every metric whose type, labels and buckets are unchanged are
+        kept; returns (kept, dropped) metric counts."""
+        mapping = Mapping(config.rules, pricer)
         with self._lock:
             kept, dropped = self.store.reconfigure(mapping.metrics)
             self.store.max_label_length = config.max_label_value_length

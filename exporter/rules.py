@@ -21,7 +21,7 @@ from exporter.yamlload import line_of
 
 __all__ = [
     "Rule", "MetricDef", "LabelSpec", "ValueSpec", "RuleError", "parse_rules", "RecordError",
-    "DEFAULT_BUCKETS", "label_str", "parse_duration",
+    "DEFAULT_BUCKETS", "label_str", "parse_duration", "COST_PARTS", "COST_DATA_POINT",
 ]
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
@@ -34,6 +34,14 @@ _FIELDS = ("name", "signal", "span_kind", "span_status")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# What a `value: {cost: PART}` rule prices: a span's input tokens not read from or written to
+# a cache, its cache reads, its cache writes, its output tokens, a per-request fee; or a
+# metric point's tokens at the price of its gen_ai.token.type.
+COST_PARTS = ("input", "cache_read", "cache_write", "output", "request")
+COST_DATA_POINT = "data_point"
+# A label's rewritten values are remembered, up to this many distinct inputs.
+_TRANSFORM_CACHE = 4096
+_REPLACEMENT_REF = re.compile(r"\$(?:(\d+)|\{(\w+)\}|(\$))")
 
 
 class RuleError(ValueError):
@@ -95,6 +103,40 @@ class MetricDef:
 
 
 @dataclass(frozen=True)
+class LabelTransform:
+    """Rewrites and bounds the values a label takes from an attribute: the first ``rewrite``
+    whose regex matches the whole value replaces it; a value then not ``allow``ed becomes
+    ``other``. Results are cached per distinct input."""
+
+    rewrite: tuple[tuple[re.Pattern[str], str], ...] = ()
+    allow_values: frozenset[str] | None = None
+    allow_pattern: re.Pattern[str] | None = None
+    other: str = "_OTHER"
+    _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def apply(self, value: str) -> str:
+        """The label value for an attribute's value."""
+        cache = self._cache
+        out = cache.get(value)
+        if out is not None:
+            return out
+        out = value
+        for rx, template in self.rewrite:
+            m = rx.fullmatch(value)
+            if m is not None:
+                out = m.expand(template)
+                break
+        if self.allow_values is not None and out not in self.allow_values:
+            out = self.other
+        elif self.allow_pattern is not None and self.allow_pattern.fullmatch(out) is None:
+            out = self.other
+        if len(cache) >= _TRANSFORM_CACHE:
+            cache.clear()  # values come from senders: keep the cache bounded
+        cache[value] = out
+        return out
+
+
+@dataclass(frozen=True)
 class LabelSpec:
     """Where one label's value comes from."""
 
@@ -104,6 +146,7 @@ class LabelSpec:
     constant: str | None = None
     default: str = ""
     on_error_status: str | None = None
+    transform: LabelTransform | None = None
 
     def get(self, record: Record) -> str:
         """This label's value for a record."""
@@ -113,21 +156,28 @@ class LabelSpec:
         for key in self.attributes:
             v = attrs.get(key)
             if v is not None and v != "":
-                return v if type(v) is str else label_str(v)
+                text = v if type(v) is str else label_str(v)
+                return text if self.transform is None else self.transform.apply(text)
         if self.field:
-            if self.field == "name":
-                return record.name or self.default
-            if self.field == "signal":
-                return record.signal
-            if self.field == "span_kind":
-                k = record.kind
-                return SPAN_KINDS[k] if 0 <= k < len(SPAN_KINDS) else str(k)
-            if self.field == "span_status":
-                s = record.status
-                return STATUS_CODES[s] if 0 <= s < len(STATUS_CODES) else str(s)
+            found = self._field(record)
+            if found is not None:
+                return found if self.transform is None else self.transform.apply(found)
         if self.on_error_status is not None and record.status == 2:
             return self.on_error_status
         return self.default
+
+    def _field(self, record: Record) -> str | None:
+        if self.field == "name":
+            return record.name or None
+        if self.field == "signal":
+            return record.signal
+        if self.field == "span_kind":
+            k = record.kind
+            return SPAN_KINDS[k] if 0 <= k < len(SPAN_KINDS) else str(k)
+        if self.field == "span_status":
+            s = record.status
+            return STATUS_CODES[s] if 0 <= s < len(STATUS_CODES) else str(s)
+        return None
 
 
 @dataclass(frozen=True)
@@ -135,14 +185,17 @@ class ValueSpec:
     """What number a matching record contributes: a constant, an attribute, the span's
     duration or the data point's value, times ``scale``."""
 
-    kind: str  # "constant" | "attribute" | "duration" | "data_point"
+    kind: str  # "constant" | "attribute" | "duration" | "data_point" | "cost"
     constant: float = 1.0
     attribute: str = ""
     scale: float = 1.0
+    part: str = ""  # of a cost: one of COST_PARTS, or COST_DATA_POINT
 
     def describe(self) -> str:
         if self.kind == "constant":
             return repr(self.constant)
+        if self.kind == "cost":
+            return f"cost of {self.part}" + (f" x {self.scale}" if self.scale != 1 else "")
         if self.kind == "attribute":
             return f"attribute {self.attribute!r}" + (f" x {self.scale}" if self.scale != 1 else "")
         return self.kind + (f" x {self.scale}" if self.scale != 1 else "")
@@ -174,14 +227,17 @@ class Rule:
     # constant (valid for counters and histograms, the only types a constant may feed).
     checks: bool = field(init=False, repr=False)
     constant_value: float | None = field(init=False, repr=False)
+    # The part of a cost this rule counts (the mapper asks its pricer), else None.
+    cost_part: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.checks = bool(self.conditions) or self.span_kinds is not None \
             or self.span_statuses is not None
         self.constant_value = self.value.constant if self.value.kind == "constant" else None
+        self.cost_part = self.value.part if self.value.kind == "cost" else None
         specs = self.labels
         simple = all(s.constant is None and len(s.attributes) == 1 and not s.field
-                     and s.on_error_status is None for s in specs)
+                     and s.on_error_status is None and s.transform is None for s in specs)
         if simple and specs:
             # The common case, one attribute per label: a tight tuple of dict lookups.
             keys = tuple((s.attributes[0], s.default) for s in specs)
@@ -249,6 +305,8 @@ class Rule:
             if record.duration is None:
                 return None
             number = record.duration * v.scale
+        elif v.kind == "cost":
+            raise TypeError(f"{self.title}: a cost is priced by the mapping's pricer")
         else:  # data_point
             raw = record.value
             if raw is None:
@@ -275,7 +333,9 @@ class Rule:
 _RULE_KEYS = ("metric", "type", "help", "match", "labels", "value", "scale", "buckets",
               "max_series", "series_ttl")
 _MATCH_KEYS = ("signal", "name", "name_regex", "span_kind", "span_status", "attributes")
-_LABEL_KEYS = ("attribute", "field", "value", "default", "on_error_status")
+_LABEL_KEYS = ("attribute", "field", "value", "default", "on_error_status", "rewrite", "allow",
+               "other")
+_REWRITE_KEYS = ("regex", "replacement")
 _CONDITION_KEYS = ("equals", "not_equals", "in", "not_in", "regex", "exists", "gt", "gte",
                    "lt", "lte")
 
@@ -411,12 +471,95 @@ def _parse_labels(raw: Any, where: str, metric_type: str, problems: list[str]
         constant = spec.get("value")
         default = spec.get("default", "")
         err = spec.get("on_error_status")
+        transform = _parse_transform(spec, lw, problems)
+        if transform is not None and constant is not None:
+            problems.append(f"{lw}: 'rewrite', 'allow' and 'other' apply to values taken from "
+                            f"an attribute or field, not to a constant 'value'")
         specs.append(LabelSpec(
             name=str(label), attributes=attrs, field=fld,
             constant=None if constant is None else label_str(constant),
             default=label_str(default), on_error_status=None if err is None else label_str(err),
+            transform=transform,
         ))
     return tuple(specs)
+
+
+def _compile_regex(raw: Any, where: str, problems: list[str]) -> re.Pattern[str] | None:
+    if not isinstance(raw, str) or not raw:
+        problems.append(f"{where}: expected a regular expression as text, got {raw!r}")
+        return None
+    try:
+        return re.compile(raw)
+    except re.error as exc:
+        problems.append(f"{where}: {raw!r} is not a valid regular expression: {exc}")
+        return None
+
+
+def _replacement(rx: re.Pattern[str], raw: Any, where: str, problems: list[str]) -> str | None:
+    """A Prometheus-style replacement ($1, ${1}, ${name}, $$ for a dollar) as a template for
+    :meth:`re.Match.expand`; None (and a problem) when it names a group the regex lacks."""
+    if not isinstance(raw, str):
+        problems.append(f"{where}: expected text such as '$1', got {raw!r}")
+        return None
+    bad: list[str] = []
+
+    def convert(m: re.Match[str]) -> str:
+        number, name, dollar = m.groups()
+        if dollar:
+            return "$"
+        ref = number if number is not None else name
+        if ref.isdigit() and int(ref) > rx.groups or not ref.isdigit() and ref not in rx.groupindex:
+            bad.append(m.group(0))
+        return f"\\g<{ref}>"
+
+    template = _REPLACEMENT_REF.sub(convert, raw.replace("\\", "\\\\"))
+    if bad:
+        problems.append(f"{where}: {bad[0]} names a group the regex does not have "
+                        f"({rx.groups} numbered groups)")
+        return None
+    return template
+
+
+def _parse_transform(spec: dict[str, Any], where: str, problems: list[str]
+                     ) -> LabelTransform | None:
+    if not any(k in spec for k in ("rewrite", "allow", "other")):
+        return None
+    rewrites: list[tuple[re.Pattern[str], str]] = []
+    raw_rewrites = spec.get("rewrite", [])
+    if not isinstance(raw_rewrites, list):
+        problems.append(f"{where}.rewrite: expected a list of {{regex, replacement}}")
+        raw_rewrites = []
+    for i, item in enumerate(raw_rewrites):
+        iw = f"{where}.rewrite[{i}]"
+        if not isinstance(item, dict) or "regex" not in item or "replacement" not in item:
+            problems.append(f"{iw}: expected a mapping with 'regex' and 'replacement'")
+            continue
+        problems.extend(unknown_keys(item, _REWRITE_KEYS, iw))
+        rx = _compile_regex(item["regex"], f"{iw}.regex", problems)
+        if rx is None:
+            continue
+        template = _replacement(rx, item["replacement"], f"{iw}.replacement", problems)
+        if template is not None:
+            rewrites.append((rx, template))
+    allow_values: frozenset[str] | None = None
+    allow_pattern: re.Pattern[str] | None = None
+    if "allow" in spec:
+        allow = spec["allow"]
+        if isinstance(allow, list) and allow and all(
+                isinstance(a, (str, int, float, bool)) for a in allow):
+            allow_values = frozenset(label_str(a) for a in allow)
+        elif isinstance(allow, dict) and set(allow) == {"regex"}:
+            allow_pattern = _compile_regex(allow["regex"], f"{where}.allow.regex", problems)
+        else:
+            problems.append(f"{where}.allow: expected a non-empty list of values, or "
+                            f"{{regex: R}} that every kept value matches")
+    other = spec.get("other", "_OTHER")
+    if not isinstance(other, str):
+        problems.append(f"{where}.other: expected text, got {other!r}")
+        other = "_OTHER"
+    if "other" in spec and "allow" not in spec:
+        problems.append(f"{where}.other: only used with 'allow'")
+    return LabelTransform(tuple(rewrites), allow_values, allow_pattern, other)
 
 
 def _parse_value(raw: Any, scale: float, where: str, problems: list[str]) -> ValueSpec:
@@ -428,8 +571,15 @@ def _parse_value(raw: Any, scale: float, where: str, problems: list[str]) -> Val
         return ValueSpec(str(raw), scale=scale)
     if isinstance(raw, dict) and set(raw) == {"attribute"} and isinstance(raw["attribute"], str):
         return ValueSpec("attribute", attribute=raw["attribute"], scale=scale)
-    problems.append(f"{where}: expected a number, 'duration', 'data_point' or "
-                    f"{{attribute: NAME}}, got {raw!r}")
+    if isinstance(raw, dict) and set(raw) == {"cost"}:
+        part = raw["cost"]
+        if part in COST_PARTS or part == COST_DATA_POINT:
+            return ValueSpec("cost", part=str(part), scale=scale)
+        problems.append(f"{where}.cost: expected one of {', '.join(COST_PARTS)} (spans) or "
+                        f"{COST_DATA_POINT} (token usage metric points), got {part!r}")
+        return ValueSpec("constant")
+    problems.append(f"{where}: expected a number, 'duration', 'data_point', "
+                    f"{{attribute: NAME}} or {{cost: PART}}, got {raw!r}")
     return ValueSpec("constant")
 
 
@@ -517,6 +667,18 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         problems.append(f"{where}.value: 'duration' is only known for spans")
     if value.kind == "data_point" and signal != METRIC:
         problems.append(f"{where}.value: 'data_point' is only known for metric data points")
+    if value.kind == "cost":
+        if "scale" in raw:
+            problems.append(f"{where}.scale: a cost is in USD; 'scale' does not apply to it")
+        if mtype != COUNTER:
+            problems.append(f"{where}.value: a cost feeds a counter (USD add up), not a {mtype}")
+        if value.part == COST_DATA_POINT and signal != METRIC:
+            problems.append(f"{where}.value: {{cost: {COST_DATA_POINT}}} prices token usage "
+                            f"metric points; for spans name the part: "
+                            f"{', '.join(COST_PARTS)}")
+        elif value.part != COST_DATA_POINT and signal != SPAN:
+            problems.append(f"{where}.value: {{cost: {value.part}}} prices a span's token "
+                            f"usage; for metric points use {{cost: {COST_DATA_POINT}}}")
     if value.kind == "constant" and (not math.isfinite(value.constant)
                                      or (mtype == COUNTER and value.constant < 0)):
         problems.append(f"{where}.value: a constant value must be finite, and not negative "

@@ -32,6 +32,9 @@ class Cumulative:
     stream: tuple[Any, ...]
     start_ns: int
     value: Any  # float, or [sum, count, b0..bn] for a histogram
+    # The increase of a scalar stream is multiplied by this (the USD of one token, for a
+    # cost); the stream itself keeps the unscaled values.
+    factor: float = 1.0
 
 
 @dataclass
@@ -201,7 +204,7 @@ class Store:
         if isinstance(inc, list):
             _add_into(state.series[key], inc)
         else:
-            state.series[key] += inc
+            state.series[key] += inc * c.factor
 
     def expire(self) -> int:
         """Drops series idle for longer than their metric's TTL; returns how many."""

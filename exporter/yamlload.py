@@ -24,12 +24,21 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Mapping:
+    own = sum(1 for k, _v in node.value if k.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
+    # flatten_mapping puts the keys of merged mappings (`<<: *anchor`) first; the mapping's
+    # own keys follow and override them, as YAML merge keys do
+    merged = len(node.value) - own
     out = Mapping()
     out.line = node.start_mark.line + 1
-    for key_node, value_node in node.value:
+    from_merge: set[Any] = set()
+    for i, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
-        if key in out:
+        if i < merged:
+            from_merge.add(key)
+        elif key in from_merge:
+            from_merge.discard(key)
+        elif key in out:
             raise YAMLLoadError(
                 f"line {key_node.start_mark.line + 1}: key {key!r} appears twice in the same "
                 f"mapping (the first is on line {out.line}); keep one"

@@ -271,11 +271,16 @@ def ai_alerts(cfg: Config) -> list[Alert]:
             "{{ $labels.model }} (job {{ $labels.job }}) failed over 5m, above "
             + pct(cfg.ai_error_rate_max) + ".",
             Runbook(
-                "Spans with `gen_ai.operation.name` for this model end with an `error.type` "
-                "or an error status more often than the threshold "
-                "(`gen_ai_client_operation_duration_seconds_count{error_type!=\"\"}` over all).",
-                "The GenAI operations line of *Error rate by model* on the AI performance dashboard; group "
-                "`gen_ai_client_operation_duration_seconds_count` by `error_type` and "
+                "GenAI operations of this model end with an `error.type` (or, for spans, an "
+                "error status) more often than the threshold. Each service's calls are "
+                "counted once: from its `gen_ai.client.operation.duration` metric points when "
+                "it sends them, else from its spans "
+                "(`gen_ai_client_operation_duration_seconds_count` or "
+                "`gen_ai_span_operation_duration_seconds_count`, `error_type!=\"\"` over "
+                "all).",
+                "The GenAI operations line of *Error rate by model* on the AI performance "
+                "dashboard; group `gen_ai_client_operation_duration_seconds_count` (or the "
+                "`gen_ai_span_` one, see *Source of GenAI figures*) by `error_type` and "
                 "`gen_ai_provider_name` in Prometheus to see which error and which provider.",
                 "Timeouts: raise the client timeout or reduce the request size; rate limits "
                 "(429): lower concurrency or raise the quota; provider outage: fail over. "
@@ -329,6 +334,29 @@ def ai_alerts(cfg: Config) -> list[Alert]:
                 "types that lost most."),
         ),
     ]
+    out.append(Alert(
+        f"{p}GenAiDailyCostOverBudget", g,
+        f"{Names.genai_cost_1d} > {num(cfg.genai_daily_budget_usd)}", cfg.genai_budget_for,
+        "warning", "data", "GenAI spend over the last 24 hours is above the daily budget.",
+        "Job {{ $labels.job }} spent {{ $value | humanize }} USD on GenAI calls over the "
+        f"last 24 hours, above the daily budget of {num(cfg.genai_daily_budget_usd)} USD.",
+        Runbook(
+            "The cost of the GenAI token usage the apps reported over the trailing 24 hours, "
+            "priced by the exporter (`genai.prices` of its config, else the genai-prices "
+            "database it ships with), is above `genai_daily_budget_usd`. Each call is counted "
+            "once: from metric points where a service sends them for a model, else from its "
+            "spans.",
+            "*Cost by model* and *Cost by feature* on the AI performance dashboard show which "
+            "model and feature the money goes to; *Cost per successful operation* tells a "
+            "traffic increase (flat) from costlier calls (rising: longer prompts, a pricier "
+            "model, lost cache hits — see *Cost by token type*). `kpi_exporter_gen_ai_unpriced_"
+            "tokens_total` lists models whose usage is not in the figure at all.",
+            "A traffic spike or a runaway loop (an agent retrying, a batch job): stop or "
+            "throttle it. A prompt or model change: roll it back or move the feature to a "
+            "cheaper model. If the spend is expected, raise `genai_daily_budget_usd` in "
+            "mixin/config.py and run `make generate`. Wrong prices: set the model's prices "
+            "under `genai.prices` in the exporter's config (docs/ai.md)."),
+    ))
     metric = slo.metric
     for long, short, factor, for_, severity in BURN_RATES:
         limit = num(factor * budget)

@@ -100,6 +100,18 @@ class Config:
     ai_drop_for: str = "1h"
     latency_slo: LatencySLO = field(default_factory=LatencySLO)
 
+    # ---- GenAI ------------------------------------------------------------------------------
+    # An app may report each GenAI call twice, as a span and as gen_ai.client.* metric
+    # points. The recording rules count each (job, service, model) from one source: this one
+    # when it has any operations in the window, else the other. "metrics" (the default)
+    # is never thinned by trace sampling; "spans" carry cache reads and app.feature, so it
+    # prices cached tokens exactly, but is only right when no span is sampled away.
+    genai_preferred_source: str = "metrics"
+    # GenAI spend (USD) over the trailing 24 hours, all models of a job, above which the
+    # budget alert fires.
+    genai_daily_budget_usd: float = 100.0
+    genai_budget_for: str = "15m"
+
     # ---- alerts: product and business -----------------------------------------------------
     # Relative drop of daily active users / 1-day conversion rate against the same hour
     # last week.

@@ -317,6 +317,19 @@ def ai_performance(cfg: Config) -> dash.Dashboard:
     red = _thresholds((None, "green"), (err, "red"))
     slo = cfg.latency_slo
     genai = f"{{{INST}, {GENAI_MODEL}}}"
+    budget = cfg.genai_daily_budget_usd
+    first, second = ("metric points", "spans") if cfg.genai_preferred_source == "metrics" \
+        else ("spans", "metric points")
+    by = "gen_ai_request_model, gen_ai_token_type, le"
+    token_buckets = " or ".join(
+        f"sum by ({by}) (rate({h}_bucket{genai}[{RI}]))"
+        for h in (("gen_ai_client_token_usage", "gen_ai_span_token_usage")
+                  if cfg.genai_preferred_source == "metrics"
+                  else ("gen_ai_span_token_usage", "gen_ai_client_token_usage")))
+
+    def median_and_p95(buckets: str) -> list[tuple[str, str]]:
+        return [(f"histogram_quantile({v}, {buckets}{m})", f"{{{{model}}}} {q}")
+                for q, v in (("p50", 0.5), ("p95", 0.95))]
 
     def quantiles(name: Any, legend: str) -> list[tuple[str, str]]:
         return [(f"{name(q)}{m}", f"{{{{model}}}} {q}") for q in ("p50", "p95", "p99")]
@@ -386,28 +399,105 @@ def ai_performance(cfg: Config) -> dash.Dashboard:
                              thresholds=_thresholds((None, "green"), (6, "orange"),
                                                     (14.4, "red"))))
         .with_panel(ts_panel("GenAI operation duration", "Percentiles of the duration of GenAI "
-                             "client operations (spans with gen_ai.operation.name), by model.",
+                             "client operations by model, over 5 minutes; each service counted "
+                             "from its metric points, else its spans.",
                              "s", quantiles(Names.genai_duration, "model")))
         .with_panel(ts_panel("GenAI operations by model", "GenAI client operations per minute "
-                             "by model and operation.", "cpm",
-                             [(f"sum by (gen_ai_request_model, gen_ai_operation_name) "
-                               f"(rate(gen_ai_client_operation_duration_seconds_count{genai}"
-                               f"[{RI}])) * 60",
-                               "{{gen_ai_request_model}} {{gen_ai_operation_name}}")]))
+                             "by model; each call counted once (from a service's metric "
+                             "points when it sends them, else from its spans).", "cpm",
+                             [(f"sum by (model) ({Names.genai_ops}{m}) * 60", "{{model}}")]))
+        .with_panel(bar_panel("Source of GenAI figures", "Where each service's GenAI figures "
+                              f"of each model come from: {first} when it sends them, else "
+                              f"{second} (genai_preferred_source in mixin/config.py). "
+                              "Operations per minute.", "cpm",
+                              f"sum by (service_name, model, source) "
+                              f"({Names.genai_source_ops}{m}) * 60",
+                              "{{service_name}} {{model}} from {{source}}", width=24,
+                              height=6))
         .with_row(dash.Row("Tokens"))
         .with_panel(ts_panel("Token usage by model", "Tokens per second by model and token "
-                             "type (input, output), from GenAI spans.", "suffix: tokens/s",
-                             [(f"sum by (gen_ai_request_model, gen_ai_token_type) "
-                               f"(rate(gen_ai_client_tokens_total{genai}[{RI}]))",
-                               "{{gen_ai_request_model}} {{gen_ai_token_type}}")],
+                             "type (input, output).", "suffix: tokens/s",
+                             [(f"sum by (model, gen_ai_token_type) ({Names.genai_tokens}{m})",
+                               "{{model}} {{gen_ai_token_type}}")],
                              stacked=True))
         .with_panel(ts_panel("Tokens per operation p95", "95th percentile of the tokens one "
-                             "GenAI operation used, by model and token type.",
+                             "GenAI operation used, by model and token type, from metric "
+                             "points where a model has them, else from spans.",
                              "suffix: tokens",
-                             [(f"histogram_quantile(0.95, sum by (gen_ai_request_model, "
-                               f"gen_ai_token_type, le) (rate(gen_ai_client_token_usage_bucket"
-                               f"{genai}[{RI}])))",
+                             [(f"histogram_quantile(0.95, {token_buckets})",
                                "{{gen_ai_request_model}} {{gen_ai_token_type}}")]))
+        .with_row(dash.Row("Streaming"))
+        .with_panel(ts_panel("Time to first token", "Time until the first token of a "
+                             "response (gen_ai.server.time_to_first_token), p50 and p95 by "
+                             "model.", "s", median_and_p95(Names.genai_ttft_buckets), width=8))
+        .with_panel(ts_panel("Time to first chunk", "Time from a streaming request until its "
+                             "first chunk arrives at the client "
+                             "(gen_ai.client.operation.time_to_first_chunk), p50 and p95 by "
+                             "model.", "s", median_and_p95(Names.genai_first_chunk_buckets),
+                             width=8))
+        .with_panel(ts_panel("Time per output token", "Time per output token after the first "
+                             "(gen_ai.server.time_per_output_token), and between the chunks "
+                             "of a stream (gen_ai.client.operation.time_per_output_chunk), "
+                             "median by model.", "s",
+                             [(f"histogram_quantile(0.5, {Names.genai_tpot_buckets}{m})",
+                               "{{model}} per token"),
+                              (f"histogram_quantile(0.5, sum by (gen_ai_request_model, le) "
+                               f"(rate(gen_ai_client_operation_time_per_output_chunk_seconds"
+                               f"_bucket{genai}[{RI}])))",
+                               "{{gen_ai_request_model}} per chunk")], width=8))
+        .with_panel(ts_panel("Finish reasons", "Share of GenAI responses by the finish reason "
+                             "of their first choice (stop, length, content_filter, "
+                             "tool_calls, ...), by model, from spans; a growing length share "
+                             "means answers cut off at max_tokens.", "percentunit",
+                             [(f"{Names.genai_finish_reasons}{m}",
+                               "{{model}} {{gen_ai_response_finish_reason}}")],
+                             max_val=1, stacked=True, width=24))
+        .with_row(dash.Row("Cost"))
+        .with_panel(stat_panel("GenAI spend (24h)", "What the GenAI token usage of the last "
+                               "24 hours cost, all models (prices: genai.prices of the "
+                               "exporter's config, else the genai-prices database).",
+                               "currencyUSD", f"sum({Names.genai_cost_1d}{{{JOB}}})", "24h",
+                               width=8))
+        .with_panel(stat_panel("Daily budget used", f"The last 24 hours' spend as a share of "
+                               f"the daily budget ({budget:g} USD, genai_daily_budget_usd); "
+                               "the budget alert fires above 100%.", "percentunit",
+                               f"sum({Names.genai_cost_1d}{{{JOB}}}) / {budget:g}", "budget",
+                               thresholds=_thresholds((None, "green"), (0.8, "orange"),
+                                                      (1, "red")), width=8))
+        .with_panel(stat_panel("Unpriced tokens", "Tokens per hour of models with no known "
+                               "price; their cost is in no figure. Price them under "
+                               "genai.prices.", "short",
+                               f"max(sum by (signal) (rate("
+                               f"kpi_exporter_gen_ai_unpriced_tokens_total{{{INST}}}"
+                               f"[{RI}]))) * 3600", "tokens/h",
+                               thresholds=_thresholds((None, "green"), (1, "orange")), width=8,
+                               decimals=0))
+        .with_panel(ts_panel("Cost by model", "USD spent per hour on GenAI calls, by model.",
+                             "currencyUSD",
+                             [(f"sum by (model) ({Names.genai_cost_1h}{m})", "{{model}}")],
+                             stacked=True))
+        .with_panel(ts_panel("Cost by feature", "USD spent per hour by app.feature (the "
+                             "attribute of the GenAI spans). A model's cost is split by the "
+                             "share each feature has of its span cost; cost without spans is "
+                             "unknown.", "currencyUSD",
+                             [(f"sum by (app_feature) ({Names.genai_cost_feature_1h}{m})",
+                               "{{app_feature}}")], stacked=True))
+        .with_panel(ts_panel("Cost per successful operation", "USD spent per hour over the "
+                             "successful GenAI operations of that hour, by model: the price "
+                             "of one useful answer.", "currencyUSD",
+                             [(f"{Names.genai_cost_per_success}{m}", "{{model}}")]))
+        .with_panel(ts_panel("Cost by token type", "USD spent per hour by token type: "
+                             "uncached input, cache reads, cache writes, output, per-request "
+                             "fees.", "currencyUSD",
+                             [(f"sum by (gen_ai_token_type) ({Names.genai_cost_type_1h}{m})",
+                               "{{gen_ai_token_type}}")], stacked=True))
+        .with_panel(ts_panel("Unpriced tokens by model", "Tokens per second of models with no "
+                             "known price, by model (the larger of what spans and metric "
+                             "points report); add their prices under genai.prices.",
+                             "suffix: tokens/s",
+                             [(f"max by (model) (sum by (model, signal) (rate("
+                               f"kpi_exporter_gen_ai_unpriced_tokens_total{{{INST}, {MODEL}}}"
+                               f"[{RI}])))", "{{model}}")], width=24))
     )
 
 

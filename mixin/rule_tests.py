@@ -296,7 +296,52 @@ def ai_cases(cfg: Config) -> list[Case]:
         else:
             c.expect(wait, f"{p}AiAccuracyLow")
         cases.append(c)
-    return cases + slo_cases(cfg)
+    return cases + slo_cases(cfg) + budget_cases(cfg)
+
+
+def _genai_labels(service: str, model: str, **extra: str) -> dict[str, str]:
+    return {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai",
+            "gen_ai_request_model": model, "service_name": service, **extra}
+
+
+def _cost_labels(service: str, model: str, token_type: str = "input",
+                 feature: str = "unknown") -> dict[str, str]:
+    return {"gen_ai_provider_name": "openai", "gen_ai_request_model": model,
+            "gen_ai_token_type": token_type, "app_feature": feature, "service_name": service}
+
+
+def budget_cases(cfg: Config) -> list[Case]:
+    """The daily GenAI budget: spend above it fires, below it stays silent. The spend is
+    counted from the preferred source of a service that sends both (the other one reports a
+    tenth of it, like sampled spans, and must not add up)."""
+    p = cfg.alert_prefix
+    name = f"{p}GenAiDailyCostOverBudget"
+    b = base_labels(cfg)
+    inst = {**b, "instance": INSTANCE}
+    budget = cfg.genai_daily_budget_usd
+    wait = minutes(cfg.genai_budget_for)
+    first, second = rules.GENAI.cost.of(cfg.genai_preferred_source), rules.GENAI.cost.of(
+        "spans" if cfg.genai_preferred_source == "metrics" else "metrics")
+    count = rules.GENAI.duration.of(cfg.genai_preferred_source) + "_count"
+    ramp_for = 50  # minutes until the spend crosses the threshold, in the firing case
+    at = ramp_for + wait + 10
+    cases = []
+    for label, step in (("fires", budget / ramp_for), ("silent", budget / (2 * at))):
+        c = Case(f"{name} {label} at {step * at:.4g} USD in {at} minutes", [
+            series(count, {**inst, **_genai_labels("chat-app", "m-1")},
+                   Values().ramp(10, at + 10)),
+            series(first, {**inst, **_cost_labels("chat-app", "m-1")},
+                   Values().ramp(step, at + 10)),
+            series(second, {**inst, **_cost_labels("chat-app", "m-1")},
+                   Values().ramp(step / 10, at + 10)),
+        ])
+        if label == "fires":
+            c.expect(ramp_for + wait - 5, name)  # over budget, but pending
+            c.expect(at, name, fired(cfg, name, {"job": b["job"]}, step * at))
+        else:
+            c.expect(at, name)
+        cases.append(c)
+    return cases
 
 
 def slo_cases(cfg: Config) -> list[Case]:
@@ -589,7 +634,170 @@ def recording_rule_cases(cfg: Config) -> list[Case]:
         expr(Names.rejected_ratio, _sample({**job, "signal": "log"}, 0.05)),
         expr(Names.unmatched_ratio, _sample({**job, "signal": "log"}, 0.1)),
     ]
-    return [exporter, ai, slo_case]
+    return [exporter, ai, slo_case, genai_case(cfg)]
+
+
+def genai_case(cfg: Config) -> Case:
+    """Each GenAI call counted once: a service sending spans (sampled, a tenth of its calls)
+    and metric points, a service sending only spans, one whose metric points stopped while
+    its spans go on, and one that went quiet. 80 minutes of input, evaluated at 70 so the
+    1-hour windows are full."""
+    b = base_labels(cfg)
+    a = {**b, "instance": "exporter-1:9464"}
+    job = {"job": b["job"]}
+    n, at = 80, 70
+    metrics_first = cfg.genai_preferred_source == "metrics"
+    g = rules.GENAI
+    c = Case("GenAI: each call counted once per service and model", [])
+
+    def add(metric: str, labels: dict[str, str], values: Values) -> None:
+        c.series.append(series(metric, {**a, **labels}, values))
+
+    def both(pair: rules.GenAiSeries, end: str, labels: dict[str, str], per_min: float) -> None:
+        # chat-app: every call as metric points, a tenth of them as spans
+        add(pair.metric + end, labels, Values().ramp(per_min, n))
+        add(pair.span + end, labels, Values().ramp(per_min / 10, n))
+
+    def op(service: str, model: str, error: str = "") -> dict[str, str]:
+        return _genai_labels(service, model, error_type=error)
+
+    # chat-app, m-1: 8 calls a minute succeed, 2 fail, all between 0.32s and 0.64s (its
+    # sampled spans: between 0.64s and 1.28s, so a mix-up shows in the percentiles)
+    both(g.duration, "_count", op("chat-app", "m-1"), 8)
+    both(g.duration, "_count", op("chat-app", "m-1", "InternalServerError"), 2)
+    for le, m_val, s_val in (("0.32", 0, 0), ("0.64", 10, 0), ("1.28", 10, 1), ("+Inf", 10, 1)):
+        add(g.duration.metric + "_bucket", {**op("chat-app", "m-1"), "le": le},
+            Values().ramp(m_val, n))
+        add(g.duration.span + "_bucket", {**op("chat-app", "m-1"), "le": le},
+            Values().ramp(s_val, n))
+    both(g.tokens, "_sum", {**op("chat-app", "m-1"), "gen_ai_token_type": "input"}, 168)
+    both(g.tokens, "_sum", {**op("chat-app", "m-1"), "gen_ai_token_type": "output"}, 56)
+    add(g.cost.metric, _cost_labels("chat-app", "m-1", "input"), Values().ramp(0.42, n))
+    add(g.cost.metric, _cost_labels("chat-app", "m-1", "output"), Values().ramp(0.56, n))
+    # its spans: a third of the cost is search, two thirds chat; 3 in 4 stop, 1 in 4 length
+    add(g.cost.span, _cost_labels("chat-app", "m-1", "input", "search"), Values().ramp(0.03, n))
+    add(g.cost.span, _cost_labels("chat-app", "m-1", "input", "chat"), Values().ramp(0.06, n))
+    reasons = "gen_ai_span_finish_reasons_total"
+    for reason, per_min in (("stop", 0.6), ("length", 0.2)):
+        add(reasons, _genai_labels("chat-app", "m-1", gen_ai_response_finish_reason=reason),
+            Values().ramp(per_min, n))
+    # streaming detail: chat-app's time to first token from both sources (its spans all
+    # under 0.1s), its time to first chunk only on spans, its time per token only as points
+    for le, m_val, s_val in (("0.1", 0, 1), ("0.25", 10, 1), ("+Inf", 10, 1)):
+        add(g.ttft.metric + "_bucket", {**op("chat-app", "m-1"), "le": le},
+            Values().ramp(m_val, n))
+        add(g.ttft.span + "_bucket", {**op("chat-app", "m-1"), "le": le},
+            Values().ramp(s_val, n))
+    for histogram, per_min in ((g.ttft.metric, 10), (g.ttft.span, 1),
+                               (g.first_chunk.span, 1), (g.tpot.metric, 10)):
+        add(histogram + "_count", op("chat-app", "m-1"), Values().ramp(per_min, n))
+    for le, v in (("0.16", 1), ("0.32", 1), ("+Inf", 1)):
+        add(g.first_chunk.span + "_bucket", {**op("chat-app", "m-1"), "le": le},
+            Values().ramp(v, n))
+    for le, v in (("0.05", 10), ("+Inf", 10)):
+        add(g.tpot.metric + "_bucket", {**op("chat-app", "m-1"), "le": le},
+            Values().ramp(v, n))
+    # agent, m-1: spans only, 5 calls a minute, all stop, its first chunks at 0.16-0.32s
+    add(g.duration.span + "_count", op("agent", "m-1"), Values().ramp(5, n))
+    for le, v in (("0.32", 0), ("0.64", 5), ("1.28", 5), ("+Inf", 5)):
+        add(g.duration.span + "_bucket", {**op("agent", "m-1"), "le": le}, Values().ramp(v, n))
+    add(g.tokens.span + "_sum", {**op("agent", "m-1"), "gen_ai_token_type": "input"},
+        Values().ramp(50, n))
+    add(g.tokens.span + "_sum", {**op("agent", "m-1"), "gen_ai_token_type": "output"},
+        Values().ramp(10, n))
+    add(g.cost.span, _cost_labels("agent", "m-1", "input", "planner"), Values().ramp(0.3, n))
+    add(reasons, _genai_labels("agent", "m-1", gen_ai_response_finish_reason="stop"),
+        Values().ramp(5, n))
+    for le, v in (("0.16", 0), ("0.32", 5), ("+Inf", 5)):
+        add(g.first_chunk.span + "_bucket", {**op("agent", "m-1"), "le": le},
+            Values().ramp(v, n))
+    add(g.first_chunk.span + "_count", op("agent", "m-1"), Values().ramp(5, n))
+    # legacy, m-2: its metric points stopped long ago (the series stay), its spans go on;
+    # quiet, m-3: metric points only, and no calls
+    add(g.duration.metric + "_count", op("legacy", "m-2"), Values().hold(100, n))
+    add(g.cost.metric, _cost_labels("legacy", "m-2"), Values().hold(1, n))
+    add(g.duration.span + "_count", op("legacy", "m-2"), Values().ramp(3, n))
+    add(g.cost.span, _cost_labels("legacy", "m-2"), Values().ramp(0.09, n))
+    add(g.duration.metric + "_count", op("quiet", "m-3"), Values().hold(50, n))
+
+    # chat-app is counted from its metric points, or (spans preferred) from its sampled spans
+    k = 1.0 if metrics_first else 0.1
+    chat_cost = (0.42 + 0.56) if metrics_first else 0.09
+    chat_ok, chat_err = 8 * k, 2 * k
+    m1_ops = (chat_ok + chat_err + 5) / 60
+    m1_cost_1h = chat_cost * 60 + 0.3 * 60
+
+    def m(model: str, **extra: str) -> dict[str, str]:
+        return {**job, "model": model, **extra}
+
+    def expr(rule: str, *samples: dict[str, Any]) -> dict[str, Any]:
+        return {"expr": _approx(rule), "eval_time": f"{at}m",
+                "exp_samples": [dict(s, value=round(s["value"], 4)) for s in samples]}
+
+    src = cfg.genai_preferred_source
+    c.exprs = [
+        expr(Names.genai_source_ops,
+             _sample(m("m-1", service_name="chat-app", source=src), (chat_ok + chat_err) / 60),
+             _sample(m("m-1", service_name="agent", source="spans"), 5 / 60),
+             _sample(m("m-2", service_name="legacy", source="spans"), 3 / 60),
+             _sample(m("m-3", service_name="quiet", source="metrics"), 0)),
+        expr(f'{Names.genai_ops}{{model!="m-3"}}', _sample(m("m-1"), m1_ops),
+             _sample(m("m-2"), 3 / 60)),
+        expr(Names.genai_errors, _sample(m("m-1"), chat_err / 60)),
+        expr(f'{Names.genai_error_ratio}{{model!="m-3"}}',
+             _sample(m("m-1"), chat_err / 60 / m1_ops), _sample(m("m-2"), 0)),
+        expr(f'{Names.genai_buckets}{{model="m-1"}}', *[
+            _sample(m("m-1", le=le), v / 60) for le, v in zip(
+                ("0.32", "0.64", "1.28", "+Inf"),
+                (0, 15, 15, 15) if metrics_first else (0, 5, 6, 6))]),
+        # the median call: the 7.5th of 15 in the 0.32-0.64s bucket, or the 3rd of 6
+        expr(f'{Names.genai_duration("p50")}{{model="m-1"}}',
+             _sample(m("m-1"), 0.32 + 0.32 * (7.5 / 15 if metrics_first else 3 / 5))),
+        expr(Names.genai_ttft_buckets, *[
+            _sample(m("m-1", le=le), v / 60) for le, v in zip(
+                ("0.1", "0.25", "+Inf"), (0, 10, 10) if metrics_first else (1, 1, 1))]),
+        # a distribution a source lacks comes from the other one, whatever counts the calls
+        expr(Names.genai_first_chunk_buckets, *[
+            _sample(m("m-1", le=le), v / 60) for le, v in zip(
+                ("0.16", "0.32", "+Inf"), (1, 6, 6))]),
+        expr(Names.genai_tpot_buckets, *[
+            _sample(m("m-1", le=le), v / 60) for le, v in zip(("0.05", "+Inf"), (10, 10))]),
+        expr(Names.genai_tokens,
+             _sample(m("m-1", gen_ai_token_type="input"), (168 * k + 50) / 60),
+             _sample(m("m-1", gen_ai_token_type="output"), (56 * k + 10) / 60)),
+        expr(Names.genai_finish_reasons,
+             _sample(m("m-1", gen_ai_response_finish_reason="stop"),
+                     ((chat_ok + chat_err) * 0.75 + 5) / ((chat_ok + chat_err) + 5)),
+             _sample(m("m-1", gen_ai_response_finish_reason="length"),
+                     (chat_ok + chat_err) * 0.25 / ((chat_ok + chat_err) + 5))),
+        expr(Names.genai_cost_service_1h, *(
+            [_sample(m("m-1", service_name="chat-app", gen_ai_token_type="input"), 0.42 * 60),
+             _sample(m("m-1", service_name="chat-app", gen_ai_token_type="output"), 0.56 * 60)]
+            if metrics_first else
+            [_sample(m("m-1", service_name="chat-app", gen_ai_token_type="input"), 0.09 * 60)]),
+             _sample(m("m-1", service_name="agent", gen_ai_token_type="input"), 0.3 * 60),
+             _sample(m("m-2", service_name="legacy", gen_ai_token_type="input"), 0.09 * 60)),
+        expr(Names.genai_cost_type_1h, *(
+            [_sample(m("m-1", gen_ai_token_type="input"), (0.42 + 0.3) * 60),
+             _sample(m("m-1", gen_ai_token_type="output"), 0.56 * 60)] if metrics_first else
+            [_sample(m("m-1", gen_ai_token_type="input"), (0.09 + 0.3) * 60)]),
+             _sample(m("m-2", gen_ai_token_type="input"), 0.09 * 60)),
+        expr(Names.genai_cost_1h, _sample(m("m-1"), m1_cost_1h), _sample(m("m-2"), 5.4)),
+        expr(Names.genai_cost_feature_1h,
+             _sample(m("m-1", app_feature="search"), chat_cost * 60 / 3),
+             _sample(m("m-1", app_feature="chat"), chat_cost * 60 * 2 / 3),
+             _sample(m("m-1", app_feature="planner"), 18),
+             _sample(m("m-2", app_feature="unknown"), 5.4)),
+        expr(Names.genai_cost_model_1d, _sample(m("m-1"), (chat_cost + 0.3) * at),
+             _sample(m("m-2"), 0.09 * at)),
+        expr(Names.genai_cost_1d, _sample(job, (chat_cost + 0.3 + 0.09) * at)),
+        expr(f'{Names.genai_successful_1h}{{model!="m-3"}}',
+             _sample(m("m-1"), (chat_ok + 5) * 60), _sample(m("m-2"), 3 * 60)),
+        expr(Names.genai_cost_per_success,
+             _sample(m("m-1"), m1_cost_1h / ((chat_ok + 5) * 60)),
+             _sample(m("m-2"), 5.4 / 180)),
+    ]
+    return c
 
 
 def recording_rule_test_files(cfg: Config = CONFIG) -> dict[str, dict[str, Any]]:

@@ -7,11 +7,12 @@ instances so replicas add up.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from mixin.config import CONFIG, Config
 
-__all__ = ["build", "sel", "le_label", "SLO_WINDOWS", "Names"]
+__all__ = ["build", "sel", "le_label", "SLO_WINDOWS", "Names", "GenAiSeries", "GENAI"]
 
 # The windows of the multiwindow, multi-burn-rate SLO alerts.
 SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -43,9 +44,24 @@ class Names:
     accuracy = "job_model:ai_model_accuracy:ratio"
     latency_buckets = "job_model_le:ai_model_latency_seconds_bucket:rate5m"
     genai_buckets = "job_model_le:gen_ai_client_operation_duration_seconds_bucket:rate5m"
+    genai_source_ops = "job_service_model:gen_ai_client_operations:rate5m"
     genai_ops = "job_model:gen_ai_client_operations:rate5m"
     genai_errors = "job_model:gen_ai_client_operation_errors:rate5m"
     genai_error_ratio = "job_model:gen_ai_client_operation_errors:ratio_rate5m"
+    genai_tokens = "job_model_type:gen_ai_client_token_usage:rate5m"
+    genai_ttft_buckets = "job_model_le:gen_ai_server_time_to_first_token_seconds_bucket:rate5m"
+    genai_first_chunk_buckets = (
+        "job_model_le:gen_ai_client_operation_time_to_first_chunk_seconds_bucket:rate5m")
+    genai_tpot_buckets = "job_model_le:gen_ai_server_time_per_output_token_seconds_bucket:rate5m"
+    genai_finish_reasons = "job_model_reason:gen_ai_finish_reasons:ratio_rate5m"
+    genai_cost_service_1h = "job_service_model_type:gen_ai_cost_usd:increase1h"
+    genai_cost_type_1h = "job_model_type:gen_ai_cost_usd:increase1h"
+    genai_cost_1h = "job_model:gen_ai_cost_usd:increase1h"
+    genai_cost_feature_1h = "job_model_feature:gen_ai_cost_usd:increase1h"
+    genai_cost_model_1d = "job_model:gen_ai_cost_usd:increase1d"
+    genai_cost_1d = "job:gen_ai_cost_usd:increase1d"
+    genai_successful_1h = "job_model:gen_ai_client_successful_operations:increase1h"
+    genai_cost_per_success = "job_model:gen_ai_cost_usd_per_successful_operation:ratio1h"
     evaluation_pass = "job_evaluation:gen_ai_evaluation_pass:ratio_rate5m"
     received = "job_signal:kpi_exporter_records_received:rate5m"
     rejected_ratio = "job_signal:kpi_exporter_records_rejected:ratio_rate5m"
@@ -80,6 +96,95 @@ def _model_from_genai(expr: str) -> str:
     return f'label_replace({expr}, "model", "$1", "gen_ai_request_model", "(.*)")'
 
 
+@dataclass(frozen=True)
+class GenAiSeries:
+    """One GenAI figure as both sources report it: from metric points and from spans."""
+
+    metric: str
+    span: str
+
+    def of(self, source: str) -> str:
+        return self.metric if source == "metrics" else self.span
+
+
+class GENAI:
+    """The GenAI series pairs the recording rules choose between."""
+
+    duration = GenAiSeries("gen_ai_client_operation_duration_seconds",
+                           "gen_ai_span_operation_duration_seconds")
+    tokens = GenAiSeries("gen_ai_client_token_usage", "gen_ai_span_token_usage")
+    cost = GenAiSeries("gen_ai_client_cost_usd_total", "gen_ai_span_cost_usd_total")
+    ttft = GenAiSeries("gen_ai_server_time_to_first_token_seconds",
+                       "gen_ai_span_server_time_to_first_token_seconds")
+    first_chunk = GenAiSeries("gen_ai_client_operation_time_to_first_chunk_seconds",
+                              "gen_ai_span_time_to_first_chunk_seconds")
+    tpot = GenAiSeries("gen_ai_server_time_per_output_token_seconds",
+                       "gen_ai_span_server_time_per_output_token_seconds")
+
+
+GENAI_SOURCES = ("metrics", "spans")
+# What a GenAI source is chosen for: one service's calls of one model.
+GENAI_KEY = "job, service_name, model"
+
+
+def _genai_sources(cfg: Config) -> tuple[str, str]:
+    """(preferred, fallback) source."""
+    if cfg.genai_preferred_source not in GENAI_SOURCES:
+        raise ValueError(f"mixin/config.py: genai_preferred_source must be one of "
+                         f"{', '.join(GENAI_SOURCES)}, got {cfg.genai_preferred_source!r}")
+    first = cfg.genai_preferred_source
+    return first, next(s for s in GENAI_SOURCES if s != first)
+
+
+def _indent(text: str, by: str = "  ") -> str:
+    return "\n".join(by + line if line else line for line in text.splitlines())
+
+
+def _genai_sum(cfg: Config, func: str, series: str, window: str, by: str,
+               *matchers: str) -> str:
+    """``func(series[window])`` of the exporter's job, summed by ``by`` with the model label
+    copied from gen_ai_request_model."""
+    inner = _model_from_genai(f"{func}({series}{sel(cfg, *matchers)}[{window}])")
+    return f"sum by ({by}) (\n  {inner}\n)"
+
+
+def _genai_live(cfg: Config, histogram: str, window: str) -> str:
+    """The (job, service, model)s with observations of ``histogram`` in ``window``."""
+    return _genai_sum(cfg, "rate", f"{histogram}_count", window, GENAI_KEY) + " > 0"
+
+
+def _genai_choose(cfg: Config, series: GenAiSeries, func: str, window: str, extra: str = "",
+                  matchers: tuple[str, ...] = (), by: str | None = "job, model",
+                  gate: GenAiSeries = GENAI.duration, label_source: bool = False) -> str:
+    """One figure of a (job, service, model) from one source: the preferred source where
+    its ``gate`` histogram (the operations, by default) has observations in the window, else
+    the other source, else the preferred one's (zero) series. Then summed by ``by`` plus
+    ``extra`` (``by`` None: kept per service, with a ``source`` label when ``label_source``).
+
+    So a call is never counted twice, sampled spans never stand in for metric points that
+    exist, and a source that went quiet (its series stay in the exporter) hands over."""
+    first, second = _genai_sources(cfg)
+    group = GENAI_KEY + (f", {extra}" if extra else "")
+    live = _genai_live(cfg, gate.of(first), window)
+
+    def part(source: str) -> str:
+        expr = _genai_sum(cfg, func, series.of(source), window, group, *matchers)
+        if label_source:
+            expr = f'label_replace(\n{_indent(expr)},\n  "source", "{source}", "", ""\n)'
+        return expr
+
+    on = f"on ({GENAI_KEY})"
+    chosen = (f"(\n{_indent(part(first))}\n  and {on}\n{_indent(live)}\n)\n"
+              f"or {on}\n"
+              f"(\n{_indent(part(second))}\n  unless {on}\n{_indent(live)}\n)\n"
+              f"or {on}\n"
+              f"{part(first)}")
+    if by is None:
+        return chosen + "\n"
+    out_by = by + (f", {extra}" if extra else "")
+    return f"sum by ({out_by}) (\n{_indent(chosen)}\n)\n"
+
+
 def _rule(record: str, expr: str) -> dict[str, Any]:
     return {"record": record, "expr": expr if expr.count("\n") > 1 else expr.strip()}
 
@@ -101,24 +206,98 @@ def ai_rules(cfg: Config) -> list[dict[str, Any]]:
                        f"{sel(cfg)}[5m]))\n"))
     for q, v in QUANTILES.items():
         rules.append(_rule(Names.latency(q), f"histogram_quantile({v}, {Names.latency_buckets})\n"))
-    duration = "gen_ai_client_operation_duration_seconds"
-    rules.append(_rule(Names.genai_buckets, "sum by (job, model, le) (\n  " + _model_from_genai(
-        f"rate({duration}_bucket{sel(cfg)}[5m])") + "\n)\n"))
-    for q, v in QUANTILES.items():
-        rules.append(_rule(Names.genai_duration(q),
-                           f"histogram_quantile({v}, {Names.genai_buckets})\n"))
-    rules.append(_rule(Names.genai_ops, "sum by (job, model) (\n  " + _model_from_genai(
-        f"rate({duration}_count{sel(cfg)}[5m])") + "\n)\n"))
-    rules.append(_rule(Names.genai_errors, "sum by (job, model) (\n  " + _model_from_genai(
-        f"rate({duration}_count{sel(cfg, HAS_ERROR)}[5m])") + "\n)\n"))
-    rules.append(_rule(Names.genai_error_ratio,
-                       f"(\n  {Names.genai_errors}\n  or\n  0 * {Names.genai_ops}\n)\n"
-                       f"/\n{Names.genai_ops}\n"))
     results = "gen_ai_evaluation_results_total"
     rules.append(_rule(Names.evaluation_pass, _share(
         f"rate({results}{sel(cfg, PASSED)}[5m])",
         f"rate({results}{sel(cfg)}[5m])", "job, gen_ai_evaluation_name")))
     return rules
+
+
+def genai_rules(cfg: Config) -> list[dict[str, Any]]:
+    """GenAI operations, errors, latency, tokens and streaming detail, each (job, service,
+    model) counted from one source (see :func:`_genai_choose`)."""
+    d = GENAI.duration
+    rules = [
+        _rule(Names.genai_source_ops, _genai_choose(cfg, suffix(d, "_count"), "rate", "5m",
+                                                    by=None, label_source=True)),
+        _rule(Names.genai_ops, f"sum by (job, model) ({Names.genai_source_ops})\n"),
+        _rule(Names.genai_errors, _genai_choose(cfg, suffix(d, "_count"), "rate", "5m",
+                                                matchers=(HAS_ERROR,))),
+        _rule(Names.genai_error_ratio,
+              f"(\n  {Names.genai_errors}\n  or\n  0 * {Names.genai_ops}\n)\n"
+              f"/\n{Names.genai_ops}\n"),
+        _rule(Names.genai_buckets, _genai_choose(cfg, suffix(d, "_bucket"), "rate", "5m", "le")),
+    ]
+    for q, v in QUANTILES.items():
+        rules.append(_rule(Names.genai_duration(q),
+                           f"histogram_quantile({v}, {Names.genai_buckets})\n"))
+    rules.append(_rule(Names.genai_tokens, _genai_choose(
+        cfg, suffix(GENAI.tokens, "_sum"), "rate", "5m", "gen_ai_token_type")))
+    for name, series in ((Names.genai_ttft_buckets, GENAI.ttft),
+                         (Names.genai_first_chunk_buckets, GENAI.first_chunk),
+                         (Names.genai_tpot_buckets, GENAI.tpot)):
+        # a latency distribution: the source that has one, whatever counts the operations
+        rules.append(_rule(name, _genai_choose(cfg, suffix(series, "_bucket"), "rate", "5m",
+                                               "le", gate=series)))
+    reasons = "gen_ai_span_finish_reasons_total"
+    rules.append(_rule(Names.genai_finish_reasons, _model_share(
+        cfg, reasons, "gen_ai_response_finish_reason")))
+    return rules
+
+
+def genai_cost_rules(cfg: Config) -> list[dict[str, Any]]:
+    """What GenAI usage cost per hour and day, by model, token type and feature, and per
+    successful operation; each (job, service, model) from one source."""
+    cost = GENAI.cost
+    d = GENAI.duration
+    key = GENAI_KEY
+    service_cost = f"sum by ({key}) ({Names.genai_cost_service_1h})"
+    span_by_feature = _genai_sum(cfg, "increase", cost.span, "1h", f"{key}, app_feature")
+    span_total = _genai_sum(cfg, "increase", cost.span, "1h", key)
+    return [
+        _rule(Names.genai_cost_service_1h, _genai_choose(cfg, cost, "increase", "1h",
+                                                         "gen_ai_token_type", by=None)),
+        _rule(Names.genai_cost_type_1h,
+              f"sum by (job, model, gen_ai_token_type) ({Names.genai_cost_service_1h})\n"),
+        _rule(Names.genai_cost_1h, f"sum by (job, model) ({Names.genai_cost_service_1h})\n"),
+        # Metric points carry no app.feature: a service's cost of a model is split over
+        # features by the share each has of that service's span cost of the model (sampled
+        # spans keep the shares), and is "unknown" where it has no span cost.
+        _rule(Names.genai_cost_feature_1h,
+              f"sum by (job, model, app_feature) (\n"
+              f"  {service_cost}\n  * on ({key}) group_right ()\n  (\n"
+              f"{_indent(span_by_feature, '    ')}\n    / on ({key}) group_left ()\n"
+              f"    (\n{_indent(span_total, '      ')}\n      > 0\n    )\n  )\n"
+              f"  or on ({key})\n"
+              f'  label_replace({service_cost}, "app_feature", "unknown", "", "")\n)\n'),
+        _rule(Names.genai_cost_model_1d, _genai_choose(cfg, cost, "increase", "1d")),
+        _rule(Names.genai_cost_1d, f"sum by (job) ({Names.genai_cost_model_1d})\n"),
+        _rule(Names.genai_successful_1h, _genai_choose(cfg, suffix(d, "_count"), "increase",
+                                                       "1h", matchers=('error_type=""',))),
+        _rule(Names.genai_cost_per_success,
+              f"{Names.genai_cost_1h}\n/\n({Names.genai_successful_1h} > 0)\n"),
+    ]
+
+
+def suffix(series: GenAiSeries, end: str) -> GenAiSeries:
+    """The ``_count``, ``_sum`` or ``_bucket`` samples of a histogram pair."""
+    return GenAiSeries(series.metric + end, series.span + end)
+
+
+def _model_share(cfg: Config, counter: str, label: str) -> str:
+    """Each ``label`` value's share of a span counter per model: each service's shares
+    (which sampling keeps) weighted by its operations, so services sampled at different
+    rates mix right."""
+    key = GENAI_KEY
+    part = _genai_sum(cfg, "rate", counter, "5m", f"{key}, {label}")
+    whole = _genai_sum(cfg, "rate", counter, "5m", key)
+    ops = f"sum by ({key}) ({Names.genai_source_ops})"
+    share = (f"{part}\n/ on ({key}) group_left ()\n(\n{_indent(whole)}\n  > 0\n)")
+    return (f"sum by (job, model, {label}) (\n  {ops}\n  * on ({key}) group_right ()\n"
+            f"  (\n{_indent(share, '    ')}\n  )\n)\n"
+            f"/ on (job, model) group_left ()\n"
+            f"(\n  sum by (job, model) (\n    {ops}\n    and on ({key})\n"
+            f"{_indent(whole, '    ')}\n  )\n  > 0\n)\n")
 
 
 def slo_rules(cfg: Config) -> list[dict[str, Any]]:
@@ -151,5 +330,7 @@ def build(cfg: Config = CONFIG) -> dict[str, Any]:
     return {"groups": [
         {"name": "kpi-exporter.rules", "rules": exporter_rules(cfg)},
         {"name": "kpi-exporter-ai.rules", "rules": ai_rules(cfg)},
+        {"name": "kpi-exporter-genai.rules", "rules": genai_rules(cfg)},
+        {"name": "kpi-exporter-genai-cost.rules", "rules": genai_cost_rules(cfg)},
         {"name": "kpi-exporter-slo.rules", "rules": slo_rules(cfg)},
     ]}

@@ -65,6 +65,28 @@ BROKEN = [
      "    labels: {x: y}\n", "must agree on its type, labels"),
     ("server: {}\nserver: {}\n", "appears twice"),
     (RULE + "    value: -1\n", "not negative for a counter"),
+    (RULE + "    labels: {e: {attribute: e, rewrite: [{regex: '(', replacement: x}]}}\n",
+     "rules[0] (app_x_total).labels.e.rewrite[0].regex: '(' is not a valid regular expression"),
+    (RULE + "    labels: {e: {attribute: e, rewrite: [{regex: 'a(b)', replacement: $2}]}}\n",
+     "replacement: $2 names a group the regex does not have (1 numbered groups)"),
+    (RULE + "    labels: {e: {attribute: e, rewrite: [{regex: 'a'}]}}\n",
+     "rewrite[0]: expected a mapping with 'regex' and 'replacement'"),
+    (RULE + "    labels: {e: {attribute: e, rewrite: {regex: a, replacement: b}}}\n",
+     "labels.e.rewrite: expected a list of {regex, replacement}"),
+    (RULE + "    labels: {e: {attribute: e, allow: []}}\n",
+     "labels.e.allow: expected a non-empty list of values, or {regex: R}"),
+    (RULE + "    labels: {e: {attribute: e, other: x}}\n", "labels.e.other: only used with 'allow'"),
+    (RULE + "    labels: {e: {value: x, allow: [x]}}\n", "not to a constant 'value'"),
+    ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: log, name: a}\n"
+     "    value: {cost: input}\n", "{cost: input} prices a span's token usage"),
+    ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: span}\n"
+     "    value: {cost: data_point}\n", "{cost: data_point} prices token usage metric points"),
+    ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: span}\n"
+     "    value: {cost: tokens}\n", "value.cost: expected one of input, cache_read"),
+    ("rules:\n  - metric: c_usd\n    type: gauge\n    match: {signal: span}\n"
+     "    value: {cost: input}\n", "a cost feeds a counter"),
+    ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: span}\n"
+     "    value: {cost: input}\n    scale: 100\n", "a cost is in USD; 'scale' does not apply"),
 ]
 
 
@@ -128,6 +150,7 @@ def test_example_config_passes_and_documents_every_option():
     import yaml
 
     from exporter import config, privacy, rules, state, windows
+    from exporter.genai import config as genai_config
 
     r = run_cli("check-config", "config.example.yaml")
     assert r.returncode == 0, r.stderr
@@ -135,7 +158,7 @@ def test_example_config_passes_and_documents_every_option():
     text = (ROOT / "config.example.yaml").read_text()
     # every key any section of the config accepts: the modules' *_KEYS tuples
     accepted = set()
-    for module in (config, rules, windows, state, privacy):
+    for module in (config, rules, windows, state, privacy, genai_config):
         for name, value in vars(module).items():
             if re.fullmatch(r"_[A-Z_]*KEYS", name) and isinstance(value, tuple):
                 accepted |= set(value)

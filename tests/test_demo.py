@@ -22,13 +22,17 @@ from exporter.demo import ACTIONS, CATEGORIES, DemoOptions, run_demo
 from exporter.demohistory import HistoryOptions, write_history
 from exporter.records import Record
 from tests.helpers import ROOT, InProcessExporter, Scrape, free_port
+from tests.rule_eval import evaluate, sample
 
 # the counters (and histogram counts) the demo's summary speaks for
 SUMMARY_METRICS = {
     "app_events_total", "app_page_views_total", "app_feature_usage_total",
     "app_conversions_total", "app_conversion_value_total", "ai_recommendations_total",
-    "ai_recommendation_responses_total", "gen_ai_client_operation_duration_seconds_count",
-    "gen_ai_client_tokens_total", "gen_ai_evaluation_results_total",
+    "ai_recommendation_responses_total", "gen_ai_evaluation_results_total",
+    "gen_ai_span_operation_duration_seconds_count", "gen_ai_span_token_usage_sum",
+    "gen_ai_span_finish_reasons_total", "gen_ai_span_cost_usd_total",
+    "gen_ai_client_operation_duration_seconds_count", "gen_ai_client_token_usage_sum",
+    "gen_ai_client_cost_usd_total",
 }
 
 
@@ -53,17 +57,20 @@ def test_demo_summary_matches_the_scraped_counters_exactly(exporter, tmp_path):
                 "--users", "40", "--seed", "11", "--json", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads(out.read_text())
-    assert summary["delivered_all"] is True
-    assert summary["events"] + summary["spans"] == 750
+    assert summary["delivered_all"] is True and summary["metric_exports_failed"] == 0
+    calls = {m: f["calls"] for m, f in summary["genai"].items()}
+    assert summary["events"] + sum(calls.values()) == 750
+    assert summary["spans"] < sum(calls.values())  # gpt-4o-mini's spans are a sample
     assert "the exporter accepted all of them" in r.stdout
     # a non-terminal stderr gets no progress bar
     assert "item/s" not in r.stderr and "%|" not in r.stderr
 
     claimed = claimed_counters(summary)
-    scraped = scraped_counters(exporter.scrape())
+    scrape = exporter.scrape()
+    scraped = scraped_counters(scrape)
     assert set(claimed) == set(scraped)
     for key, value in claimed.items():
-        assert scraped[key] == pytest.approx(value, abs=1e-6), key
+        assert scraped[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
     # the traffic is the one the demo promises, not a token sample
     kinds = {dict(k[1])["event"] for k in claimed if k[0] == "app_events_total"}
     assert kinds == {"app.page_view", "app.feature_used", "app.conversion",
@@ -87,6 +94,22 @@ def test_demo_summary_matches_the_scraped_counters_exactly(exporter, tmp_path):
     # every line of the human summary's totals is a number /metrics confirms
     total_events = sum(v for (m, _), v in claimed.items() if m == "app_events_total")
     assert f"{int(total_events):>10}  app_events_total" in r.stdout
+    # and the GenAI figures it prints are what the recording rules make of the traffic
+    genai = summary["genai"]
+    assert {f["source"] for f in genai.values()} == {"metric points", "spans"}
+    assert genai["claude-3-5-haiku"]["cached_tokens"] > 0
+    for model, f in genai.items():
+        assert f"{f['calls']:>8} {f['failed']:>7} {f['input_tokens']:>10}" in r.stdout
+    evaluate(scrape, [
+        {"expr": "round(job_model:gen_ai_client_operations:rate5m * 3600)",
+         "exp_samples": [sample(f["calls"], model=m) for m, f in genai.items()]},
+        {"expr": "round(job_model_type:gen_ai_client_token_usage:rate5m * 3600)",
+         "exp_samples": [sample(f[f"{t}_tokens"], model=m, gen_ai_token_type=t)
+                         for m, f in genai.items() for t in ("input", "output")]},
+        *[{"expr": f'round(job_model:gen_ai_cost_usd:increase1h{{model="{m}"}} / '
+                   f'{f["cost_usd"]!r} * 1e6)', "exp_samples": [sample(1e6, model=m)]}
+          for m, f in genai.items()],
+    ], tmp_path)
 
 
 def test_demo_backfill_spreads_event_times_over_the_past_week(exporter, tmp_path):
@@ -105,7 +128,10 @@ def test_demo_backfill_spreads_event_times_over_the_past_week(exporter, tmp_path
     after = time.time()
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads(out.read_text())
-    assert len(records) == summary["events"] + summary["spans"] == 800
+    calls = sum(f["calls"] for f in summary["genai"].values())
+    assert summary["events"] + calls == 800
+    records = [r for r in records if r.signal != "metric"]  # points are stamped now
+    assert len(records) == summary["events"] + summary["spans"]
     times = sorted(rec.time_ns / 1e9 for rec in records)
     week = 7 * 86400
     assert times[0] >= before - week - 1 and times[-1] <= after

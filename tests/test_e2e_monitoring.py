@@ -27,9 +27,13 @@ import pytest
 import requests
 import yaml
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -45,6 +49,17 @@ pytestmark = pytest.mark.timeout(240)
 
 MODEL = "gpt-e2e"
 SERVICE = "e2e-shop"
+# A second app calling the same model through an instrumentation that sends metric points
+# (and spans); its calls must count once.
+LLM_SERVICE = "e2e-assistant"
+# The exporter prices MODEL from its config; calls through another provider stay unpriced.
+PRICED_PROVIDER, UNPRICED_PROVIDER = "openai", "self-hosted"
+DURATION_BOUNDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                   40.96, 81.92)
+TOKEN_BOUNDS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                16777216, 67108864)
+TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+               5.0, 7.5, 10.0)
 JOB = CONFIG.selector_labels()["job"]
 # What Grafana would put for $__rate_interval with a 1s scrape interval and a short range.
 RATE_INTERVAL = "30s"
@@ -121,8 +136,9 @@ class Server:
 @dataclass
 class Traffic:
     """An app sending events and GenAI spans through the OpenTelemetry SDK every 0.3s until
-    stopped. Healthy, its model reports a 1% error rate and no GenAI operation fails;
-    ``broken``, the model reports 20% and two in three operations fail."""
+    stopped, and a second one calling the same model reported as GenAI metric points and
+    spans. Healthy, the model reports a 1% error rate and no GenAI operation fails;
+    ``broken``, the model reports 20% and two in three of the first app's operations fail."""
 
     otlp_url: str
     broken: bool = False
@@ -141,6 +157,28 @@ class Traffic:
             schedule_delay_millis=200))
         self.logger = self.logs.get_logger("e2e.app")
         self.tracer = self.traces.get_tracer("e2e.app")
+        llm = Resource.create({"service.name": LLM_SERVICE})
+        self.llm_traces = TracerProvider(resource=llm)
+        self.llm_traces.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=self.otlp_url + "/v1/traces", timeout=5),
+            schedule_delay_millis=200))
+        self.llm_meters = MeterProvider(resource=llm, metric_readers=[
+            PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=self.otlp_url + "/v1/metrics", timeout=5),
+                export_interval_millis=500)], views=[
+            View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(bounds))
+            for name, bounds in (("gen_ai.client.operation.duration", DURATION_BOUNDS),
+                                 ("gen_ai.client.operation.time_per_output_chunk",
+                                  DURATION_BOUNDS),
+                                 ("gen_ai.client.token.usage", TOKEN_BOUNDS),
+                                 ("gen_ai.server.time_to_first_token", TTFT_BOUNDS))])
+        meter = self.llm_meters.get_meter("e2e.instrumentation")
+        self.points = {name: meter.create_histogram(name, unit=unit) for name, unit in (
+            ("gen_ai.client.operation.duration", "s"),
+            ("gen_ai.client.token.usage", "{token}"),
+            ("gen_ai.server.time_to_first_token", "s"),
+            ("gen_ai.client.operation.time_per_output_chunk", "s"))}
+        self.llm_tracer = self.llm_traces.get_tracer("e2e.instrumentation")
         self.random = random.Random(7)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -186,14 +224,36 @@ class Traffic:
             self.event("ai.recommendation.generated", user, **{
                 "gen_ai.request.model": MODEL, "ai.recommendation.confidence": "high"})
         for i in range(3):
-            failing = self.broken and i < 2
+            # broken: two in three fail; healthy: one call in 150 times out (well under the
+            # error-rate threshold), reported as the class repr some instrumentations send
+            failing = self.broken and i < 2 or i == 2 and self.rounds % 50 == 7
             with self.tracer.start_as_current_span("chat " + MODEL, attributes={
-                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": UNPRICED_PROVIDER if i == 2 else PRICED_PROVIDER,
                     "gen_ai.request.model": MODEL, "gen_ai.usage.input_tokens": r.randrange(50, 500),
-                    "gen_ai.usage.output_tokens": r.randrange(20, 300)}) as span:
+                    "gen_ai.usage.cache_read.input_tokens": 20,
+                    "gen_ai.usage.output_tokens": r.randrange(20, 300),
+                    "gen_ai.response.finish_reasons": [r.choice(["stop", "stop", "length"])],
+                    "gen_ai.response.time_to_first_chunk": r.uniform(0.05, 0.5),
+                    "gen_ai.server.time_to_first_token": r.uniform(0.05, 0.5),
+                    "gen_ai.server.time_per_output_token": r.uniform(0.01, 0.05),
+                    "app.feature": r.choice(["search", "plan"])}) as span:
                 if failing:
-                    span.set_attribute("error.type", "timeout")
+                    span.set_attribute("error.type", "<class 'httpx.ReadTimeout'>")
                     span.set_status(Status(StatusCode.ERROR))
+        # the second app: every call as metric points, and a span
+        point = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": PRICED_PROVIDER,
+                 "gen_ai.request.model": MODEL}
+        self.points["gen_ai.client.operation.duration"].record(r.uniform(0.2, 2), point)
+        for kind, n in (("input", r.randrange(50, 500)), ("output", r.randrange(20, 300))):
+            self.points["gen_ai.client.token.usage"].record(
+                n, {**point, "gen_ai.token.type": kind})
+        self.points["gen_ai.server.time_to_first_token"].record(r.uniform(0.05, 0.5), point)
+        self.points["gen_ai.client.operation.time_per_output_chunk"].record(
+            r.uniform(0.01, 0.05), point)
+        self.llm_tracer.start_span("chat " + MODEL, attributes={
+            **point, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+            "app.feature": "assistant"}).end()
         with self.tracer.start_as_current_span("GET /home"):
             pass  # no rule maps plain HTTP spans: they count as unmatched
         self.rounds += 1
@@ -201,6 +261,8 @@ class Traffic:
     def flush(self) -> None:
         self.logs.force_flush()
         self.traces.force_flush()
+        self.llm_traces.force_flush()
+        self.llm_meters.force_flush()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -213,6 +275,8 @@ class Traffic:
         self.flush()
         self.logs.shutdown()
         self.traces.shutdown()
+        self.llm_traces.shutdown()
+        self.llm_meters.shutdown()
 
 
 @dataclass
@@ -345,7 +409,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     started: list[Any] = []
     try:
         (tmp / "exporter.yaml").write_text(
-            f"state:\n  dir: {tmp / 'state'}\n  interval: 1s\n")
+            f"state:\n  dir: {tmp / 'state'}\n  interval: 1s\n"
+            f"genai:\n  prices:\n    - {{model: {MODEL}, provider: {PRICED_PROVIDER}, "
+            f"input_per_mtok: 1.5, output_per_mtok: 6, cache_read_per_mtok: 0.5}}\n")
         exporter = ProcessExporter(["--config", str(tmp / "exporter.yaml")])
         started.append(exporter)
         traffic = Traffic(exporter.otlp_url)
@@ -355,7 +421,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         def ready() -> bool:
             s = exporter.scrape()
             return bool((s.value("app_active_users", window="5m") or 0) > 0
+                        and s.matching("gen_ai_span_operation_duration_seconds_count")
                         and s.matching("gen_ai_client_operation_duration_seconds_count")
+                        and s.matching("kpi_exporter_gen_ai_unpriced_tokens_total")
                         and s.matching("kpi_exporter_records_rejected_total"))
         assert eventually(ready, timeout=30), "the exporter did not see the SDK traffic"
 
@@ -538,3 +606,18 @@ def test_alertmanager_inhibits_data_alerts_while_the_exporter_is_down(tmp_path):
         if am is not None:
             am.stop()
         webhook.close()
+
+
+def test_genai_calls_are_counted_from_one_source_per_service(stack):
+    rule = f'job_service_model:gen_ai_client_operations:rate5m{{job="{JOB}", model="{MODEL}"}}'
+
+    def sources() -> dict[str, str]:
+        return {r["metric"]["service_name"]: r["metric"]["source"] for r in stack.query(rule)}
+    got = eventually(lambda: sources() if len(sources()) == 2 else None, timeout=30)
+    assert got == {SERVICE: "spans", LLM_SERVICE: "metrics"}
+    # the class repr some instrumentations send arrives as a bounded error type
+    name = "gen_ai_span_operation_duration_seconds_count"
+    assert eventually(lambda: stack.exporter.scrape().matching(name, error_type="ReadTimeout"),
+                      timeout=30)
+    assert not any("<class" in dict(k)["error_type"]
+                   for k in stack.exporter.scrape().matching(name))

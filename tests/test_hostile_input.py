@@ -93,11 +93,14 @@ def test_cumulative_sum_under_a_histogram_name_is_not_a_500(exporter):
     m.sum.is_monotonic = True
     p = m.sum.data_points.add()
     p.as_double, p.start_time_unix_nano = 0.3, 2 ** 62
+    model = p.attributes.add()
+    model.key, model.value.string_value = "gen_ai.request.model", "m"
     r = exporter.post("/v1/metrics", req.SerializeToString(), "application/x-protobuf")
     assert r.status_code == 200
     s = exporter.scrape()
     assert s.value("gen_ai_client_operation_duration_seconds_count", gen_ai_operation_name="",
-                   gen_ai_provider_name="", gen_ai_request_model="", error_type="") == 1
+                   gen_ai_provider_name="", gen_ai_request_model="m", error_type="",
+                   service_name="unknown_service") == 1
 
 
 def test_concatenated_gzip_members_are_all_read(exporter):

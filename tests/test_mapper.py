@@ -377,3 +377,91 @@ def test_histogram_sum_nan_counts_as_zero():
     store, _ = run(m, [hist_point((1, 0, 0, 0, 0), math.nan, 1, TEMPORALITY_DELTA)],
                    signal=METRIC)
     assert store.get("d_seconds", ("chat",)) == [0.0, 1, 1, 0, 0]
+
+
+def test_label_rewrites_and_allow_lists_bound_what_senders_send():
+    mapping = compile_rules("""
+rules:
+  - metric: ops_total
+    type: counter
+    match: {signal: span}
+    labels:
+      error_type:
+        attribute: error.type
+        on_error_status: _OTHER
+        rewrite:
+          - {regex: "<class '(?:\\\\w+\\\\.)*(\\\\w+)'>", replacement: "$1"}
+          - {regex: "HTTP (?P<code>\\\\d+)", replacement: "http_${code}$$"}
+        allow: {regex: "[A-Za-z0-9_.$-]{1,20}"}
+      reason:
+        attribute: gen_ai.response.finish_reasons
+        default: none
+        rewrite: [{regex: '\\["([^"]*)".*\\]', replacement: $1}]
+        allow: [stop, length]
+        other: other
+""")
+    def span(status: int = 0, **attrs) -> Record:
+        return Record(SPAN, "chat", 1, {k.replace("__", "."): v for k, v in attrs.items()},
+                      status=status)
+    store, result = run(mapping, [
+        span(error__type="<class 'openai.InternalServerError'>"),
+        span(error__type="InternalServerError"),
+        span(error__type="<class 'TimeoutError'>"),
+        span(error__type="HTTP 429"),
+        span(error__type="connection reset by peer while reading the response body"),
+        span(error__type="x" * 21),
+        span(status=2),
+        span(gen_ai__response__finish_reasons=["length", "stop"]),
+        span(gen_ai__response__finish_reasons=["content_filter"]),
+        span(gen_ai__response__finish_reasons=[]),
+    ], signal=SPAN)
+    assert result.matched == 10
+    assert store.metrics["ops_total"].series == {
+        ("InternalServerError", "none"): 2.0, ("TimeoutError", "none"): 1.0,
+        ("http_429$", "none"): 1.0, ("_OTHER", "none"): 3.0, ("", "length"): 1.0,
+        ("", "other"): 2.0}
+
+
+def test_cost_rules_ask_the_mappings_pricer():
+    class Flat:
+        attributes = frozenset({"tokens"})
+
+        def span_cost(self, record: Record, part: str) -> float | None:
+            n = record.attributes.get("tokens")
+            return None if n is None or part != "input" else n * 0.5
+
+        def point_price(self, record: Record):
+            from exporter.mapper import Priced
+            return Priced(record.value, 0.25)
+
+    rules = parse_rules(yamlload.load("""
+rules:
+  - metric: span_usd_total
+    type: counter
+    match: {signal: span}
+    value: {cost: input}
+  - metric: span_out_usd_total
+    type: counter
+    match: {signal: span}
+    value: {cost: output}
+  - metric: point_usd_total
+    type: counter
+    match: {signal: metric}
+    value: {cost: data_point}
+""")["rules"])
+    mapping = Mapping(rules, Flat())
+    assert "tokens" in mapping.attribute_keys
+    store, _ = run(mapping, [Record(SPAN, "s", 1, {"tokens": 4}), Record(SPAN, "s", 1, {})],
+                   signal=SPAN)
+    assert store.metrics["span_usd_total"].series == {(): 2.0}
+    assert store.metrics["span_out_usd_total"].series == {}
+    # cumulative points: the increase of the tokens, priced
+    start = time.time_ns()
+    for total in (10.0, 30.0):
+        run(mapping, [Record(METRIC, "m", 1, {}, value=total, point_kind=POINT_SUM,
+                             temporality=TEMPORALITY_CUMULATIVE, monotonic=True,
+                             start_ns=start)], store, signal=METRIC)
+    assert store.metrics["point_usd_total"].series == {(): 7.5}
+    # without a pricer, cost rules never apply
+    store, result = run(Mapping(rules), [Record(SPAN, "s", 1, {"tokens": 4})], signal=SPAN)
+    assert store.metrics["span_usd_total"].series == {} and result.unmatched == 1

@@ -125,11 +125,17 @@ def test_unit_tests_follow_edited_thresholds(tmp_path):
         CONFIG, ai_error_rate_max=0.1, ai_accuracy_min=0.6, rejected_ratio_max=0.05,
         unmatched_ratio_max=0.8, ai_error_rate_for="20m", ai_drop_for="2h", dau_drop=0.3,
         conversion_drop=0.1, ai_acceptance_drop=0.4, service_quiet_for="1h",
+        genai_preferred_source="spans", genai_daily_budget_usd=25, genai_budget_for="30m",
         latency_slo=LatencySLO(threshold_seconds=2.5, objective=0.995))
     generate.write(tmp_path, cfg)
     rules = (tmp_path / layout.ALERT_RULES).read_text()
     assert "job_model:ai_model_error_rate:ratio > 0.1" in rules
-    assert 'le="2.5"' in (tmp_path / layout.RECORDING_RULES).read_text()
+    recording = (tmp_path / layout.RECORDING_RULES).read_text()
+    assert 'le="2.5"' in recording
+    assert "job:gen_ai_cost_usd:increase1d > 25" in rules
+    # spans preferred: the span series gate the choice
+    assert "rate(gen_ai_span_operation_duration_seconds_count" in recording.split(
+        "and on (job, service_name, model)")[1].split("or on")[0]
     for test_file in sorted((tmp_path / layout.ALERT_TESTS_DIR).glob("*.yml")) + sorted(
             (tmp_path / layout.RECORDING_RULE_TESTS_DIR).glob("*.yml")):
         r = run(tool("promtool"), "test", "rules", str(test_file.relative_to(tmp_path)),

@@ -99,16 +99,17 @@ def test_sdk_spans_feed_genai_duration_and_tokens(exporter):
     tp.shutdown()
     s = exporter.scrape()
     ok = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai",
-          "gen_ai_request_model": "gpt-4o", "error_type": ""}
+          "gen_ai_request_model": "gpt-4o", "error_type": "", "service_name": "test-app"}
     err = {**ok, "error_type": "_OTHER"}
-    assert s.value("gen_ai_client_operation_duration_seconds_count", **ok) == 2
-    assert s.value("gen_ai_client_operation_duration_seconds_count", **err) == 1
-    assert s.value("gen_ai_client_token_usage_count", gen_ai_token_type="input", **ok) == 2
-    assert s.value("gen_ai_client_token_usage_sum", gen_ai_token_type="input", **ok) == 200
-    assert s.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output", **ok) == 40
-    assert s.value("gen_ai_client_tokens_total", gen_ai_token_type="input", **ok) == 200
-    assert s.value("gen_ai_client_token_usage_bucket", gen_ai_token_type="input", le="64.0", **ok) == 0
-    assert s.value("gen_ai_client_token_usage_bucket", gen_ai_token_type="input", le="256.0", **ok) == 2
+    assert s.value("gen_ai_span_operation_duration_seconds_count", **ok) == 2
+    assert s.value("gen_ai_span_operation_duration_seconds_count", **err) == 1
+    assert s.value("gen_ai_span_token_usage_count", gen_ai_token_type="input", **ok) == 2
+    assert s.value("gen_ai_span_token_usage_sum", gen_ai_token_type="input", **ok) == 200
+    assert s.value("gen_ai_span_token_usage_sum", gen_ai_token_type="output", **ok) == 40
+    assert s.value("gen_ai_span_token_usage_bucket", gen_ai_token_type="input", le="64.0", **ok) == 0
+    assert s.value("gen_ai_span_token_usage_bucket", gen_ai_token_type="input", le="256.0", **ok) == 2
+    # spans feed the span series only; gen_ai_client_* is what metric points feed
+    assert not s.matching("gen_ai_client_operation_duration_seconds_count")
     assert s.value("kpi_exporter_records_received_total", signal="span") == 4
     assert s.value("kpi_exporter_records_unmatched_total", signal="span") == 1
 
@@ -139,7 +140,7 @@ def test_sdk_metrics_delta_and_cumulative_end_up_identical(exporter, delta):
     mp.shutdown()
     s = exporter.scrape()
     lab = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai",
-           "gen_ai_request_model": "gpt-4o", "error_type": ""}
+           "gen_ai_request_model": "gpt-4o", "error_type": "", "service_name": "test-app"}
     assert s.value("gen_ai_client_operation_duration_seconds_count", **lab) == 5
     assert s.value("gen_ai_client_operation_duration_seconds_sum", **lab) == pytest.approx(103.4)
     assert s.value("gen_ai_client_operation_duration_seconds_bucket", le="0.08", **lab) == 2
@@ -149,6 +150,10 @@ def test_sdk_metrics_delta_and_cumulative_end_up_identical(exporter, delta):
     assert s.value("gen_ai_client_operation_duration_seconds_bucket", le="+Inf", **lab) == 5
     assert s.value("gen_ai_client_token_usage_sum", gen_ai_token_type="input", **lab) == 150
     assert s.value("gen_ai_client_token_usage_count", gen_ai_token_type="input", **lab) == 2
+    # the cost of the 150 input tokens, however the points came
+    assert s.value("gen_ai_client_cost_usd_total", gen_ai_provider_name="openai",
+                   gen_ai_request_model="gpt-4o", gen_ai_token_type="input",
+                   app_feature="unknown", service_name="test-app") == pytest.approx(150 * 2.5e-6)
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "cumulative"])

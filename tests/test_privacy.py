@@ -230,8 +230,8 @@ def send_identities(otlp_url: str) -> None:
         pass
     tp.shutdown()
     r = requests.post(otlp_url + "/v1/metrics", data=genai_histogram({
-        "gen_ai.operation.name": "chat", "user.id": USERS[1], "session.id": SESSIONS[1],
-        "user.email": EMAILS[1]}), headers={"Content-Type": "application/json"}, timeout=10)
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "user.id": USERS[1],
+        "session.id": SESSIONS[1], "user.email": EMAILS[1]}), headers={"Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 200 and "partialSuccess" not in r.text, r.text
 
 
@@ -338,7 +338,8 @@ def test_explain_does_not_quote_an_identity_a_condition_saw(tmp_path):
 def test_a_pipeline_keeps_no_raw_identity_of_a_metric_stream(tmp_path):
     p = built(tmp_path).pipeline
     result = p.ingest_batch(otlp_json.decode_metrics(genai_histogram({
-        "gen_ai.operation.name": "chat", "user.id": USERS[0], "client.address": IP})))
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "user.id": USERS[0],
+        "client.address": IP})))
     assert result.matched == 1
     text = json.dumps(p.store.export_state())
     assert "hashed:" in text

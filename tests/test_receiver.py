@@ -74,8 +74,8 @@ def test_snake_case_keys_and_enum_names_are_accepted(exporter):
     assert r.status_code == 200, r.text
     s = exporter.scrape()
     lab = dict(gen_ai_operation_name="chat", gen_ai_provider_name="", gen_ai_request_model="m",
-               error_type="timeout")
-    assert s.value("gen_ai_client_operation_duration_seconds_sum", **lab) == 2.5
+               error_type="timeout", service_name="unknown_service")
+    assert s.value("gen_ai_span_operation_duration_seconds_sum", **lab) == 2.5
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])

@@ -186,23 +186,24 @@ def test_genai_spans_feed_duration_and_token_histograms(exporter, client):
 
     s = exporter.scrape()
     chat = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai",
-            "gen_ai_request_model": "gpt-4o-mini"}
-    dur = "gen_ai_client_operation_duration_seconds"
+            "gen_ai_request_model": "gpt-4o-mini", "service_name": SERVICE}
+    dur = "gen_ai_span_operation_duration_seconds"
     assert s.value(dur + "_count", error_type="", **chat) == 1
     assert s.value(dur + "_sum", error_type="", **chat) == pytest.approx(0.5)
     assert s.value(dur + "_count", error_type="timeout", **chat) == 1
     assert s.value(dur + "_sum", error_type="timeout", **chat) == pytest.approx(2.0)
     emb = {"gen_ai_operation_name": "embeddings", "gen_ai_provider_name": "openai",
-           "gen_ai_request_model": "text-embedding-3-small", "error_type": "KeyError"}
+           "gen_ai_request_model": "text-embedding-3-small", "error_type": "KeyError",
+           "service_name": SERVICE}
     assert s.value(dur + "_count", **emb) == 1
-    tokens = "gen_ai_client_tokens_total"
+    tokens = "gen_ai_span_token_usage_sum"
     assert s.value(tokens, error_type="", gen_ai_token_type="input", **chat) == 120
     assert s.value(tokens, error_type="", gen_ai_token_type="output", **chat) == 30
     assert s.value(tokens, error_type="timeout", gen_ai_token_type="input", **chat) == 10
     assert s.value(tokens, gen_ai_token_type="input", **emb) == 64
-    assert s.value("gen_ai_client_token_usage_bucket", error_type="", gen_ai_token_type="input",
+    assert s.value("gen_ai_span_token_usage_bucket", error_type="", gen_ai_token_type="input",
                    le="256.0", **chat) == 1
-    assert s.value("gen_ai_client_token_usage_bucket", error_type="", gen_ai_token_type="input",
+    assert s.value("gen_ai_span_token_usage_bucket", error_type="", gen_ai_token_type="input",
                    le="64.0", **chat) == 0
     assert client.stats().spans_delivered == 3
 
@@ -381,9 +382,9 @@ def test_exporter_down_neither_raises_nor_blocks_and_delivers_once_back(process_
     for action in ("view", "create", "share"):
         assert s.value("app_feature_usage_total", feature="workout", action=action,
                        service_name=SERVICE) == 40
-    assert s.value("gen_ai_client_tokens_total", gen_ai_operation_name="chat",
+    assert s.value("gen_ai_span_token_usage_sum", gen_ai_operation_name="chat",
                    gen_ai_provider_name="openai", gen_ai_request_model="gpt-4o-mini",
-                   error_type="", gen_ai_token_type="output") == 7
+                   error_type="", gen_ai_token_type="output", service_name=SERVICE) == 7
 
 
 def test_spool_is_bounded_and_counts_what_it_drops(process_factory, tmp_path):

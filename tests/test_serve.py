@@ -188,7 +188,8 @@ def test_explain_shows_rebucketed_and_rejected_histogram_points(tmp_path):
                                10.24, 20.48, 40.96, 81.92],
             "bucketCounts": ["0", "0", "0", "1", "1", "1", "0", "0", "0", "0", "0", "0", "0",
                              "0", "0"],
-            "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]}]}}
+            "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                           {"key": "gen_ai.request.model", "value": {"stringValue": "m"}}]}]}}
     event = tmp_path / "p.json"
     event.write_text(json.dumps(point))
     r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
@@ -236,3 +237,26 @@ def test_debug_log_has_one_line_per_otlp_request(process_factory):
     assert quiet.post("/v1/logs", PAGE_VIEW).ok
     assert quiet.scrape().value("kpi_exporter_requests_total", signal="log", code="200") == 1
     assert _debug_lines(quiet.log()) == []
+
+
+def test_explain_shows_what_a_genai_span_costs(tmp_path):
+    span = {"signal": "span", "name": "chat gpt-4o", "duration": 1.2, "attributes": {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1000,
+        "gen_ai.usage.cache_read.input_tokens": 200, "gen_ai.usage.output_tokens": 500,
+        "error.type": "<class 'openai.APITimeoutError'>"}}
+    event = tmp_path / "span.json"
+    event.write_text(json.dumps(span))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert 'error_type="APITimeoutError"' in r.stdout
+    assert 'gen_ai_token_type="cache_read", app_feature="unknown", ' \
+           'service_name="unknown_service"} add 0.00025' in r.stdout
+    # a model with no price: never a cost, and the explanation says why
+    span["attributes"]["gen_ai.request.model"] = "acme-7b"
+    event.write_text(json.dumps(span))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "gen_ai_span_cost_usd_total{" not in r.stdout
+    assert "no input token usage of a model with a known price" in r.stdout

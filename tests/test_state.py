@@ -278,7 +278,7 @@ def test_sigterm_then_restart_keeps_every_counter_and_window_gauge(process_facto
     kept = kpi_samples(before.text)
     assert before.value("app_active_users", window="1h") == 7
     assert before.value("app_job_duration_seconds_count", queue="q1") == 4
-    assert sum(before.matching("gen_ai_client_operation_duration_seconds_count",
+    assert sum(before.matching("gen_ai_span_operation_duration_seconds_count",
                                gen_ai_request_model="m1").values()) == 1
     assert before.value("app_jobs_total", queue="q1") == 10
     assert before.value("kpi_exporter_metric_overflow_updates_total",
