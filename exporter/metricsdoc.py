@@ -196,6 +196,9 @@ def _fed_by(rule: Rule) -> str:
         value = "counts 1" if v.constant == 1 else f"adds {v.constant:g}"
     elif v.kind == "attribute":
         value = f"`{v.attribute}`" + (f" x {v.scale:g}" if v.scale != 1 else "")
+    elif v.kind == "cost":
+        value = ("USD of the point's tokens" if v.part == "data_point"
+                 else f"USD of its {v.part.replace('_', ' ')} usage")
     else:
         value = {"duration": "span duration", "data_point": "the data point"}.get(v.kind, v.kind)
         value += f" x {v.scale:g}" if v.scale != 1 else ""
