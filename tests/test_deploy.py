@@ -199,7 +199,7 @@ def test_collector_gateway_forwards_everything_to_the_exporters_without_routing(
     assert "cumulativetodelta" in pipelines["metrics"]["processors"]
 
 
-def test_collector_recipe_sends_only_events_and_genai_spans_next_to_existing_pipelines():
+def test_collector_recipe_sends_only_events_and_genai_next_to_existing_pipelines():
     path = DEPLOY / "collector" / "otelcol-events-to-kpi-exporter.yaml"
     cfg = yaml.safe_load(path.read_text())
     pipelines = cfg["service"]["pipelines"]
@@ -209,21 +209,28 @@ def test_collector_recipe_sends_only_events_and_genai_spans_next_to_existing_pip
                 assert component in cfg[section], f"{name}: {component} is not defined"
     # the filter processor's documented shape: error_mode and OTTL conditions per context
     kpi = {name: p for name, p in pipelines.items() if "otlphttp/kpi_exporter" in p["exporters"]}
-    assert set(kpi) == {"logs/kpi", "traces/kpi"}
+    assert set(kpi) == {"logs/kpi", "traces/kpi", "metrics/kpi"}
     events = cfg["processors"][kpi["logs/kpi"]["processors"][0]]
     spans = cfg["processors"][kpi["traces/kpi"]["processors"][0]]
+    points = cfg["processors"][kpi["metrics/kpi"]["processors"][0]]
     assert set(events) == {"error_mode", "logs"} and list(events["logs"]) == ["log_record"]
     assert set(spans) == {"error_mode", "traces"} and list(spans["traces"]) == ["span"]
+    assert set(points) == {"error_mode", "metrics"} and list(points["metrics"]) == ["metric"]
     # what is kept is what kpi-exporter reads: the event name field or its deprecated
     # attribute, and the attribute the built-in GenAI span rules require
     drop_non_events = events["logs"]["log_record"]
     assert drop_non_events == ['event_name == "" and attributes["event.name"] == nil']
     config = load_config(None, env={})
-    genai_keys = {key for r in config.rules if r.signal == "span" for key, _t, _p in r.conditions}
-    assert genai_keys == {"gen_ai.operation.name"}
+    span_rules = [r for r in config.rules if r.signal == "span"]
+    assert span_rules and all(
+        any(key == "gen_ai.operation.name" and text == "it to exist"
+            for key, text, _p in r.conditions) for r in span_rules)
     assert spans["traces"]["span"] == ['attributes["gen_ai.operation.name"] == nil']
+    metric_rules = [r for r in config.rules if r.signal == "metric"]
+    assert metric_rules and all((r.name_exact or "").startswith("gen_ai.") for r in metric_rules)
+    assert points["metrics"]["metric"] == ['not IsMatch(name, "^gen_ai[.]")']
     # the user's own pipelines keep every record: no kpi filter there
-    for name in ("logs", "traces"):
+    for name in ("logs", "traces", "metrics"):
         assert not any(p.startswith("filter/") for p in pipelines[name].get("processors", []))
         assert "otlphttp/kpi_exporter" not in pipelines[name]["exporters"]
     forward = cfg["exporters"]["otlphttp/kpi_exporter"]["endpoint"]

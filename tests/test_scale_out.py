@@ -327,7 +327,7 @@ def test_replicas_behind_a_load_balancer_report_global_windows_and_exact_counter
     assert eventually(lambda: c.scalar(f'sum(app_page_views_total{{job="{JOB}"}})')
                       == c.app.page_views, timeout=20)
     assert c.scalar(f'sum(app_conversions_total{{job="{JOB}"}})') == c.app.conversions
-    assert c.scalar(f'sum(gen_ai_client_operation_duration_seconds_count{{job="{JOB}"}})') \
+    assert c.scalar(f'sum(gen_ai_span_operation_duration_seconds_count{{job="{JOB}"}})') \
         == c.app.spans
     assert c.scalar(f'sum(kpi_exporter_records_received_total{{job="{JOB}", signal="log"}})') \
         == c.app.page_views + c.app.conversions
