@@ -307,6 +307,8 @@ genai:
      "genai.prices[0].output_per_mtok: expected USD per million tokens"),
     ("genai:\n  prices:\n    - {model: m, input_per_mtok: 1, output_per_mtok: .nan}",
      "genai.prices[0].output_per_mtok: expected USD per million tokens"),
+    ("genai:\n  prices:\n    - {model: m, input_per_mtok: 1" + "0" * 400 + ", output_per_mtok: 1}",
+     "genai.prices[0].input_per_mtok: expected USD per million tokens"),
     ("genai:\n  prices:\n    - {model: m, provider: '', input_per_mtok: 1, output_per_mtok: 1}",
      "genai.prices[0].provider: expected a provider name"),
     ("genai:\n  prices:\n    - {model: m, input_per_mtok: 1, output_per_mtok: 1, cache: 1}",

@@ -53,12 +53,17 @@ class GenAIConfig:
 
 def _price(raw: dict[str, Any], key: str, where: str, problems: list[str]) -> float | None:
     value = raw.get(key)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value < 0):
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past any float
+            number = None
+    if number is None or not math.isfinite(number) or number < 0:
         problems.append(f"{where}.{key}: expected USD per million tokens as a number of 0 or "
                         f"more (for example 2.5), got {value!r}")
         return None
-    return float(value)
+    return number
 
 
 def _name(raw: dict[str, Any], key: str, where: str, problems: list[str],
