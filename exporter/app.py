@@ -5,11 +5,14 @@ parts together.
            -> state directory (its lock, the salt) -> identity hasher, privacy filter
            -> store, window store and its observer, collectors
            -> Pipeline(filters, observers) -> snapshot restore
-           -> listeners (OTLP receiver, metrics web app)
+           -> listeners (OTLP/HTTP receiver, OTLP/gRPC receiver, metrics web app), behind
+              the web config's TLS front and guards
 
 Reload and shutdown are handled here and nowhere else: a reload builds a new config, filter
-and rule set and hands them to the pipeline at once; a stop closes the listeners (requests in
-flight finish), saves the state, then releases the window store.
+and rule set and hands them to the pipeline at once, and the new web config to the TLS front
+and the guards; a change of the web config file or of a certificate it names reloads just
+the web config. A stop closes the listeners (requests in flight finish), saves the state,
+then releases the window store.
 """
 
 from __future__ import annotations
@@ -31,13 +34,18 @@ from exporter.collectors.selfmetrics import StateMetrics
 from exporter.collectors.windows import WindowsCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.genai import PriceBook, UnpricedTokens
+from exporter.grpc_receiver import GrpcReceiver
+from exporter.otlp_service import ExportLimiter
 from exporter.pipeline import Pipeline
 from exporter.privacy import AttributeScrubber, IdentityHasher, SaltError, load_or_create_salt
 from exporter.receiver import create_receiver
 from exporter.server import Server
 from exporter.state import StateError, StateManager
 from exporter.store import Store
+from exporter.tlsfront import TLSFront
 from exporter.web import create_web_app
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.webguard import WebGuard
 from exporter.windows import EventObserver, MemoryWindowStore, WindowStore
 from exporter.windows.redis import RedisWindowStore, WindowStoreError
 
@@ -62,11 +70,19 @@ class App:
     state: StateManager | None
     server: Server
     unpriced: UnpricedTokens = field(default_factory=UnpricedTokens)
+    grpc: GrpcReceiver | None = None
+    tls: TLSFront | None = None
+    guards: list[WebGuard] = field(default_factory=list)
     config_path: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
     _stopped: bool = False
+    _web_watch_stop: threading.Event = field(default_factory=threading.Event)
+    _web_watch: threading.Thread | None = None
+    # the web config in effect (the last good one) and the stamp of its files
+    _web: WebConfig | None = None
+    _web_stamp: tuple[Any, ...] = ()
 
     @property
     def config(self) -> Config:
@@ -80,8 +96,15 @@ class App:
         if self.windows is not None:
             self.windows.start()
         self.server.start()
+        if self.grpc is not None:
+            self.grpc.start()
+        if self.tls is not None:
+            self.tls.start()
         if self.state is not None:
             self.state.start(self.started_config.state.interval)
+        self._web_watch = threading.Thread(target=self._watch_web_config,
+                                           name="web-config-watch", daemon=True)
+        self._web_watch.start()
         self.ready.set()
 
     def stop(self) -> None:
@@ -92,7 +115,15 @@ class App:
             return
         self._stopped = True
         self.ready.clear()
-        steps: list[tuple[str, Callable[[], None]]] = [("closing the listeners", self.server.stop)]
+        self._web_watch_stop.set()
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self.tls is not None:
+            steps.append(("closing the TLS listeners", self.tls.close_listeners))
+        steps.append(("closing the listeners", self.server.stop))
+        if self.grpc is not None:
+            steps.append(("closing the gRPC listener", self.grpc.stop))
+        if self.tls is not None:
+            steps.append(("closing the TLS connections", self.tls.stop))
         if self.state is not None:
             steps.append(("saving the state", self.state.stop))
         if self.windows is not None:
@@ -151,12 +182,72 @@ class App:
             message = (f"config reloaded from {config.describe()}; kept the series of {kept} "
                        f"metrics, dropped {dropped}")
             restart_only = _restart_only_changes(old, config)
+            restart_only += self._apply_web_config(config.server.web)
             if restart_only:
                 message += f"; restart to apply: {', '.join(restart_only)}"
                 log.warning("%s changed in the config; restart to apply",
                             ", ".join(restart_only))
             log.info("%s", message)
             return True, message
+
+
+    # -- the web config ------------------------------------------------------------------------
+
+    def _apply_web_config(self, web: WebConfig | None) -> list[str]:
+        """Hands a (validated) web config to the guards and the TLS front; returns what only
+        a restart applies (turning TLS on or off)."""
+        m = self.metrics
+        pending: list[str] = []
+        if self.tls is not None and web is not None and web.tls is not None:
+            try:
+                self.tls.reconfigure(web.tls)
+            except (OSError, ValueError) as exc:  # the files changed again since loading
+                m.web_config_reloads.labels("failure").inc()
+                m.web_config_last_reload_ok.set(0)
+                log.error("web config %s: the certificate or key does not load, keeping the "
+                          "running TLS settings: %s", web.path, exc)
+                return pending
+        if (self.tls is not None) != (web is not None and web.tls is not None):
+            pending.append("TLS on or off (server.web_config_file tls_server_config)")
+        for guard in self.guards:
+            guard.update(web)
+        if web is not None or self._web is not None:
+            m.web_config_reloads.labels("success").inc()
+        m.web_config_last_reload_ok.set(1)
+        self._web = web
+        self._web_stamp = web.stamp() if web is not None else ()
+        return pending
+
+    def reload_web_config(self) -> bool:
+        """Re-reads the web config file the exporter runs with (its certificate, key or CA,
+        or the file itself, changed); a file that does not load is refused with the reason
+        and the running settings stay. Returns whether the new one is in effect."""
+        with self._reload_lock:
+            current = self._web
+            if current is None:
+                return False
+            try:
+                web = load_web_config(current.path)
+            except WebConfigError as exc:
+                self._web_stamp = current.stamp()  # report once per change, not every poll
+                self.metrics.web_config_reloads.labels("failure").inc()
+                self.metrics.web_config_last_reload_ok.set(0)
+                log.error("web config reload refused, keeping the running one: %s",
+                          "; ".join(exc.problems))
+                return False
+            pending = self._apply_web_config(web)
+            if pending:
+                log.warning("web config %s: restart to apply: %s", web.path, ", ".join(pending))
+            log.info("web config reloaded from %s", web.path)
+            return True
+
+    def _watch_web_config(self) -> None:
+        """Polls the web config file and the files it names once a second: a renewed
+        certificate applies to the next connection without a signal."""
+        while not self._web_watch_stop.wait(1.0):
+            web = self._web
+            if web is not None and web.stamp() != self._web_stamp:
+                self.reload_web_config()
 
 
 def _scrubber(config: Config, started: Config, hasher: IdentityHasher) -> AttributeScrubber:
@@ -168,6 +259,7 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     """The settings that differ between two configs but only take effect at a restart."""
     return [name for name, a, b in (
         ("server.otlp_listen", old.server.otlp_listen, new.server.otlp_listen),
+        ("server.otlp_grpc_listen", old.server.otlp_grpc_listen, new.server.otlp_grpc_listen),
         ("server.metrics_listen", old.server.metrics_listen, new.server.metrics_listen),
         ("server.reuse_port", old.server.reuse_port, new.server.reuse_port),
         ("server.threads", old.server.threads, new.server.threads),
@@ -247,12 +339,30 @@ def build(config: Config, *, config_path: str | None = None,
         state.fingerprint = hasher.fingerprint
         state.restore()
 
-    server = Server(config.server)
+    web = config.server.web
+    tls: TLSFront | None = None
+    if web is not None and web.tls is not None:
+        tls = TLSFront(web.tls, on_failure=lambda listener, reason: metrics.tls_refused.labels(
+            listener, reason).inc())
+    server = Server(config.server, tls=tls)
+    limiter = ExportLimiter()
+    grpc = (GrpcReceiver(pipeline, config.server, limiter, tls=tls)
+            if config.server.otlp_grpc_listen else None)
     app = App(started_config=config, registry=registry, metrics=metrics, store=store, pipeline=pipeline,
               hasher=hasher, windows=windows, state=state, server=server, unpriced=unpriced,
+              grpc=grpc, tls=tls,
               config_path=config_path, config_overrides=dict(config_overrides or {}))
-    server.add("otlp", create_receiver(pipeline, queued=server.queued),
-               config.server.otlp_listen, prefix="/v1/", reuse_port=config.server.reuse_port)
-    server.add("metrics", create_web_app(registry, lambda: pipeline.config, app.ready,
-                                         app.reload), config.server.metrics_listen)
+    # The web config's headers on every HTTP response; its basic auth and rate limit on the
+    # metrics listener (OTLP senders authenticate with bearer tokens).
+    otlp = WebGuard(create_receiver(pipeline, queued=server.queued, limiter=limiter), web,
+                    protect=False)
+    web_app = WebGuard(create_web_app(registry, lambda: pipeline.config, app.ready, app.reload),
+                       web, protect=True,
+                       on_denied=lambda reason: metrics.http_denied.labels(reason).inc())
+    app.guards = [otlp, web_app]
+    app._web = web
+    app._web_stamp = web.stamp() if web is not None else ()
+    server.add("otlp", otlp, config.server.otlp_listen, prefix="/v1/",
+               reuse_port=config.server.reuse_port)
+    server.add("metrics", web_app, config.server.metrics_listen)
     return app

@@ -19,8 +19,9 @@ log = logging.getLogger("kpi_exporter")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kpi-exporter",
-        description="Receives OpenTelemetry events, spans and metrics over OTLP/HTTP, maps them "
-                    "by YAML rules to Prometheus metrics and serves them on /metrics.",
+        description="Receives OpenTelemetry events, spans and metrics over OTLP (gRPC and "
+                    "HTTP), maps them by YAML rules to Prometheus metrics and serves them on "
+                    "/metrics.",
         epilog="Run 'kpi-exporter COMMAND --help' for a command's options. "
                "Docs: docs/mapping.md (rules), docs/troubleshooting.md.",
     )
@@ -29,19 +30,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve", help="run the OTLP receiver and /metrics",
-        description="Runs the OTLP/HTTP receiver (POST /v1/logs, /v1/traces, /v1/metrics) and "
-                    "the metrics listener (/metrics, /-/healthy, /-/ready, POST /-/reload). "
+        description="Runs the OTLP/gRPC receiver (port 4317), the OTLP/HTTP receiver (POST "
+                    "/v1/logs, /v1/traces, /v1/metrics on port 4318) and the metrics listener "
+                    "(/metrics, /-/healthy, /-/ready, POST /-/reload on port 9464). "
                     "Without --config it runs on the built-in rules for the standard event "
                     "vocabulary. SIGHUP reloads the config; SIGTERM stops gracefully.")
     serve.add_argument("--config", metavar="FILE", help="YAML config file (see config.example.yaml)")
     serve.add_argument("--otlp-listen", metavar="HOST:PORT",
                        help="OTLP/HTTP address (env KPI_EXPORTER_OTLP_LISTEN; default 0.0.0.0:4318)")
+    serve.add_argument("--otlp-grpc-listen", metavar="HOST:PORT",
+                       help="OTLP/gRPC address, '' for none (env "
+                            "KPI_EXPORTER_OTLP_GRPC_LISTEN; default 0.0.0.0:4317)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help="metrics address (env KPI_EXPORTER_METRICS_LISTEN; default 0.0.0.0:9464)")
+    serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                       help="TLS for every listener and basic auth for the metrics listener, "
+                            "in the exporter-toolkit web config format (env "
+                            "KPI_EXPORTER_WEB_CONFIG_FILE, config server.web_config_file; "
+                            "see docs/deployment.md)")
     serve.add_argument("--reuse-port", action="store_true", default=None,
-                       help="let several processes bind the same OTLP address (SO_REUSEPORT; "
-                            "each with its own --metrics-listen and --state-dir); config "
-                            "server.reuse_port")
+                       help="let several processes bind the same OTLP addresses, HTTP and "
+                            "gRPC (SO_REUSEPORT; each with its own --metrics-listen and "
+                            "--state-dir); config server.reuse_port")
     serve.add_argument("--windows-store", metavar="STORE",
                        help="where the KPI window sketches live: 'memory' (this process) or "
                             "redis[s]://[user:password@]host:port/db, a Redis or Valkey every "
@@ -59,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validates a config file and its rules. Prints every problem with the line "
                     "and key, and exits 1 if there is any.")
     check.add_argument("file", metavar="FILE")
+
+    check_web = sub.add_parser(
+        "check-web-config", help="validate a web config file (TLS, basic auth)",
+        description="Validates a web config file in the exporter-toolkit format, as "
+                    "'promtool check web-config' does, and loads its certificate, key and "
+                    "client CA. Prints every problem and exits 1 if there is any.")
+    check_web.add_argument("file", metavar="FILE")
 
     explain = sub.add_parser(
         "explain", help="show what the rules do with one record",
@@ -118,9 +135,12 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     overrides = {k: v for k, v in (("otlp_listen", args.otlp_listen),
                                    ("metrics_listen", args.metrics_listen),
+                                   ("web_config_file", args.web_config_file),
                                    ("state_dir", args.state_dir),
                                    ("windows_store", args.windows_store),
                                    ("reuse_port", args.reuse_port)) if v}
+    if args.otlp_grpc_listen is not None:  # '' turns the gRPC listener off
+        overrides["otlp_grpc_listen"] = args.otlp_grpc_listen
     try:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
@@ -136,8 +156,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app.serve_forever()
     except OSError as exc:
-        log.error("cannot listen: %s (is another process using the port? see --otlp-listen "
-                  "and --metrics-listen)", exc)
+        log.error("cannot listen: %s (is another process using the port? see --otlp-listen, "
+                  "--otlp-grpc-listen and --metrics-listen)", exc)
         return 1
     return 0
 
@@ -154,6 +174,25 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK, {config.user_rule_count} rules of your own"
           f"{' plus the built-in rules' if config.default_rules else ''}; "
           f"{config.describe().split(': ', 1)[1]}")
+    return 0
+
+
+def _check_web_config(args: argparse.Namespace) -> int:
+    from exporter.webconfig import WebConfigError, load_web_config
+
+    try:
+        web = load_web_config(args.file)
+    except WebConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.file}: {len(exc.problems)} problem(s); the exporter would refuse this web "
+              f"config", file=sys.stderr)
+        return 1
+    tls = web.tls
+    print(f"{args.file}: OK; TLS: "
+          + (f"{tls.min_version} to {tls.max_version}, client certificates: "
+             f"{tls.client_auth_type}" if tls else "off (plain HTTP)")
+          + f"; basic auth users: {len(web.users)}")
     return 0
 
 
@@ -239,7 +278,8 @@ def _demo_history(args: argparse.Namespace, backfill: float | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"serve": _serve, "check-config": _check_config, "explain": _explain,
+    handler = {"serve": _serve, "check-config": _check_config,
+               "check-web-config": _check_web_config, "explain": _explain,
                "demo": _demo}[args.command]
     return handler(args)
 

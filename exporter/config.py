@@ -19,19 +19,22 @@ from exporter.genai.config import GenAIConfig, parse_genai
 from exporter.privacy import SALT_ENV, PrivacyConfig, parse_privacy
 from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
 from exporter.state import StateConfig, parse_state
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.windows.config import WindowsConfig, parse_windows
 
 __all__ = ["Config", "ServerConfig", "ConfigError", "load_config", "default_rules_text",
            "parse_listen", "parse_size"]
 
 DEFAULT_OTLP_LISTEN = "0.0.0.0:4318"
+DEFAULT_OTLP_GRPC_LISTEN = "0.0.0.0:4317"
 DEFAULT_METRICS_LISTEN = "0.0.0.0:9464"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 _TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "state", "privacy",
              "genai")
-_SERVER_KEYS = ("otlp_listen", "metrics_listen", "reuse_port", "max_body_size",
-                "max_concurrent_requests", "threads", "auth", "cors")
+_SERVER_KEYS = ("otlp_listen", "otlp_grpc_listen", "metrics_listen", "reuse_port",
+                "web_config_file", "max_body_size", "max_concurrent_requests", "threads", "auth",
+                "cors")
 _AUTH_KEYS = ("bearer_tokens", "bearer_token_file")
 _CORS_KEYS = ("allowed_origins", "max_age")
 _LIMIT_KEYS = ("max_series_per_metric", "max_label_value_length")
@@ -89,10 +92,15 @@ class ServerConfig:
     """Listeners and the receiver's request handling."""
 
     otlp_listen: str = DEFAULT_OTLP_LISTEN
+    # OTLP/gRPC; "" turns the gRPC listener off.
+    otlp_grpc_listen: str = DEFAULT_OTLP_GRPC_LISTEN
     metrics_listen: str = DEFAULT_METRICS_LISTEN
-    # Several processes may bind otlp_listen together (SO_REUSEPORT); the kernel spreads
-    # connections over them.
+    # Several processes may bind otlp_listen and otlp_grpc_listen together (SO_REUSEPORT);
+    # the kernel spreads connections over them.
     reuse_port: bool = False
+    # The exporter-toolkit web config file (TLS, basic auth) and what it holds; "" for none.
+    web_config_file: str = ""
+    web: WebConfig | None = None
     max_body_size: int = DEFAULT_MAX_BODY
     max_concurrent_requests: int = 16
     threads: int = 8
@@ -153,8 +161,9 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Loads, merges and validates the configuration; raises :class:`ConfigError`.
 
-    ``overrides`` are command-line values (``otlp_listen``, ``metrics_listen``, ``state_dir``,
-    ``windows_store``, ``reuse_port``) that win over everything else.
+    ``overrides`` are command-line values (``otlp_listen``, ``otlp_grpc_listen``,
+    ``metrics_listen``, ``web_config_file``, ``state_dir``, ``windows_store``, ``reuse_port``)
+    that win over everything else.
     """
     env = os.environ if env is None else env
     source = path or "built-in defaults"
@@ -199,6 +208,32 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
             setattr(s, key, str(value))
         except ValueError as exc:
             problems.append(f"server.{key}: {exc}")
+    # gRPC: "" (flag, environment or file) turns the listener off.
+    grpc_listen = (overrides or {}).get("otlp_grpc_listen")
+    if grpc_listen is None:
+        grpc_listen = env.get("KPI_EXPORTER_OTLP_GRPC_LISTEN")
+    if grpc_listen is None:
+        grpc_listen = server.get("otlp_grpc_listen")
+    if grpc_listen is not None:
+        if not isinstance(grpc_listen, str):
+            problems.append(f"server.otlp_grpc_listen: expected HOST:PORT as a string, or '' "
+                            f"for no gRPC listener, got {grpc_listen!r}")
+        elif grpc_listen.strip():
+            try:
+                parse_listen(grpc_listen)
+                s.otlp_grpc_listen = grpc_listen.strip()
+            except ValueError as exc:
+                problems.append(f"server.otlp_grpc_listen: {exc}; or '' for no gRPC listener")
+        else:
+            s.otlp_grpc_listen = ""
+    addresses = {key: parse_listen_or_none(getattr(s, key)) for key in
+                 ("otlp_listen", "metrics_listen", "otlp_grpc_listen") if getattr(s, key)}
+    if "otlp_grpc_listen" in addresses and addresses["otlp_grpc_listen"] is not None \
+            and addresses["otlp_grpc_listen"][1] != 0:
+        for key in ("otlp_listen", "metrics_listen"):
+            if addresses.get(key) == addresses["otlp_grpc_listen"]:
+                problems.append(f"server.otlp_grpc_listen: {s.otlp_grpc_listen} is also "
+                                f"{key}; gRPC needs its own port (the OTLP default is 4317)")
     s.reuse_port = bool((overrides or {}).get("reuse_port")) or get_bool(
         server, "reuse_port", "server", problems, s.reuse_port)
     if s.reuse_port and parse_listen_or_none(s.otlp_listen) == parse_listen_or_none(
@@ -206,6 +241,17 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
         problems.append("server.reuse_port: shares otlp_listen with other processes, so "
                         "metrics_listen needs its own address (each process's /metrics is "
                         "scraped on its own port)")
+    web_file = (overrides or {}).get("web_config_file") or env.get(
+        "KPI_EXPORTER_WEB_CONFIG_FILE") or server.get("web_config_file")
+    if web_file is not None and not isinstance(web_file, str):
+        problems.append(f"server.web_config_file: expected the path of a web config file, "
+                        f"got {web_file!r}")
+    elif web_file:
+        s.web_config_file = web_file
+        try:
+            s.web = load_web_config(web_file)
+        except WebConfigError as exc:
+            problems.extend(f"server.web_config_file: {p}" for p in exc.problems)
     if "max_body_size" in server:
         try:
             s.max_body_size = parse_size(server["max_body_size"])

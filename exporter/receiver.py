@@ -7,10 +7,8 @@ some records could not be used, 503 with ``Retry-After`` only when overloaded.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import threading
 import time
 import zlib
 from typing import Any, Callable
@@ -18,14 +16,10 @@ from typing import Any, Callable
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from exporter.logfmt import FIELDS
 from exporter.mapper import MapResult
+from exporter.otlp_service import ExportLimiter, bearer_ok, export_response, rejection_message
 from exporter.pipeline import JSON as JSON_PAYLOAD, PROTOBUF as PROTOBUF_PAYLOAD, Pipeline
 from exporter.records import LOG, METRIC, SPAN, DecodeError
 
@@ -36,10 +30,6 @@ log = logging.getLogger("kpi_exporter")
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _PATHS = {"/v1/logs": LOG, "/v1/traces": SPAN, "/v1/metrics": METRIC}
-_RESPONSES: dict[str, Any] = {LOG: ExportLogsServiceResponse, SPAN: ExportTraceServiceResponse,
-                              METRIC: ExportMetricsServiceResponse}
-_REJECTED_FIELD = {LOG: "rejected_log_records", SPAN: "rejected_spans",
-                   METRIC: "rejected_data_points"}
 _REJECTED_JSON = {LOG: "rejectedLogRecords", SPAN: "rejectedSpans", METRIC: "rejectedDataPoints"}
 # google.rpc.Code numbers for the Status body
 _RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
@@ -48,26 +38,6 @@ _CORS_ALLOW_HEADERS = "Content-Type, Content-Encoding, Authorization"
 
 class _TooLarge(Exception):
     pass
-
-
-class _Load:
-    """Export requests being handled now; a new one is refused when the handled ones and
-    those waiting in the server's queue reach the limit."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.active = 0
-
-    def enter(self, room: int) -> bool:
-        with self._lock:
-            if self.active >= room:
-                return False
-            self.active += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self.active -= 1
 
 
 def _status_body(code: int, message: str, content_type: str) -> bytes:
@@ -122,12 +92,15 @@ def _log_request(signal: str, mimetype: str, resp: Response, result: MapResult |
     log.debug("otlp request", extra={FIELDS: fields})
 
 
-def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -> Flask:
+def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0,
+                    limiter: ExportLimiter | None = None) -> Flask:
     """The OTLP/HTTP WSGI app for a pipeline. ``queued()`` tells how many requests the WSGI
-    server holds that no worker thread has taken yet: they count towards the limit too."""
+    server holds that no worker thread has taken yet: they count towards the limit too.
+    ``limiter`` is shared with the other OTLP receivers (server.max_concurrent_requests is
+    one limit for all of them)."""
     app = Flask("kpi_exporter.receiver")
     app.url_map.strict_slashes = False
-    load = _Load()
+    load = limiter or ExportLimiter()
     metrics = pipeline.metrics
 
     def error(status: int, message: str, content_type: str, headers: dict[str, str] | None = None
@@ -181,8 +154,8 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
             resp = error(500, f"internal error: {type(exc).__name__}; the exporter's log has "
                          f"the details", content_type)
         duration = time.perf_counter() - started
-        metrics.requests.labels(signal, str(resp.status_code)).inc()
-        metrics.request_duration.labels(signal).observe(duration)
+        metrics.requests.labels("http", signal, str(resp.status_code)).inc()
+        metrics.request_duration.labels("http", signal).observe(duration)
         if log.isEnabledFor(logging.DEBUG):
             _log_request(signal, mimetype, resp, result[0] if result else None, duration)
         return resp
@@ -192,14 +165,7 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
         server = pipeline.config.server
         if server.bearer_tokens:
             header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            ok = False
-            if scheme.lower() == "bearer" and token:
-                presented = token.strip().encode()
-                # compare against every token so the time taken says nothing about which matched
-                for expected in server.bearer_tokens:
-                    ok |= hmac.compare_digest(presented, expected.encode())
-            if not ok:
+            if not bearer_ok(server.bearer_tokens, header):
                 return error(401, "missing or wrong bearer token" if header else
                              "this exporter requires 'Authorization: Bearer <token>'",
                              content_type, {"WWW-Authenticate": 'Bearer realm="kpi-exporter"'})
@@ -219,7 +185,7 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
                          {"Retry-After": "1"})
         try:
             body = request.stream.read(limit + 1)
-            metrics.request_bytes.labels(signal).inc(len(body))
+            metrics.request_bytes.labels("http", signal).inc(len(body))
             if len(body) > limit:
                 return error(413, f"request body is over the limit of {limit} bytes "
                              f"(server.max_body_size)", content_type)
@@ -240,21 +206,12 @@ def create_receiver(pipeline: Pipeline, queued: Callable[[], int] = lambda: 0) -
         finally:
             load.leave()
         result_out.append(result)
-        rejected = result.rejected_total
-        message = ""
-        if rejected:
-            message = (f"{rejected} of {result.received} records rejected: "
-                       + ", ".join(f"{n} {r}" for r, n in sorted(result.rejected.items()))
-                       + (f" (first: {result.messages[0]})" if result.messages else ""))
         if content_type == PROTOBUF:
-            msg = _RESPONSES[signal]()
-            if rejected:
-                setattr(msg.partial_success, _REJECTED_FIELD[signal], rejected)
-                msg.partial_success.error_message = message
-            return Response(msg.SerializeToString(), status=200, content_type=PROTOBUF)
+            return Response(export_response(signal, result), status=200, content_type=PROTOBUF)
         doc: dict[str, Any] = {}
-        if rejected:
-            doc["partialSuccess"] = {_REJECTED_JSON[signal]: str(rejected), "errorMessage": message}
+        if result.rejected_total:
+            doc["partialSuccess"] = {_REJECTED_JSON[signal]: str(result.rejected_total),
+                                     "errorMessage": rejection_message(result)}
         return Response(json.dumps(doc), status=200, content_type=JSON)
 
     for path, signal in _PATHS.items():

@@ -1,16 +1,19 @@
 """The HTTP listeners, under waitress (a production WSGI server): each serves one WSGI app on
-one address; two apps given the same address share one listener, split by path."""
+one address; two apps given the same address share one listener, split by path. With a TLS
+front, waitress serves each listener on a private Unix socket and the front terminates TLS
+on the public address (see ``tlsfront``)."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from typing import Any, Callable, Iterable
 
 from waitress.server import create_server
 
 from exporter.config import ServerConfig, parse_listen
+from exporter.netutil import bind_socket
+from exporter.tlsfront import TLSFront
 
 __all__ = ["Server", "WSGIApp"]
 
@@ -23,8 +26,9 @@ class Server:
     """HTTP listeners. ``add()`` the apps, ``start()`` binds and serves in background
     threads; ``stop()`` lets requests in flight finish, then closes the listeners."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, tls: TLSFront | None = None):
         self.config = config
+        self.tls = tls
         # address -> [(name, path prefix or "" for the rest, app)]
         self._apps: dict[tuple[str, int], list[tuple[str, str, WSGIApp]]] = {}
         self._reuse_port: set[tuple[str, int]] = set()
@@ -53,16 +57,26 @@ class Server:
                       channel_timeout=60, connection_limit=1000)
         for (host, port), apps in self._apps.items():
             name = "+".join(n for n, _p, _a in apps)
-            if (host, port) in self._reuse_port:
-                server = create_server(_by_prefix(apps), sockets=[_shared_socket(host, port)],
+            reuse = (host, port) in self._reuse_port
+            if self.tls is not None:
+                public = bind_socket(host, port, reuse)
+                server = create_server(_by_prefix(apps), unix_socket=self.tls.upstream(name),
+                                       unix_socket_perms="600", url_scheme="https", map={},
+                                       **common)
+                self.tls.add(name, public)
+                log.info("listening for %s on %s:%s (TLS)", name, host,
+                         public.getsockname()[1])
+            elif reuse:
+                server = create_server(_by_prefix(apps), sockets=[bind_socket(host, port, True)],
                                        map={}, **common)
             else:
                 server = create_server(_by_prefix(apps), host=host, port=port, map={}, **common)
+            if self.tls is None:
+                log.info("listening for %s on %s:%s", name, host, server.effective_port)
             self._servers.append(server)
             t = threading.Thread(target=self._run, args=(server,), name=f"listener-{name}",
                                  daemon=True)
             self._threads.append(t)
-            log.info("listening for %s on %s:%s", name, host, server.effective_port)
         for t in self._threads:
             t.start()
 
@@ -88,10 +102,6 @@ class Server:
             for channel in list(server._map.values()):
                 channel.close()
 
-    @property
-    def ports(self) -> list[int]:
-        return [int(s.effective_port) for s in self._servers]
-
     def stop(self) -> None:
         """Closes the listeners once the requests they are handling are done."""
         if self._stopped.is_set():
@@ -99,26 +109,6 @@ class Server:
         self._stopped.set()
         for t in self._threads:
             t.join(10)
-
-
-def _shared_socket(host: str, port: int) -> socket.socket:
-    """A listening socket bound with SO_REUSEPORT, so that processes started the same way
-    share the address (Linux spreads connections over them by a hash of the client's
-    address and port)."""
-    info = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                              flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if info[0] == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(info[4])
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 def _by_prefix(apps: list[tuple[str, str, WSGIApp]]) -> WSGIApp:

@@ -119,7 +119,9 @@ class InProcessExporter(RunningExporter):
             self.config_path = str(tmp / "config.yaml")
             Path(self.config_path).write_text(config_text)
         self.otlp_port, self.metrics_port = free_port(), free_port()
+        self.grpc_port = free_port()
         overrides = {"otlp_listen": f"127.0.0.1:{self.otlp_port}",
+                     "otlp_grpc_listen": f"127.0.0.1:{self.grpc_port}",
                      "metrics_listen": f"127.0.0.1:{self.metrics_port}",
                      "state_dir": str(tmp / "data")}
         config = load_config(self.config_path, env={}, overrides=overrides)
@@ -142,13 +144,16 @@ class ProcessExporter(RunningExporter):
 
     def __init__(self, args: list[str] | None = None, env: dict[str, str] | None = None,
                  cwd: str | None = None, otlp_port: int | None = None,
-                 metrics_port: int | None = None):
+                 metrics_port: int | None = None, grpc_port: int | None = None,
+                 scheme: str = "http"):
         self.otlp_port = otlp_port or free_port()
         self.metrics_port = metrics_port or free_port()
-        self.otlp_url = f"http://127.0.0.1:{self.otlp_port}"
-        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        self.grpc_port = grpc_port or free_port()
+        self.otlp_url = f"{scheme}://127.0.0.1:{self.otlp_port}"
+        self.metrics_url = f"{scheme}://127.0.0.1:{self.metrics_port}"
         cmd = [sys.executable, "-m", "exporter", "serve",
                "--otlp-listen", f"127.0.0.1:{self.otlp_port}",
+               "--otlp-grpc-listen", f"127.0.0.1:{self.grpc_port}",
                "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *(args or [])]
         self.log_path = Path(tempfile.mkstemp(prefix="kpi-exporter-", suffix=".log")[1])
         self._log = open(self.log_path, "wb")

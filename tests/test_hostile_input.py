@@ -129,7 +129,7 @@ def test_an_unexpected_error_is_a_500_with_a_status_body_and_is_counted(exporter
     assert r.status_code == 500
     assert r.json()["code"] == 13 and "RuntimeError" in r.json()["message"]
     s = e.scrape()
-    assert s.value("kpi_exporter_requests_total", signal="log", code="500") == 1
+    assert s.value("kpi_exporter_requests_total", transport="http", signal="log", code="500") == 1
     assert s.value("app_page_views_total", route="unknown", service_name="unknown_service") \
         is None
 
@@ -149,4 +149,4 @@ def test_an_observer_failure_keeps_the_metrics_and_is_counted(exporter_factory):
     s = e.scrape()
     assert s.value("app_page_views_total", route="/a", service_name="unknown_service") == 1
     assert s.value("kpi_exporter_observer_errors_total", observer="broken") == 1
-    assert s.value("kpi_exporter_requests_total", signal="log", code="200") == 1
+    assert s.value("kpi_exporter_requests_total", transport="http", signal="log", code="200") == 1

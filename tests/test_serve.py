@@ -61,9 +61,9 @@ def test_self_metrics_are_exposed(exporter):
     exporter.post("/v1/logs", PAGE_VIEW)
     exporter.post("/v1/logs", b"{", "application/json")
     s = exporter.scrape()
-    assert s.value("kpi_exporter_requests_total", signal="log", code="200") == 1
-    assert s.value("kpi_exporter_requests_total", signal="log", code="400") == 1
-    assert s.value("kpi_exporter_request_duration_seconds_count", signal="log") == 2
+    assert s.value("kpi_exporter_requests_total", transport="http", signal="log", code="200") == 1
+    assert s.value("kpi_exporter_requests_total", transport="http", signal="log", code="400") == 1
+    assert s.value("kpi_exporter_request_duration_seconds_count", transport="http", signal="log") == 2
     assert s.value("kpi_exporter_metric_series", metric="app_page_views_total") == 1
     assert s.value("kpi_exporter_metric_series_limit", metric="app_page_views_total") == 2000
     assert s.matching("kpi_exporter_build_info")
@@ -235,7 +235,7 @@ def test_debug_log_has_one_line_per_otlp_request(process_factory):
 
     quiet = process_factory()  # info: no per-request lines
     assert quiet.post("/v1/logs", PAGE_VIEW).ok
-    assert quiet.scrape().value("kpi_exporter_requests_total", signal="log", code="200") == 1
+    assert quiet.scrape().value("kpi_exporter_requests_total", transport="http", signal="log", code="200") == 1
     assert _debug_lines(quiet.log()) == []
 
 

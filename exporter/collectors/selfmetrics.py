@@ -42,15 +42,17 @@ class SelfMetrics:
                                        "windows) failed on after the metrics were updated, by "
                                        "observer; the exporter's log has the error.",
                                        ["observer"], registry=registry)
-        self.requests = Counter(P + "requests", "OTLP export requests, by signal and HTTP status "
-                                "code.", ["signal", "code"], registry=registry)
+        self.requests = Counter(P + "requests", "OTLP export requests, by transport (http, "
+                                "grpc), signal and status code (the HTTP status, or the gRPC "
+                                "status name).", ["transport", "signal", "code"],
+                                registry=registry)
         self.request_duration = Histogram(
-            P + "request_duration_seconds", "Time to handle an OTLP export request, by signal.",
-            ["signal"], registry=registry,
+            P + "request_duration_seconds", "Time to handle an OTLP export request, by "
+            "transport and signal.", ["transport", "signal"], registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.request_bytes = Counter(P + "request_bytes", "Bytes of OTLP request bodies as "
-                                     "received (before decompression), by signal.", ["signal"],
-                                     registry=registry)
+        self.request_bytes = Counter(P + "request_bytes", "Bytes of OTLP request bodies, by "
+                                     "transport and signal: over HTTP as received (before "
+                                     "decompression), over gRPC after decompression.", ["transport", "signal"], registry=registry)
         self.reloads = Counter(P + "config_reloads", "Configuration reloads, by outcome "
                                "(success, failure).", ["outcome"], registry=registry)
         self.last_reload_ok = Gauge(P + "config_last_reload_successful", "1 if the last "
@@ -58,10 +60,34 @@ class SelfMetrics:
         self.last_reload_time = Gauge(P + "config_last_reload_success_timestamp_seconds",
                                       "When the configuration was last loaded successfully.",
                                       registry=registry)
+        self.web_config_reloads = Counter(P + "web_config_reloads", "Loads of the web config "
+                                          "file (server.web_config_file) after a change of it "
+                                          "or of the files it names, or a config reload, by "
+                                          "outcome (success, failure).", ["outcome"],
+                                          registry=registry)
+        self.web_config_last_reload_ok = Gauge(P + "web_config_last_reload_successful",
+                                               "1 if the last load of the web config file "
+                                               "succeeded (or there is none), else 0: the "
+                                               "listeners still use the last good one.",
+                                               registry=registry)
+        self.tls_refused = Counter(P + "tls_connections_refused", "TLS connections dropped "
+                                   "before they reached a listener, by listener and reason "
+                                   "(handshake: failed or timed out; client_san: the client "
+                                   "certificate has none of client_allowed_sans; "
+                                   "connection_limit).", ["listener", "reason"],
+                                   registry=registry)
+        self.http_denied = Counter(P + "http_requests_denied", "Requests to the metrics "
+                                   "listener refused by the web config, by reason "
+                                   "(unauthorized: basic auth; rate_limited).", ["reason"],
+                                   registry=registry)
         self.build = Info(P + "build", "The exporter's version.", registry=registry)
         self.build.info({"version": __version__, "python_version": platform.python_version()})
         for outcome in ("success", "failure"):
             self.reloads.labels(outcome)
+            self.web_config_reloads.labels(outcome)
+        for reason in ("unauthorized", "rate_limited"):
+            self.http_denied.labels(reason)
+        self.web_config_last_reload_ok.set(1)
         self.last_reload_ok.set(1)
         self.last_reload_time.set_to_current_time()
 
