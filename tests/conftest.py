@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -12,10 +12,10 @@ def exporter_factory(tmp_path) -> Iterator[Callable[..., InProcessExporter]]:
     """Starts in-process exporters (real listeners on loopback) and stops them afterwards."""
     started: list[InProcessExporter] = []
 
-    def start(config_text: str | None = None) -> InProcessExporter:
+    def start(config_text: str | None = None, **kwargs: Any) -> InProcessExporter:
         sub = tmp_path / f"exporter{len(started)}"
         sub.mkdir()
-        e = InProcessExporter(config_text, sub)
+        e = InProcessExporter(config_text, sub, **kwargs)
         started.append(e)
         return e
 

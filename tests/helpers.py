@@ -31,15 +31,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Waits until ``url`` answers 200; fails early if ``proc`` died."""
+def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None,
+              **kwargs: Any) -> None:
+    """Waits until ``url`` answers 200; fails early if ``proc`` died. ``kwargs`` go to
+    requests (``verify``, ``auth``)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
+            if requests.get(url, timeout=1, **kwargs).status_code == 200:
                 return
         except requests.RequestException as exc:
             last = exc
@@ -94,23 +96,33 @@ class RunningExporter:
 
     otlp_url: str
     metrics_url: str
+    # the CA file to verify the exporter's certificate with (TLS), and basic auth for the
+    # metrics listener
+    verify: str | bool = True
+    auth: tuple[str, str] | None = None
+    cert: tuple[str, str] | None = None
 
     def scrape(self, **headers: str) -> Scrape:
-        r = requests.get(self.metrics_url + "/metrics", headers=headers, timeout=10)
+        r = requests.get(self.metrics_url + "/metrics", headers=headers, timeout=10,
+                         verify=self.verify, auth=self.auth, cert=self.cert)
         r.raise_for_status()
         return Scrape(r.text)
 
     def post(self, signal_path: str, body: bytes, content_type: str = "application/json",
              **headers: str) -> requests.Response:
         return requests.post(self.otlp_url + signal_path, data=body,
-                             headers={"Content-Type": content_type, **headers}, timeout=10)
+                             headers={"Content-Type": content_type, **headers}, timeout=10,
+                             verify=self.verify, cert=self.cert)
 
 
 class InProcessExporter(RunningExporter):
     """The real exporter (composition root, pipeline, waitress listeners, state directory),
     in this process: fast to start."""
 
-    def __init__(self, config_text: str | None = None, tmp: Path | None = None):
+    def __init__(self, config_text: str | None = None, tmp: Path | None = None,
+                 verify: str | bool = True, auth: tuple[str, str] | None = None,
+                 cert: tuple[str, str] | None = None):
+        self.verify, self.auth, self.cert = verify, auth, cert
         self._dir = tempfile.TemporaryDirectory() if tmp is None else None
         tmp = Path(self._dir.name) if self._dir else tmp
         assert tmp is not None
@@ -129,9 +141,10 @@ class InProcessExporter(RunningExporter):
                          process_metrics=False)
         self.pipeline = self.app.pipeline
         self.app.start()
-        self.otlp_url = f"http://127.0.0.1:{self.otlp_port}"
-        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
-        wait_http(self.metrics_url + "/-/ready")
+        scheme = "https" if self.app.tls is not None else "http"
+        self.otlp_url = f"{scheme}://127.0.0.1:{self.otlp_port}"
+        self.metrics_url = f"{scheme}://127.0.0.1:{self.metrics_port}"
+        wait_http(self.metrics_url + "/-/ready", verify=verify, auth=auth, cert=cert)
 
     def close(self) -> None:
         self.app.stop()
@@ -145,7 +158,9 @@ class ProcessExporter(RunningExporter):
     def __init__(self, args: list[str] | None = None, env: dict[str, str] | None = None,
                  cwd: str | None = None, otlp_port: int | None = None,
                  metrics_port: int | None = None, grpc_port: int | None = None,
-                 scheme: str = "http"):
+                 scheme: str = "http", verify: str | bool = True,
+                 auth: tuple[str, str] | None = None, cert: tuple[str, str] | None = None):
+        self.verify, self.auth, self.cert = verify, auth, cert
         self.otlp_port = otlp_port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.grpc_port = grpc_port or free_port()
@@ -165,7 +180,8 @@ class ProcessExporter(RunningExporter):
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=full_env, cwd=cwd or self._home.name)
         try:
-            wait_http(self.metrics_url + "/-/ready", proc=self.proc)
+            wait_http(self.metrics_url + "/-/ready", proc=self.proc, verify=verify, auth=auth,
+                      cert=cert)
         except Exception:
             self.close()
             raise RuntimeError(f"exporter did not start:\n{self.log()}")

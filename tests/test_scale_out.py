@@ -24,10 +24,13 @@ from typing import Any, Iterator
 import pytest
 import requests
 import yaml
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+    OTLPLogExporter as GrpcLogExporter,
+)
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -444,7 +447,7 @@ def test_with_redis_stopped_counters_are_served_windows_left_out_drops_counted(c
 
 def test_processes_with_reuse_port_share_one_otlp_port(tmp_path: Path):
     store = RedisServer(tmp_path / "redis")
-    otlp = free_port()
+    otlp, otlp_grpc = free_port(), free_port()
     started: list[ProcessExporter] = []
     try:
         for i in range(2):
@@ -452,12 +455,25 @@ def test_processes_with_reuse_port_share_one_otlp_port(tmp_path: Path):
             config.write_text(yaml.safe_dump({"state": {"dir": str(tmp_path / f"state-{i}")}}))
             started.append(ProcessExporter(
                 ["--config", str(config), "--reuse-port", "--windows-store", store.url],
-                env={"KPI_EXPORTER_SALT": SALT}, otlp_port=otlp))
-        # without --reuse-port the address is taken
+                env={"KPI_EXPORTER_SALT": SALT}, otlp_port=otlp, grpc_port=otlp_grpc))
+        # without --reuse-port either address is taken
         config = tmp_path / "third.yaml"
         config.write_text(yaml.safe_dump({"state": {"dir": str(tmp_path / "state-3")}}))
         with pytest.raises(RuntimeError, match="cannot listen"):
             started.append(ProcessExporter(["--config", str(config)], otlp_port=otlp))
+        with pytest.raises(RuntimeError, match="cannot listen for OTLP/gRPC"):
+            started.append(ProcessExporter(["--config", str(config)], grpc_port=otlp_grpc))
+        # gRPC connections are spread over both processes too (one channel, one connection)
+        for _ in range(20):
+            provider = LoggerProvider(resource=Resource.create({"service.name": "grpc-shop"}))
+            provider.add_log_record_processor(SimpleLogRecordProcessor(GrpcLogExporter(
+                endpoint=f"127.0.0.1:{otlp_grpc}", insecure=True, timeout=10)))
+            provider.get_logger("app").emit(event_name="app.page_view",
+                                            attributes={"url.path": "/grpc"})
+            provider.shutdown()
+        over_grpc = [e.scrape().value("app_page_views_total", route="/grpc",
+                                      service_name="grpc-shop") or 0 for e in started[:2]]
+        assert sum(over_grpc) == 20 and min(over_grpc) > 0, over_grpc
         # new connections are spread over both processes by the kernel (an SDK keeps its
         # connection alive: one app per ten users)
         for first in range(0, 200, 10):
