@@ -16,7 +16,7 @@ from exporter.records import (
     METRIC, TEMPORALITY_CUMULATIVE, Batch, Histogram, Record,
 )
 from exporter.rules import COUNTER, HISTOGRAM, MetricDef, RecordError, Rule, label_str
-from exporter.store import Cumulative, Deltas
+from exporter.store import COUNTER_EXEMPLAR, Cumulative, Deltas
 
 __all__ = ["Mapping", "MapResult", "Pricer", "Priced"]
 
@@ -101,6 +101,10 @@ class Mapping:
                 *((r.value.attribute,) if r.value.kind == "attribute" else ())))
         if pricer is not None and any(r.cost_part is not None for r in rules):
             self.attribute_keys |= pricer.attributes
+        # Signals whose records a rule counts or observes: their trace context makes
+        # exemplars, so decoders read it (and only for these).
+        self.exemplar_signals: frozenset[str] = frozenset(
+            r.signal for r in rules if r.signal != METRIC and r.metric.type in (COUNTER, HISTOGRAM))
         self._cache: dict[tuple[str, str], tuple[Rule, ...]] = {}
         self.cache_hits = 0
         self.cache_misses = 0
@@ -135,6 +139,7 @@ class Mapping:
         result.messages.extend(batch.messages)
         counters, gauges, histograms = deltas.counters, deltas.gauges, deltas.histograms
         pricer = self.pricer
+        exemplars = deltas.exemplars
         signal = batch.signal
         is_metric = signal == METRIC
         cache = self._cache
@@ -178,6 +183,7 @@ class Mapping:
                 result.unmatched += 1
                 continue
             result.matched += 1
+            trace_id = None if is_metric else record.trace_id
             for rule, labels, value in updates:
                 metric = rule.metric
                 key = (metric.name, labels)
@@ -189,6 +195,9 @@ class Mapping:
                             record.start_ns, value.tokens, value.usd_per_token))
                     else:
                         counters[key] = counters.get(key, 0.0) + value.usd
+                        if trace_id:
+                            _exemplar(exemplars, key, COUNTER_EXEMPLAR, record, value.usd,
+                                      now_ns)
                 elif is_metric and record.temporality == TEMPORALITY_CUMULATIVE and (
                         isinstance(value, list) or mtype == COUNTER):
                     deltas.cumulative.append(Cumulative(
@@ -196,6 +205,8 @@ class Mapping:
                         value))
                 elif mtype == COUNTER:
                     counters[key] = counters.get(key, 0.0) + value
+                    if trace_id:
+                        _exemplar(exemplars, key, COUNTER_EXEMPLAR, record, value, now_ns)
                 elif mtype == HISTOGRAM:
                     h = histograms.get(key)
                     if h is None:
@@ -204,9 +215,12 @@ class Mapping:
                         for i, x in enumerate(value):
                             h[i] += x
                     else:
+                        bucket = bisect_left(metric.buckets, value)
                         h[0] += value
                         h[1] += 1
-                        h[2 + bisect_left(metric.buckets, value)] += 1
+                        h[2 + bucket] += 1
+                        if trace_id:
+                            _exemplar(exemplars, key, bucket, record, value, now_ns)
                 else:
                     t = record.time_ns
                     if not t or t > future:
@@ -284,6 +298,23 @@ class Mapping:
             self._rebucket.clear()  # bounds come from senders: keep the cache bounded
         self._rebucket[key] = index
         return index
+
+
+def _exemplar(exemplars: dict[tuple[str, tuple[str, ...]], dict[int, Any]],
+              key: tuple[str, tuple[str, ...]], bucket: int, record: Record, value: float,
+              now_ns: int) -> None:
+    """Keeps the record as the series' exemplar for ``bucket`` unless a newer one is there.
+    A stamp ahead of the exporter's clock counts as now (as for gauges)."""
+    t = record.time_ns
+    if not t or t > now_ns:
+        t = now_ns
+    per_bucket = exemplars.get(key)
+    if per_bucket is None:
+        exemplars[key] = {bucket: (t, value, record.trace_id, record.span_id)}
+        return
+    old = per_bucket.get(bucket)
+    if old is None or t >= old[0]:
+        per_bucket[bucket] = (t, value, record.trace_id, record.span_id)
 
 
 def _stream_key(metric: str, record: Record) -> tuple[Any, ...]:

@@ -2,7 +2,7 @@
 
 Follows the OTLP JSON encoding: lowerCamelCase keys (the proto field names are accepted too),
 64-bit integers as decimal strings or numbers, enums as integers, trace and span ids in hex
-(not needed here, so not decoded), unknown fields ignored. Any value of the wrong type makes
+(read only for exemplars; an id that is not hex makes no exemplar), unknown fields ignored. Any value of the wrong type makes
 the whole payload malformed: the error names the path to it.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from exporter.records import (
     LOG, METRIC, POINT_GAUGE, POINT_HISTOGRAM, POINT_SUM, SPAN, Batch, DecodeError, Histogram,
-    Record, histogram_problem,
+    Record, histogram_problem, trace_context,
 )
 
 __all__ = ["decode_logs", "decode_traces", "decode_metrics", "any_value", "parse", "DECODERS"]
@@ -186,7 +186,20 @@ def _resource_and_scopes(
     return out
 
 
-def decode_logs(body: bytes, keep: frozenset[str] | None = None) -> Batch:
+def _trace_context(obj: dict[str, Any]) -> tuple[bytes, bytes]:
+    """A record's traceId and spanId (hex strings) as bytes; empty when absent or not hex."""
+    tid, sid = _get(obj, "traceId", "trace_id"), _get(obj, "spanId", "span_id")
+    if not isinstance(tid, str) or len(tid) != 32:
+        return b"", b""
+    try:
+        return trace_context(bytes.fromhex(tid),
+                             bytes.fromhex(sid) if isinstance(sid, str) and len(sid) == 16
+                             else b"")
+    except ValueError:
+        return b"", b""
+
+
+def decode_logs(body: bytes, keep: frozenset[str] | None = None, trace: bool = False) -> Batch:
     """Decodes an OTLP JSON ``ExportLogsServiceRequest``."""
     doc = parse(body)
     batch = Batch(LOG)
@@ -205,11 +218,13 @@ def decode_logs(body: bytes, keep: frozenset[str] | None = None) -> Batch:
             if not t:
                 t = _int(_get(lr, "observedTimeUnixNano", "observed_time_unix_nano"),
                          path + ".observedTimeUnixNano", low=0)
-            batch.records.append(Record(LOG, name, t, attrs))
+            tid, sid = _trace_context(lr) if trace else (b"", b"")
+            batch.records.append(Record(LOG, name, t, attrs, trace_id=tid, span_id=sid))
     return batch
 
 
-def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
+def decode_traces(body: bytes, keep: frozenset[str] | None = None, trace: bool = False
+                  ) -> Batch:
     """Decodes an OTLP JSON ``ExportTraceServiceRequest``."""
     doc = parse(body)
     batch = Batch(SPAN)
@@ -232,9 +247,10 @@ def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
                 continue
             attrs = _attributes(_list(span, "attributes", "attributes", path), base,
                                 path + ".attributes")
+            tid, sid = _trace_context(span) if trace else (b"", b"")
             batch.records.append(
                 Record(SPAN, name, end, attrs, duration=(end - start) / 1e9, status=code,
-                       kind=kind)
+                       kind=kind, trace_id=tid, span_id=sid)
             )
     return batch
 
@@ -262,7 +278,8 @@ def _point_attrs(p: dict[str, Any], base: dict[str, Any], path: str) -> dict[str
     return _attributes(_list(p, "attributes", "attributes", path), base, path + ".attributes")
 
 
-def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
+def decode_metrics(body: bytes, keep: frozenset[str] | None = None, trace: bool = False
+                   ) -> Batch:
     """Decodes an OTLP JSON ``ExportMetricsServiceRequest``."""
     doc = parse(body)
     batch = Batch(METRIC)
@@ -325,7 +342,7 @@ def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
 
 
 # ``keep`` is accepted for symmetry with the protobuf decoders; JSON is parsed whole anyway.
-DECODERS: dict[str, Callable[[bytes, frozenset[str] | None], Batch]] = {
+DECODERS: dict[str, Callable[[bytes, frozenset[str] | None, bool], Batch]] = {
     LOG: decode_logs,
     SPAN: decode_traces,
     METRIC: decode_metrics,

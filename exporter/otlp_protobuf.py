@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from exporter.records import (
     LOG, METRIC, POINT_GAUGE, POINT_HISTOGRAM, POINT_SUM, SPAN, Batch, DecodeError, Histogram,
-    Record, histogram_problem,
+    Record, histogram_problem, trace_context,
 )
 
 __all__ = ["decode_logs", "decode_traces", "decode_metrics", "any_value", "DECODERS"]
@@ -81,11 +81,12 @@ def _parse(message: Any, body: bytes) -> Any:
     return message
 
 
-def decode_logs(body: bytes, keep: frozenset[str] | None = None) -> Batch:
+def decode_logs(body: bytes, keep: frozenset[str] | None = None, trace: bool = False) -> Batch:
     """Decodes an ``ExportLogsServiceRequest``; each log record becomes a record.
 
     The event name is the ``event_name`` field, or the deprecated ``event.name`` attribute.
     ``keep``, when given, is the set of attribute keys to extract; others are skipped.
+    ``trace``: also read each record's trace context (for exemplars).
     """
     req = _parse(ExportLogsServiceRequest(), body)
     batch = Batch(LOG)
@@ -107,14 +108,21 @@ def decode_logs(body: bytes, keep: frozenset[str] | None = None) -> Batch:
             if not name:
                 legacy = attrs.get("event.name")
                 name = legacy if isinstance(legacy, str) else ""
-            records.append(
-                Record(LOG, name, lr.time_unix_nano or lr.observed_time_unix_nano, attrs)
-            )
+            if trace:
+                tid, sid = trace_context(lr.trace_id, lr.span_id)
+                records.append(Record(LOG, name, lr.time_unix_nano or lr.observed_time_unix_nano,
+                                      attrs, trace_id=tid, span_id=sid))
+            else:
+                records.append(
+                    Record(LOG, name, lr.time_unix_nano or lr.observed_time_unix_nano, attrs)
+                )
     return batch
 
 
-def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
-    """Decodes an ``ExportTraceServiceRequest``; each span becomes a record with a duration."""
+def decode_traces(body: bytes, keep: frozenset[str] | None = None, trace: bool = False
+                  ) -> Batch:
+    """Decodes an ``ExportTraceServiceRequest``; each span becomes a record with a duration
+    (and, with ``trace``, its trace and span id)."""
     req = _parse(ExportTraceServiceRequest(), body)
     batch = Batch(SPAN)
     records = batch.records
@@ -125,10 +133,12 @@ def decode_traces(body: bytes, keep: frozenset[str] | None = None) -> Batch:
                 batch.reject("invalid_span", f"span {span.name!r} " + (
                     "ends before it starts" if start else "has no start time"))
                 continue
+            tid, sid = trace_context(span.trace_id, span.span_id) if trace else (b"", b"")
             records.append(
                 Record(
                     SPAN, span.name, end, _attributes(span.attributes, base, keep),
                     duration=(end - start) / 1e9, status=span.status.code, kind=span.kind,
+                    trace_id=tid, span_id=sid,
                 )
             )
     return batch
@@ -143,11 +153,13 @@ def _number(point: Any) -> float | None:
     return None
 
 
-def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
+def decode_metrics(body: bytes, keep: frozenset[str] | None = None, trace: bool = False
+                   ) -> Batch:
     """Decodes an ``ExportMetricsServiceRequest``; each data point becomes a record.
 
     Gauge and sum points carry a number, histogram points a :class:`Histogram`. Exponential
-    histograms and summaries are not mapped and are rejected with their own reason.
+    histograms and summaries are not mapped and are rejected with their own reason. ``trace``
+    is accepted for symmetry: metric points make no exemplars.
     """
     req = _parse(ExportMetricsServiceRequest(), body)
     batch = Batch(METRIC)
@@ -200,7 +212,7 @@ def decode_metrics(body: bytes, keep: frozenset[str] | None = None) -> Batch:
     return batch
 
 
-DECODERS: dict[str, Callable[[bytes, frozenset[str] | None], Batch]] = {
+DECODERS: dict[str, Callable[[bytes, frozenset[str] | None, bool], Batch]] = {
     LOG: decode_logs,
     SPAN: decode_traces,
     METRIC: decode_metrics,

@@ -137,7 +137,8 @@ class Pipeline:
         it is counted then."""
         view = self._view
         try:
-            batch = _DECODERS[fmt][signal](payload, None if signal == METRIC else view.keys)
+            batch = _DECODERS[fmt][signal](payload, None if signal == METRIC else view.keys,
+                                           signal in view.mapping.exemplar_signals)
         except DecodeError:
             self.metrics.rejected.labels(signal, "malformed_request").inc()
             raise

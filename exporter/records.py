@@ -66,12 +66,14 @@ class Record:
     ``name`` is the event name (logs), the span name, or the metric name. ``value`` is the
     number of a gauge or sum data point, or a :class:`Histogram`; ``duration`` is a span's
     duration in seconds. For metric points, ``point_kind``, ``temporality``, ``monotonic`` and
-    ``start_ns`` describe the point.
+    ``start_ns`` describe the point. ``trace_id`` (16 bytes) and ``span_id`` (8 bytes) are a
+    span's or a log record's trace context, decoded only when a rule could make an exemplar
+    of it; empty otherwise.
     """
 
     __slots__ = (
         "signal", "name", "time_ns", "attributes", "value", "duration", "status", "kind",
-        "point_kind", "temporality", "monotonic", "start_ns",
+        "point_kind", "temporality", "monotonic", "start_ns", "trace_id", "span_id",
     )
 
     def __init__(
@@ -88,6 +90,8 @@ class Record:
         temporality: int = 0,
         monotonic: bool = False,
         start_ns: int = 0,
+        trace_id: bytes = b"",
+        span_id: bytes = b"",
     ) -> None:
         self.signal = signal
         self.name = name
@@ -101,6 +105,8 @@ class Record:
         self.temporality = temporality
         self.monotonic = monotonic
         self.start_ns = start_ns
+        self.trace_id = trace_id
+        self.span_id = span_id
 
     def __repr__(self) -> str:  # for explain output and test failures
         return (
@@ -125,6 +131,17 @@ class Batch:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         if len(self.messages) < 5:
             self.messages.append(message)
+
+
+_ZERO_TRACE = bytes(16)
+
+
+def trace_context(trace_id: bytes, span_id: bytes) -> tuple[bytes, bytes]:
+    """A valid trace context as (trace id, span id), or (b"", b""): a trace id is 16 bytes,
+    not all zero; a span id 8 bytes (dropped when it is not)."""
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+        return b"", b""
+    return trace_id, span_id if len(span_id) == 8 else b""
 
 
 class DecodeError(ValueError):

@@ -15,12 +15,18 @@ from typing import Any, Callable, Iterator
 
 from exporter.rules import COUNTER, GAUGE, MetricDef
 
-__all__ = ["Store", "Deltas", "MetricState", "OVERFLOW", "Cumulative"]
+__all__ = ["Store", "Deltas", "MetricState", "OVERFLOW", "Cumulative", "Exemplar",
+           "COUNTER_EXEMPLAR"]
 
 # The label tuple of the overflow series; the collector renders it as otel_metric_overflow="true".
 OVERFLOW: tuple[str, ...] = ("\x00overflow",)
 
 Clock = Callable[[], float]
+
+# An exemplar: (time_ns, value, trace_id, span_id), the ids as raw bytes.
+Exemplar = tuple[int, float, bytes, bytes]
+# The "bucket" of a counter's exemplar; a histogram's are its bucket indexes.
+COUNTER_EXEMPLAR = -1
 
 
 @dataclass
@@ -45,6 +51,10 @@ class Deltas:
     gauges: dict[tuple[str, tuple[str, ...]], tuple[int, float]] = field(default_factory=dict)
     histograms: dict[tuple[str, tuple[str, ...]], list[float]] = field(default_factory=dict)
     cumulative: list[Cumulative] = field(default_factory=list)
+    # The newest exemplar per counter or histogram series and bucket (COUNTER_EXEMPLAR for a
+    # counter), from records with a trace context.
+    exemplars: dict[tuple[str, tuple[str, ...]], dict[int, Exemplar]] = field(
+        default_factory=dict)
     # The metric definitions the updates were made for; a reload may have changed some since.
     metrics: dict[str, MetricDef] | None = None
 
@@ -66,16 +76,31 @@ def _add_into(target: list[Any], increments: list[Any]) -> None:
         target[i] += x
 
 
+def _keep_newest(state: "MetricState", key: tuple[str, ...],
+                 exemplars: dict[int, Exemplar]) -> None:
+    """Keeps, per bucket, the newer of the series' exemplar and the request's."""
+    kept = state.exemplars.get(key)
+    if kept is None:
+        state.exemplars[key] = dict(exemplars)
+        return
+    for bucket, ex in exemplars.items():
+        old = kept.get(bucket)
+        if old is None or ex[0] >= old[0]:
+            kept[bucket] = ex
+
+
 class MetricState:
     """The series of one metric. Values: counter float; gauge [time_ns, value];
     histogram [sum, count, bucket_0, ..., bucket_+Inf] (per-bucket, not cumulative)."""
 
     __slots__ = ("definition", "series", "touched", "overflow_updates", "expired", "streams",
-                 "limit", "streams_evicted")
+                 "limit", "streams_evicted", "exemplars")
 
     def __init__(self, definition: MetricDef):
         self.definition = definition
         self.series: dict[tuple[str, ...], Any] = {}
+        # series key -> bucket (COUNTER_EXEMPLAR for a counter) -> the newest exemplar
+        self.exemplars: dict[tuple[str, ...], dict[int, Exemplar]] = {}
         self.touched: dict[tuple[str, ...], float] = {}
         self.overflow_updates = 0
         self.expired = 0
@@ -148,10 +173,13 @@ class Store:
         with self.lock:
             if deltas.metrics is not None and deltas.metrics is not self._definitions:
                 deltas = self._without_reshaped(deltas)
+            exemplars = deltas.exemplars
             for (name, labels), inc in deltas.counters.items():
                 state, key = slot(name, labels, now)
                 if state is not None:
                     state.series[key] += inc
+                    if exemplars and (name, labels) in exemplars:
+                        _keep_newest(state, key, exemplars[name, labels])
             for (name, labels), (t, value) in deltas.gauges.items():
                 state, key = slot(name, labels, now)
                 if state is not None:
@@ -162,6 +190,8 @@ class Store:
                 state, key = slot(name, labels, now)
                 if state is not None:
                     _add_into(state.series[key], h)
+                    if exemplars and (name, labels) in exemplars:
+                        _keep_newest(state, key, exemplars[name, labels])
             for c in deltas.cumulative:
                 self._apply_cumulative(c, now)
 
@@ -177,7 +207,8 @@ class Store:
             counters={k: v for k, v in deltas.counters.items() if k[0] not in stale},
             gauges={k: v for k, v in deltas.gauges.items() if k[0] not in stale},
             histograms={k: v for k, v in deltas.histograms.items() if k[0] not in stale},
-            cumulative=[c for c in deltas.cumulative if c.metric not in stale])
+            cumulative=[c for c in deltas.cumulative if c.metric not in stale],
+            exemplars={k: v for k, v in deltas.exemplars.items() if k[0] not in stale})
 
     def _apply_cumulative(self, c: Cumulative, now: float) -> None:
         state, key = self._slot(c.metric, c.labels, now)
@@ -219,6 +250,7 @@ class Store:
                 for k in stale:
                     del state.touched[k]
                     state.series.pop(k, None)
+                    state.exemplars.pop(k, None)
                 state.expired += len(stale)
                 dropped += len(stale)
         return dropped
@@ -235,6 +267,7 @@ class Store:
                 state = MetricState(definition)
                 if old is not None and old.definition.same_shape(definition):
                     state.series, state.touched, state.streams = old.series, old.touched, old.streams
+                    state.exemplars = old.exemplars
                     state.overflow_updates, state.expired = old.overflow_updates, old.expired
                     state.streams_evicted = old.streams_evicted
                     kept += 1
@@ -259,6 +292,13 @@ class Store:
                     series = {k: list(v) for k, v in state.series.items()}
                 out.append((state.definition, series, state.overflow_updates, state.expired))
         return out
+
+    def exemplars(self) -> dict[str, dict[tuple[str, ...], dict[int, Exemplar]]]:
+        """A copy of the newest exemplars, by metric, series and bucket (only metrics that
+        have any)."""
+        with self.lock:
+            return {name: {k: dict(v) for k, v in state.exemplars.items()}
+                    for name, state in self.metrics.items() if state.exemplars}
 
     def __iter__(self) -> Iterator[MetricState]:
         return iter(list(self.metrics.values()))
@@ -330,6 +370,8 @@ class Store:
                 state.expired = expired
                 # idle times do not survive a restart: every series gets a full TTL again
                 state.touched = {k: now for k in series} if state.definition.series_ttl else {}
+                # exemplars are not saved: each points at a trace of the past run
+                state.exemplars = {}
 
     def get(self, metric: str, labels: tuple[str, ...]) -> Any:
         """One series' current value (a copy), or None. For tests and explain."""

@@ -119,11 +119,12 @@ def exporter_alerts(cfg: Config) -> list[Alert]:
                 "reached its OTLP endpoint: the apps stopped exporting, or their exports go "
                 "somewhere else or fail before they arrive. KPIs freeze at their last values.",
                 "On the Exporter health dashboard, look at *Ingest rate per signal* and "
-                "*Requests by code* (401 means a bearer token is missing, 413 a body over "
-                "`server.max_body_size`, 415 a wrong content type). In an app, check that its "
-                "logs endpoint (`OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, a full URL ending in "
-                "`/v1/logs`: docs/sending.md) points at port 4318 of the exporter and look "
-                "for export errors in the app's log.",
+                "*Requests by code* (401 or UNAUTHENTICATED means a bearer token is "
+                "missing, 413 or RESOURCE_EXHAUSTED a body over `server.max_body_size`, 415 a "
+                "wrong content type). In an app, check that its logs endpoint points at the "
+                "exporter: port 4317 for gRPC, or port 4318 with "
+                "`OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` a full URL ending in `/v1/logs` for "
+                "HTTP (docs/sending.md), and look for export errors in the app's log.",
                 "Point the apps' OTLP exporters at the exporter again (or the Collector in "
                 "front of it); fix tokens or CORS origins (`server.auth`, `server.cors`) the "
                 "requests are refused for."),
@@ -235,6 +236,29 @@ def exporter_alerts(cfg: Config) -> list[Alert]:
                 "their own within seconds, send what they buffered and report the gauges "
                 "again. If the log names another salt, give every replica the same "
                 "`privacy.salt` / `KPI_EXPORTER_SALT` (docs/scaling.md)."),
+        ),
+        Alert(
+            f"{p}ExporterWebConfigReloadFailed", g,
+            f"kpi_exporter_web_config_last_reload_successful{sel(cfg)} == 0",
+            cfg.web_config_failing_for, "warning", "exporter",
+            "The kpi-exporter cannot load its changed web config.",
+            "{{ $labels.instance }} of job {{ $labels.job }} has refused its changed web "
+            f"config file (TLS, basic auth) for {cfg.web_config_failing_for}; it keeps "
+            "serving with the last one that loaded.",
+            Runbook(
+                "The web config file (`server.web_config_file`, `--web.config.file`) or a "
+                "certificate, key or CA file it names changed and no longer loads: a renewed "
+                "certificate that does not match its key, a file half written, a YAML error, "
+                "a password that is not a bcrypt hash. The listeners keep the last good "
+                "settings, so nothing breaks yet, but the renewal has not taken effect: the "
+                "old certificate expires on its own date.",
+                "The exporter's log has one line per refused load with the file, line and "
+                "reason (`web config reload refused`). Run `kpi-exporter check-web-config "
+                "FILE` on the host for the same answer; `openssl x509 -noout -dates -in "
+                "CERT` shows a certificate's validity.",
+                "Fix the file or put a matching certificate and key in place; the exporter "
+                "notices within a second (no signal or restart needed), and "
+                "`kpi_exporter_web_config_last_reload_successful` goes back to 1."),
         ),
     ]
 

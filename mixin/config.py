@@ -44,6 +44,9 @@ class Config:
     exporter_scrape_interval: str = "5s"
     # Address of Alertmanager in the example prometheus.yml.
     alertmanager_target: str = "localhost:9093"
+    # Exemplars Prometheus keeps (a circular buffer, about 100 bytes each, all series
+    # together); it keeps them only when started with --enable-feature=exemplar-storage.
+    max_exemplars: int = 100000
 
     # ---- dashboards -----------------------------------------------------------------------
     # Tag on every dashboard; the dashboards link to each other through it.
@@ -55,6 +58,9 @@ class Config:
     # in a container (PROMETHEUS_URL=http://host.docker.internal:9090) and from a package
     # (PROMETHEUS_URL=http://localhost:9090). A literal URL works too.
     datasource_uid: str = "kpi-prometheus"
+    # Default of the dashboards' `traces` variable: the uid of the Tempo or Jaeger data
+    # source the latency panels link to (each dashboard's variable can be changed in Grafana).
+    traces_datasource_uid: str = "tempo"
     datasource_url: str = "${PROMETHEUS_URL}"
     # Where Grafana reads the dashboard files (mount grafana/dashboards there).
     grafana_dashboards_path: str = "/var/lib/grafana/dashboards/kpi-exporter"
@@ -86,6 +92,8 @@ class Config:
     state_save_failing_for: str = "15m"
     # A replica's shared KPI window store (Redis, Valkey) not answering.
     window_store_down_for: str = "5m"
+    # The web config file (or a certificate it names) changed and does not load.
+    web_config_failing_for: str = "10m"
 
     # ---- alerts: AI models ----------------------------------------------------------------
     # Error rate a model reports (ai.model.performance) or GenAI spans show.

@@ -19,10 +19,13 @@ RECEIVERS = {"critical": "kpi-page", "warning": "kpi-ticket", "info": "kpi-info"
 
 
 def prometheus_config(cfg: Config = CONFIG) -> dict[str, Any]:
-    """Scrape the exporter, load the rule files, send alerts to Alertmanager."""
+    """Scrape the exporter, load the rule files, send alerts to Alertmanager, keep exemplars
+    (with --enable-feature=exemplar-storage)."""
     here = os.path.dirname(layout.PROMETHEUS_CONFIG)
     return {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        # exemplars of the latency histograms: trace ids Grafana links to
+        "storage": {"exemplars": {"max_exemplars": cfg.max_exemplars}},
         "rule_files": [os.path.relpath(layout.RECORDING_RULES, here),
                        os.path.relpath(layout.ALERT_RULES, here)],
         "alerting": {"alertmanagers": [

@@ -45,11 +45,17 @@ GENAI_MODEL = 'gen_ai_request_model=~"$model"'
 
 RI = "$__rate_interval"
 
+# Explore on the traces data source whose uid the ``traces`` variable holds, over the time
+# range of the panel (Grafana interpolates the variables in a panel link).
+TRACES_EXPLORE = ('/explore?left={"datasource":"${traces}","queries":[{"refId":"A",'
+                  '"datasource":{"uid":"${traces}"}}],"range":{"from":"${__from}",'
+                  '"to":"${__to}"}}')
+
 Panel = cogbuilder.Builder[dm.Panel]
 
 
 def _q(expr: str, legend: str = "__auto", ref: str = "A", instant: bool = False,
-       heatmap_format: bool = False) -> prometheus.Dataquery:
+       heatmap_format: bool = False, exemplar: bool = False) -> prometheus.Dataquery:
     target = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DS)
     if instant:
         target = target.instant()
@@ -57,12 +63,18 @@ def _q(expr: str, legend: str = "__auto", ref: str = "A", instant: bool = False,
         target = target.range()
     if heatmap_format:
         target = target.format(pm.PromQueryFormat.HEATMAP)
+    if exemplar:
+        target = target.exemplar(True)
     return target
 
 
-def _targets(panel: Any, queries: list[tuple[str, str]], instant: bool = False) -> Any:
+def _targets(panel: Any, queries: list[tuple[str, str]], instant: bool = False,
+             exemplars: bool = False) -> Any:
     for i, (expr, legend) in enumerate(queries):
-        panel = panel.with_target(_q(expr, legend, chr(ord("A") + i), instant=instant))
+        # exemplars of the first query only: every query of a latency panel reads the same
+        # buckets, so each would draw the same exemplars again
+        panel = panel.with_target(_q(expr, legend, chr(ord("A") + i), instant=instant,
+                                     exemplar=exemplars and i == 0))
     return panel
 
 
@@ -90,8 +102,10 @@ def stat_panel(title: str, description: str, unit: str, expr: str, legend: str =
 def ts_panel(title: str, description: str, unit: str, queries: list[tuple[str, str]],
              width: int = 12, height: int = 8, min_val: float | None = 0,
              max_val: float | None = None, thresholds: dash.ThresholdsConfig | None = None,
-             stacked: bool = False) -> timeseries.Panel:
-    """A time series panel over one or more queries (expr, legend)."""
+             stacked: bool = False, exemplars: bool = False) -> timeseries.Panel:
+    """A time series panel over one or more queries (expr, legend). ``exemplars``: the
+    panel also draws the exemplars of its histogram (trace ids of single observations),
+    and links to the traces data source of the ``traces`` variable."""
     p = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DS)
          .height(height).span(width).fill_opacity(10).line_width(1).show_points(
              common.VisibilityMode.NEVER)
@@ -109,7 +123,12 @@ def ts_panel(title: str, description: str, unit: str, queries: list[tuple[str, s
             common_b.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE_AND_AREA))
     if stacked:
         p = p.stacking(common_b.StackingConfig().mode(common.StackingMode.NORMAL))
-    return _targets(p, queries)
+    if exemplars:
+        p = p.links([dash.DashboardLink("Traces in this time range").type(
+            dm.DashboardLinkType.LINK).url(TRACES_EXPLORE).target_blank(True).tooltip(
+            "Explore the traces data source (dashboard variable traces) over the panel's "
+            "time range; an exemplar's own link opens its trace")])
+    return _targets(p, queries, exemplars=exemplars)
 
 
 def bar_panel(title: str, description: str, unit: str, expr: str, legend: str,
@@ -172,6 +191,15 @@ def model_var() -> dash.QueryVariable:
             .multi(True).include_all(True).all_value(".*"))
 
 
+def traces_var(cfg: Config) -> dash.TextBoxVariable:
+    """The uid of the traces data source (Tempo, Jaeger) the latency panels link to."""
+    return (dash.TextBoxVariable("traces").label("Traces data source uid")
+            .description("uid of your Tempo or Jaeger data source: the latency panels' "
+                         "links open it (docs/monitoring.md); the exemplars' own links come "
+                         "from the Prometheus data source's exemplarTraceIdDestinations.")
+            .default_value(cfg.traces_datasource_uid))
+
+
 def _dashboard(cfg: Config, uid: str, title: str, description: str, time_from: str,
                model: bool = False) -> dash.Dashboard:
     d = (dash.Dashboard(title).uid(uid).description(description)
@@ -186,7 +214,7 @@ def _dashboard(cfg: Config, uid: str, title: str, description: str, time_from: s
          .with_variable(datasource_var()).with_variable(job_var())
          .with_variable(instance_var()))
     if model:
-        d = d.with_variable(model_var())
+        d = d.with_variable(model_var()).with_variable(traces_var(cfg))
     return d
 
 
@@ -334,6 +362,13 @@ def ai_performance(cfg: Config) -> dash.Dashboard:
     def quantiles(name: Any, legend: str) -> list[tuple[str, str]]:
         return [(f"{name(q)}{m}", f"{{{{model}}}} {q}") for q in ("p50", "p95", "p99")]
 
+    def raw_quantiles(histogram: str, by: str, selector: str) -> list[tuple[str, str]]:
+        # from the histogram itself, not a recording rule: exemplars belong to the scraped
+        # bucket series, and Prometheus keeps none for recorded ones
+        return [(f"histogram_quantile({q}, sum by ({by}, le) (rate({histogram}_bucket"
+                 f"{{{selector}}}[{RI}])))", f"{{{{{by}}}}} p{int(q * 100)}")
+                for q in (0.5, 0.95, 0.99)]
+
     return (
         _dashboard(cfg, "kpi-ai-performance", "KPI exporter / AI performance",
                    "AI models: accuracy, latency, acceptance of recommendations, errors, "
@@ -386,8 +421,11 @@ def ai_performance(cfg: Config) -> dash.Dashboard:
                                "{{gen_ai_evaluation_name}} mean score")], max_val=1))
         .with_row(dash.Row("Latency"))
         .with_panel(ts_panel("Latency p50 / p95 / p99", "Percentiles of the inference latency "
-                             "the models report (ai_model_latency_seconds), over 5 minutes.",
-                             "s", quantiles(Names.latency, "model")))
+                             "the models report (ai_model_latency_seconds). Exemplars (dots) "
+                             "are single reports sent in a trace: hover for the trace id, "
+                             "click to open the trace.", "s",
+                             raw_quantiles("ai_model_latency_seconds", "model",
+                                           f"{INST}, {MODEL}"), exemplars=True))
         .with_panel(ts_panel("Latency SLO burn rate", f"How fast each model spends the error "
                              f"budget of its latency objective ({pct(slo.objective)} under "
                              f"{slo.threshold_seconds:g}s): 1 lasts 30 days, 14.4 pages.",
@@ -402,6 +440,14 @@ def ai_performance(cfg: Config) -> dash.Dashboard:
                              "client operations by model, over 5 minutes; each service counted "
                              "from its metric points, else its spans.",
                              "s", quantiles(Names.genai_duration, "model")))
+        .with_panel(ts_panel("GenAI operation traces", "Percentiles of the duration of GenAI "
+                             "operations reported as spans "
+                             "(gen_ai_span_operation_duration_seconds), by model. Exemplars "
+                             "(dots) are single operations: hover for the trace id, click to "
+                             "open the trace.", "s",
+                             raw_quantiles("gen_ai_span_operation_duration_seconds",
+                                           "gen_ai_request_model", genai.strip("{}")),
+                             exemplars=True))
         .with_panel(ts_panel("GenAI operations by model", "GenAI client operations per minute "
                              "by model; each call counted once (from a service's metric "
                              "points when it sends them, else from its spans).", "cpm",
@@ -531,10 +577,11 @@ def exporter_health(cfg: Config) -> dash.Dashboard:
                              "(log, span, metric).", "cps",
                              [(f"sum by (signal) (rate({p}records_received_total{{{INST}}}"
                                f"[{RI}]))", "{{signal}}")]))
-        .with_panel(ts_panel("Requests by code", "OTLP export requests per second by signal "
-                             "and HTTP status code.", "reqps",
-                             [(f"sum by (signal, code) (rate({p}requests_total{{{INST}}}[{RI}]))",
-                               "{{signal}} {{code}}")]))
+        .with_panel(ts_panel("Requests by code", "OTLP export requests per second by "
+                             "transport (grpc, http), signal and status (HTTP code or gRPC "
+                             "status name).", "reqps",
+                             [(f"sum by (transport, signal, code) (rate({p}requests_total"
+                               f"{{{INST}}}[{RI}]))", "{{transport}} {{signal}} {{code}}")]))
         .with_panel(ts_panel("Rejected records by reason", "Records that could not be used, "
                              "per second, by signal and reason.", "cps",
                              [(f"sum by (signal, reason) (rate({p}records_rejected_total"
@@ -544,14 +591,26 @@ def exporter_health(cfg: Config) -> dash.Dashboard:
                              [(f"sum by (signal) (rate({p}records_unmatched_total{{{INST}}}"
                                f"[{RI}]))", "{{signal}}")]))
         .with_panel(ts_panel("Request latency", "Time to handle an OTLP export request, 50th "
-                             "and 99th percentile, by signal.", "s",
-                             [(f"histogram_quantile({q}, sum by (signal, le) "
+                             "and 99th percentile, by transport and signal.", "s",
+                             [(f"histogram_quantile({q}, sum by (transport, signal, le) "
                                f"(rate({p}request_duration_seconds_bucket{{{INST}}}[{RI}])))",
-                               f"{{{{signal}}}} p{int(q * 100)}") for q in (0.5, 0.99)]))
-        .with_panel(ts_panel("Request bytes", "OTLP request body bytes received per second "
-                             "(before decompression), by signal.", "Bps",
-                             [(f"sum by (signal) (rate({p}request_bytes_total{{{INST}}}[{RI}]))",
-                               "{{signal}}")]))
+                               f"{{{{transport}}}} {{{{signal}}}} p{int(q * 100)}")
+                              for q in (0.5, 0.99)]))
+        .with_panel(ts_panel("Request bytes", "OTLP request body bytes received per second, "
+                             "by transport and signal (HTTP before decompression, gRPC after).",
+                             "Bps",
+                             [(f"sum by (transport, signal) (rate({p}request_bytes_total"
+                               f"{{{INST}}}[{RI}]))", "{{transport}} {{signal}}")]))
+        .with_panel(ts_panel("Refused connections and requests", "TLS connections dropped "
+                             "before a listener (failed handshake, client certificate without "
+                             "an allowed SAN) and metrics-listener requests refused by basic "
+                             "auth or the rate limit, per second (a web config is in use).",
+                             "reqps",
+                             [(f"sum by (listener, reason) (rate("
+                               f"{p}tls_connections_refused_total{{{INST}}}[{RI}]))",
+                               "TLS {{listener}} {{reason}}"),
+                              (f"sum by (reason) (rate({p}http_requests_denied_total"
+                               f"{{{INST}}}[{RI}]))", "metrics {{reason}}")]))
         .with_row(dash.Row("Series"))
         .with_panel(ts_panel("Series per metric", "Series each mapped metric has, as a share "
                              "of its cap; at 100% new label sets go to the overflow series.",

@@ -39,7 +39,11 @@ def files(cfg: Config = CONFIG) -> dict[str, str]:
         f"repository's {layout.DASHBOARDS_DIR}\nat {cfg.grafana_dashboards_path} (docker: -v "
         f"$PWD/{layout.DASHBOARDS_DIR}:{cfg.grafana_dashboards_path}:ro),\nor set "
         "grafana_dashboards_path in mixin/config.py.")
-    out[layout.PROMETHEUS_CONFIG] = to_yaml(configs.prometheus_config(cfg))
+    out[layout.PROMETHEUS_CONFIG] = to_yaml(
+        configs.prometheus_config(cfg),
+        header=GENERATED + "\nStart Prometheus with --enable-feature=exemplar-storage to keep "
+        "the exporter's exemplars\n(trace ids on the latency panels); storage.exemplars sizes "
+        "that store. See docs/monitoring.md.")
     out[layout.RECORDING_RULES] = to_yaml(rules.build(cfg))
     out[layout.ALERT_RULES] = to_yaml(alerts.build(cfg))
     out[layout.ALERTMANAGER_CONFIG] = to_yaml(

@@ -250,6 +250,20 @@ def exporter_cases(cfg: Config) -> list[Case]:
         ]).expect(6 + store_for - 1, store_down)
           .expect(6 + 2 * store_for, store_down),
     ]
+    web_for = minutes(cfg.web_config_failing_for)
+    web_ok = "kpi_exporter_web_config_last_reload_successful"
+    web_failed = f"{p}ExporterWebConfigReloadFailed"
+    cases += [
+        Case(f"{web_failed} fires after {cfg.web_config_failing_for} of refused loads", [
+            series(web_ok, inst, Values().hold(1, 6).hold(0, web_for + 10)),
+        ]).expect(6 + web_for - 1, web_failed)
+          .expect(6 + web_for + 1, web_failed, fired(cfg, web_failed, inst, 0)),
+        Case(f"{web_failed} stays silent when the file is fixed in time", [
+            series(web_ok, inst, Values().hold(1, 6).hold(0, web_for - 2)
+                   .hold(1, web_for + 10)),
+        ]).expect(6 + web_for - 1, web_failed)
+          .expect(6 + 2 * web_for, web_failed),
+    ]
     return cases
 
 

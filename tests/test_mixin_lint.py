@@ -77,8 +77,19 @@ def test_dashboards_cover_what_the_brief_asks_for():
     error = next(p for p in lint.panels(ai) if p["title"] == "Error rate by model")
     steps = error["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert {"color": "red", "value": CONFIG.ai_error_rate_max} in steps
-    for q in ("p50", "p95", "p99"):
-        assert q in exprs["kpi-ai-performance.json"]
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, " in exprs["kpi-ai-performance.json"]
+    # latency panels draw exemplars (from the scraped histograms, not recording rules) and
+    # link to the traces data source named by the traces variable
+    latency = [p for p in lint.panels(ai)
+               if p["title"] in ("Latency p50 / p95 / p99", "GenAI operation traces")]
+    assert len(latency) == 2
+    for panel in latency:
+        assert [t.get("exemplar", False) for t in panel["targets"]] == [True, False, False]
+        assert all("_bucket{" in t["expr"] for t in panel["targets"])
+        assert "${traces}" in panel["links"][0]["url"]
+    traces = next(v for v in ai["templating"]["list"] if v["name"] == "traces")
+    assert traces["type"] == "textbox" and traces["query"] == CONFIG.traces_datasource_uid
     health = exprs["kpi-exporter-health.json"]
     for metric in ("kpi_exporter_state_saves_total", "kpi_exporter_state_save_duration_seconds",
                    "kpi_exporter_metric_overflow_updates_total", "kpi_exporter_records_rejected_total",

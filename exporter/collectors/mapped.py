@@ -1,4 +1,9 @@
-"""Exposes the store's mapped series: fresh metric families on every scrape."""
+"""Exposes the store's mapped series: fresh metric families on every scrape.
+
+Counter and histogram bucket samples carry the newest exemplar of their series (trace_id,
+span_id, value, timestamp) where one was kept; prometheus_client writes exemplars only in
+the OpenMetrics format, which Prometheus asks for first.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,31 @@ from typing import Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
+from prometheus_client.samples import Exemplar, Sample
 
 from exporter.naming import OVERFLOW_LABEL
 from exporter.rules import COUNTER, GAUGE
-from exporter.store import OVERFLOW, Store
+from exporter.store import COUNTER_EXEMPLAR, OVERFLOW, Exemplar as StoredExemplar, Store
 
-__all__ = ["MappedMetricsCollector"]
+__all__ = ["MappedMetricsCollector", "exemplar"]
 
 _OVERFLOW_LABELS = {OVERFLOW_LABEL: "true"}
+# OpenMetrics: the names and values of an exemplar's labels, together, in code points.
+MAX_EXEMPLAR_LABEL_LENGTH = 128
+
+
+def exemplar(stored: StoredExemplar | None) -> Exemplar | None:
+    """An exposition exemplar, or None when there is none or its labels would be over the
+    OpenMetrics limit (prometheus_client does not check exemplars of custom collectors)."""
+    if stored is None:
+        return None
+    t, value, trace_id, span_id = stored
+    labels = {"trace_id": trace_id.hex()}
+    if span_id:
+        labels["span_id"] = span_id.hex()
+    if sum(len(k) + len(v) for k, v in labels.items()) > MAX_EXEMPLAR_LABEL_LENGTH:
+        return None
+    return Exemplar(labels, value, t / 1e9)
 
 
 def _bound(b: float) -> str:
@@ -31,17 +52,21 @@ class MappedMetricsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         store = self._store
+        all_exemplars = store.exemplars()
         for definition, series, _overflow, _expired in store.snapshot():
             if not series:
                 continue
             names = definition.label_names
+            exemplars = all_exemplars.get(definition.name, {})
             if definition.type == COUNTER:
                 base = definition.name[: -len("_total")]
                 family = Metric(base, definition.help, "counter")
                 sample_name = definition.name
                 for labels, value in series.items():
                     lab = _OVERFLOW_LABELS if labels == OVERFLOW else dict(zip(names, labels))
-                    family.samples.append(Sample(sample_name, lab, value, None, None))
+                    ex = exemplars.get(labels)
+                    family.samples.append(Sample(sample_name, lab, value, None, exemplar(
+                        ex.get(COUNTER_EXEMPLAR)) if ex else None))
             elif definition.type == GAUGE:
                 family = Metric(definition.name, definition.help, "gauge")
                 for labels, (_t, value) in series.items():
@@ -54,10 +79,12 @@ class MappedMetricsCollector(Collector):
                 samples = family.samples
                 for labels, h in series.items():
                     lab = dict(_OVERFLOW_LABELS) if labels == OVERFLOW else dict(zip(names, labels))
+                    ex = exemplars.get(labels) or {}
                     acc = 0
-                    for le, c in zip(bounds, h[2:]):
+                    for i, (le, c) in enumerate(zip(bounds, h[2:])):
                         acc += c
-                        samples.append(Sample(bucket_name, {**lab, "le": le}, acc, None, None))
+                        samples.append(Sample(bucket_name, {**lab, "le": le}, acc, None,
+                                              exemplar(ex.get(i)) if ex else None))
                     samples.append(Sample(definition.name + "_count", lab, h[1], None, None))
                     samples.append(Sample(definition.name + "_sum", lab, h[0], None, None))
             yield family
