@@ -1,6 +1,12 @@
 """The README Quickstart, as written, from a fresh clone: `make run` creates the virtualenv,
-installs the package and serves; /metrics answers on :9464 and the README's example event
-shows up there as the README says it will.
+installs the package and serves; /metrics answers and the README's example event shows up
+there as the README says it will.
+
+The exporter `make run` starts listens on free loopback ports given through its
+KPI_EXPORTER_*_LISTEN variables, and the README's commands are run with those ports in place
+of 4318 and 9464: a developer's own exporter on the default ports is neither hit nor in the
+way. That the defaults are the ports the README names is checked against the code's
+defaults and `serve --help` (test_readme_ports_are_the_defaults).
 
 Slow by nature (a new virtualenv and a full install every time: reusing one would not show
 that a fresh clone works).
@@ -15,7 +21,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,13 +54,30 @@ def command_of(line: str) -> str:
     return re.sub(r"\s+#.*$", "", line).strip()
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-        return True
+# The README's ports, by what they serve.
+README_PORTS = {"otlp_grpc_listen": 4317, "otlp_listen": 4318, "metrics_listen": 9464}
+
+
+def test_readme_ports_are_the_defaults():
+    from exporter.config import load_config
+    defaults = load_config(None, env={}).server
+    for key, port in README_PORTS.items():
+        assert getattr(defaults, key) == f"0.0.0.0:{port}", key
+    text = README.read_text("utf-8")
+    quickstart = re.search(r"^## Quickstart\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+    assert "OTLP on :4317 (gRPC) and :4318 (HTTP), metrics on :9464" in quickstart
+    assert "localhost:4318/v1/logs" in quickstart and "localhost:9464/metrics" in quickstart
+    help_text = subprocess.run([sys.executable, "-m", "exporter", "serve", "--help"],
+                               capture_output=True, text=True, timeout=60, cwd=ROOT).stdout
+    for port in README_PORTS.values():
+        assert f"default 0.0.0.0:{port}" in help_text
+
+
+def on_test_ports(command: str, ports: dict[str, int]) -> str:
+    """A README command with the test's ports in place of the default ones."""
+    for key, port in README_PORTS.items():
+        command = re.sub(rf"(?<=:){port}\b", str(ports[key]), command)
+    return command
 
 
 @pytest.mark.timeout(INSTALL_AND_START + 300)
@@ -63,9 +85,8 @@ def test_readme_quickstart_from_a_fresh_clone(tmp_path: Path):
     blocks = quickstart_blocks()
     setup = [command_of(line) for line in blocks[0] if command_of(line)]
     assert setup == ["make run", "make test"], setup
-    busy = [p for p in (4318, 9464) if not port_is_free(p)]
-    assert not busy, (f"ports {busy} are in use: the Quickstart serves on the default ports "
-                      f"4318 and 9464; stop whatever holds them and run this test again")
+    ports = {key: free_port() for key in README_PORTS}
+    metrics = f"http://127.0.0.1:{ports['metrics_listen']}"
 
     clone = tmp_path / "kpi-exporter"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
@@ -75,15 +96,17 @@ def test_readme_quickstart_from_a_fresh_clone(tmp_path: Path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")
            and not k.startswith(("PYTEST_", "KPI_EXPORTER_"))}
+    serve_env = {**env, **{f"KPI_EXPORTER_{key.upper()}": f"127.0.0.1:{port}"
+                           for key, port in ports.items()}}
     log_path = tmp_path / "make-run.log"
     started = time.monotonic()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log,
+        proc = subprocess.Popen(["make", "run"], cwd=clone, env=serve_env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
             try:
-                wait_http("http://127.0.0.1:9464/-/ready", timeout=INSTALL_AND_START, proc=proc)
+                wait_http(f"{metrics}/-/ready", timeout=INSTALL_AND_START, proc=proc)
             except (TimeoutError, RuntimeError) as exc:
                 pytest.fail(f"`make run` did not serve: {exc}\n"
                             f"{log_path.read_text(errors='replace')[-5000:]}")
@@ -91,13 +114,17 @@ def test_readme_quickstart_from_a_fresh_clone(tmp_path: Path):
             print(f"make run in a fresh clone: serving after {ready_after:.0f}s")
             assert (clone / ".venv" / "bin" / "kpi-exporter").exists()
 
-            metrics = requests.get("http://127.0.0.1:9464/metrics", timeout=10)
-            assert metrics.status_code == 200
-            assert "kpi_exporter_build_info" in metrics.text
+            served = requests.get(f"{metrics}/metrics", timeout=10)
+            assert served.status_code == 200
+            assert "kpi_exporter_build_info" in served.text
+            log_text = log_path.read_text(errors="replace")
+            for key, port in ports.items():
+                assert f"127.0.0.1:{port}" in log_text, (key, log_text[-3000:])
 
             # "Then send an event and see it": the README's commands, and its promised output.
             see = blocks[1]
-            commands = [line for line in see if line.strip() and not line.startswith("#")]
+            commands = [on_test_ports(line, ports) for line in see
+                        if line.strip() and not line.startswith("#")]
             promised = [line.lstrip("# ").strip() for line in see if line.startswith("# ")]
             assert commands and promised, see
             out = subprocess.run(["bash", "-c", "set -e\n" + "\n".join(commands)], cwd=clone,
