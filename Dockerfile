@@ -1,6 +1,6 @@
 # kpi-exporter container image.
 #   docker build -t kpi-exporter:0.1.0 .
-#   docker run -p 4318:4318 -p 9464:9464 -v kpi-exporter-data:/var/lib/kpi-exporter kpi-exporter:0.1.0
+#   docker run -p 4317:4317 -p 4318:4318 -p 9464:9464 -v kpi-exporter-data:/var/lib/kpi-exporter kpi-exporter:0.1.0
 # docs/deployment.md has the details (config, salt, Kubernetes).
 
 FROM python:3.11-slim AS build
@@ -23,7 +23,7 @@ ENV PATH=/opt/kpi-exporter/bin:$PATH \
 USER 10001:10001
 # counts and window sketches are snapshotted here: mount a volume to keep them across restarts
 VOLUME ["/var/lib/kpi-exporter"]
-EXPOSE 4318 9464
+EXPOSE 4317 4318 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/-/healthy', timeout=3)"]
 ENTRYPOINT ["kpi-exporter"]

@@ -32,11 +32,14 @@ generate: $(BIN)/kpi-exporter
 	$(BIN)/python -m exporter.metricsdoc
 
 ## bench: throughput, scrape and memory benchmarks, then the shared window store and
-## --reuse-port against one process (not part of the tests; the scale-out run starts its
-## own redis-server, from `make system-deps`)
+## --reuse-port against one process, then the OTLP transports (HTTP and gRPC, plain and
+## TLS) and new requests while idle connections are open (not part of the tests; the
+## scale-out run starts its own redis-server, from `make system-deps`)
 bench: $(BIN)/kpi-exporter
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/scale_out.py
+	$(BIN)/python benchmarks/transports.py
+	$(BIN)/python benchmarks/idle_clients.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

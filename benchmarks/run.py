@@ -66,7 +66,8 @@ def start_exporter(config_text: str | None = None) -> tuple[subprocess.Popen, in
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KPI_EXPORTER_STATE_DIR": state}
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--otlp-listen", f"127.0.0.1:{otlp}",
-         "--metrics-listen", f"127.0.0.1:{metrics}", "--log-level", "warning", *args],
+         "--otlp-grpc-listen", "", "--metrics-listen", f"127.0.0.1:{metrics}",
+         "--log-level", "warning", *args],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{metrics}/-/ready", proc=proc)
     return proc, otlp, metrics

@@ -55,7 +55,7 @@ class Exporter:
         config.write_text(f"windows: {{store: '{store}'}}\nprivacy: {{salt: {SALT}}}\n"
                           f"state: {{dir: {self.dir}/state}}\n")
         cmd = [sys.executable, "-m", "exporter", "serve", "--config", str(config),
-               "--otlp-listen", f"127.0.0.1:{self.otlp}",
+               "--otlp-listen", f"127.0.0.1:{self.otlp}", "--otlp-grpc-listen", "",
                "--metrics-listen", f"127.0.0.1:{self.metrics}", "--log-level", "warning"]
         if reuse_port:
             cmd.append("--reuse-port")

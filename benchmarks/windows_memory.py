@@ -77,7 +77,8 @@ def start(state_dir: str) -> tuple[subprocess.Popen[bytes], int, int, float, Pat
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--otlp-listen", f"127.0.0.1:{otlp}",
-         "--metrics-listen", f"127.0.0.1:{metrics}", "--state-dir", state_dir,
+         "--otlp-grpc-listen", "", "--metrics-listen", f"127.0.0.1:{metrics}",
+         "--state-dir", state_dir,
          "--log-level", "debug"],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{metrics}/-/ready", timeout=120, proc=proc)

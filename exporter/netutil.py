@@ -14,7 +14,7 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     it, binding an address another process holds fails."""
     info = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                               flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock = socket.socket(info[0], socket.SOCK_STREAM, info[2])
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:

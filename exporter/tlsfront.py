@@ -157,6 +157,10 @@ class TLSFront:
     async def _serve(self, listener: _Listener, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         context, allowed = self._contexts[listener.alpn], self._tls.client_allowed_sans
+        raw = writer.get_extra_info("socket")
+        if raw is not None:
+            # a response written in two pieces must not wait for the client's delayed ACK
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             await writer.start_tls(context, ssl_handshake_timeout=self.handshake_timeout)
         except (OSError, asyncio.TimeoutError, ConnectionError) as exc:  # SSLError is OSError

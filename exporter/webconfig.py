@@ -189,8 +189,11 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert_file: str | None, cert: str,
     # ssl wants file names: inline PEM goes through an anonymous in-memory file.
     pem = ((Path(cert_file).read_text() if cert_file else cert).strip() + "\n"
            + (Path(key_file).read_text() if key_file else key).strip() + "\n").encode()
-    if hasattr(os, "memfd_create"):
+    try:
         fd = os.memfd_create("kpi-exporter-tls", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux, or a seccomp filter without memfd_create
+        fd = -1
+    if fd >= 0:
         try:
             os.write(fd, pem)
             ctx.load_cert_chain(f"/proc/self/fd/{fd}")

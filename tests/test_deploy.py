@@ -54,7 +54,8 @@ def test_kubernetes_manifest_is_consistent_with_the_exporter(tmp_path, exporter)
     assert args.state_dir == mounts["state"]
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"otlp-http": parse_listen(config.server.otlp_listen)[1],
+    assert ports == {"otlp-grpc": parse_listen(config.server.otlp_grpc_listen)[1],
+                     "otlp-http": parse_listen(config.server.otlp_listen)[1],
                      "metrics": parse_listen(config.server.metrics_listen)[1]}
     # probes point at endpoints a running exporter answers on its metrics port
     for probe in ("readinessProbe", "livenessProbe"):
@@ -168,7 +169,8 @@ def test_container_recipe_builds_the_package_from_its_build_context(tmp_path: Pa
     env = dict(kv.split("=", 1) for word, rest in steps if word == "ENV"
                for kv in rest.split())
     assert env["KPI_EXPORTER_STATE_DIR"] in next(rest for word, rest in steps if word == "VOLUME")
-    assert set(next(rest for word, rest in steps if word == "EXPOSE").split()) == {"4318", "9464"}
+    assert set(next(rest for word, rest in steps if word == "EXPOSE").split()) == {
+        "4317", "4318", "9464"}
     entry = yaml.safe_load(next(rest for word, rest in steps if word == "ENTRYPOINT"))
     cmd = yaml.safe_load(next(rest for word, rest in steps if word == "CMD"))
     assert entry == ["kpi-exporter"]

@@ -185,7 +185,8 @@ def test_a_damaged_salt_file_stops_the_exporter_with_a_message(tmp_path):
     state_dir.mkdir()
     (state_dir / "salt").write_text("x\n")
     r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--otlp-listen",
-                        "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--state-dir",
+                        "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--metrics-listen",
+                        "127.0.0.1:0", "--state-dir",
                         str(state_dir)], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2

@@ -176,9 +176,19 @@ def test_readme_five_minutes_steps_work_as_written_and_give_last_week(tmp_path):
     # A working directory the unprivileged user owns, holding what the commands read.
     work = Path(tempfile.mkdtemp(prefix="kpi-five-minutes-"))
     servers: list[subprocess.Popen[bytes]] = []
+    am_port = free_port()
     try:
         for d in ("prometheus", "alerts"):
             shutil.copytree(ROOT / d, work / d)
+        # The shipped config scrapes localhost:9464 and alerts localhost:9093: on a
+        # developer's machine those may be their own exporter and Alertmanager. The test's
+        # Prometheus scrapes a port nothing listens on and alerts the test's Alertmanager.
+        shipped = work / "prometheus" / "prometheus.yml"
+        config = yaml.safe_load(shipped.read_text())
+        config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{free_port()}"]}]
+        config["alerting"]["alertmanagers"][0]["static_configs"] = [
+            {"targets": [f"127.0.0.1:{am_port}"]}]
+        shipped.write_text(yaml.safe_dump(config, sort_keys=False))
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", "nobody:nogroup", str(work)], check=True)
 
@@ -239,7 +249,6 @@ def test_readme_five_minutes_steps_work_as_written_and_give_last_week(tmp_path):
         alertmanager = the_command(commands, "prometheus-alertmanager")
         am_storage = next(a for a in alertmanager if a.startswith("--storage.path="))
         assert not am_storage.split("=", 1)[1].startswith("/var/lib"), am_storage
-        am_port = free_port()
         am_log = open(work.parent / f"{work.name}-alertmanager.log", "wb")
         servers.append(subprocess.Popen(
             as_unprivileged([tool("prometheus-alertmanager"), *alertmanager[1:],

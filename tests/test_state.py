@@ -349,7 +349,8 @@ def test_two_exporters_cannot_share_a_state_directory(process_factory, tmp_path)
     process_factory("--state-dir", str(state_dir))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--otlp-listen",
-                        "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--state-dir",
+                        "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--metrics-listen",
+                        "127.0.0.1:0", "--state-dir",
                         str(state_dir)], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2
     assert "another kpi-exporter is using the state directory" in r.stderr
