@@ -73,6 +73,8 @@ class App:
     grpc: GrpcReceiver | None = None
     tls: TLSFront | None = None
     guards: list[WebGuard] = field(default_factory=list)
+    # the web config in effect: the last one that loaded
+    web: WebConfig | None = None
     config_path: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
@@ -80,9 +82,11 @@ class App:
     _stopped: bool = False
     _web_watch_stop: threading.Event = field(default_factory=threading.Event)
     _web_watch: threading.Thread | None = None
-    # the web config in effect (the last good one) and the stamp of its files
-    _web: WebConfig | None = None
+    # what the web config's files looked like when it was last loaded
     _web_stamp: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._web_stamp = self.web.stamp() if self.web is not None else ()
 
     @property
     def config(self) -> Config:
@@ -211,10 +215,10 @@ class App:
             pending.append("TLS on or off (server.web_config_file tls_server_config)")
         for guard in self.guards:
             guard.update(web)
-        if web is not None or self._web is not None:
+        if web is not None or self.web is not None:
             m.web_config_reloads.labels("success").inc()
         m.web_config_last_reload_ok.set(1)
-        self._web = web
+        self.web = web
         self._web_stamp = web.stamp() if web is not None else ()
         return pending
 
@@ -223,7 +227,7 @@ class App:
         or the file itself, changed); a file that does not load is refused with the reason
         and the running settings stay. Returns whether the new one is in effect."""
         with self._reload_lock:
-            current = self._web
+            current = self.web
             if current is None:
                 return False
             try:
@@ -245,7 +249,7 @@ class App:
         """Polls the web config file and the files it names once a second: a renewed
         certificate applies to the next connection without a signal."""
         while not self._web_watch_stop.wait(1.0):
-            web = self._web
+            web = self.web
             if web is not None and web.stamp() != self._web_stamp:
                 self.reload_web_config()
 
@@ -350,8 +354,8 @@ def build(config: Config, *, config_path: str | None = None,
             if config.server.otlp_grpc_listen else None)
     app = App(started_config=config, registry=registry, metrics=metrics, store=store, pipeline=pipeline,
               hasher=hasher, windows=windows, state=state, server=server, unpriced=unpriced,
-              grpc=grpc, tls=tls,
-              config_path=config_path, config_overrides=dict(config_overrides or {}))
+              grpc=grpc, tls=tls, web=web, config_path=config_path,
+              config_overrides=dict(config_overrides or {}))
     # The web config's headers on every HTTP response; its basic auth and rate limit on the
     # metrics listener (OTLP senders authenticate with bearer tokens).
     otlp = WebGuard(create_receiver(pipeline, queued=server.queued, limiter=limiter), web,
@@ -360,8 +364,6 @@ def build(config: Config, *, config_path: str | None = None,
                        web, protect=True,
                        on_denied=lambda reason: metrics.http_denied.labels(reason).inc())
     app.guards = [otlp, web_app]
-    app._web = web
-    app._web_stamp = web.stamp() if web is not None else ()
     server.add("otlp", otlp, config.server.otlp_listen, prefix="/v1/",
                reuse_port=config.server.reuse_port)
     server.add("metrics", web_app, config.server.metrics_listen)

@@ -26,7 +26,7 @@ from exporter.config import ServerConfig, parse_listen
 from exporter.logfmt import FIELDS
 from exporter.mapper import MapResult
 from exporter.netutil import bind_socket
-from exporter.otlp_service import ExportLimiter, bearer_ok, export_response
+from exporter.otlp_service import ExportLimiter, bearer_ok, export_response, result_fields
 from exporter.pipeline import PROTOBUF, Pipeline
 from exporter.records import LOG, METRIC, SPAN, DecodeError
 from exporter.tlsfront import TLSFront
@@ -209,12 +209,7 @@ class _Abort(Exception):
 def _log_request(signal: str, size: int, status: grpc.StatusCode, result: MapResult | None,
                  duration: float) -> None:
     """One debug line per export request, like the HTTP receiver's."""
-    fields: dict[str, object] = {"signal": signal, "transport": "grpc", "bytes": size}
-    if result is not None:
-        fields.update(records=result.received, accepted=result.received - result.rejected_total,
-                      rejected=result.rejected_total)
-        for reason, n in sorted(result.rejected.items()):
-            fields[f"rejected_{reason}"] = n
-        fields["unmatched"] = result.unmatched
+    fields: dict[str, object] = {"signal": signal, "transport": "grpc", "bytes": size,
+                                 **result_fields(result)}
     fields.update(status=status.name, duration_seconds=round(duration, 6))
     log.debug("otlp request", extra={FIELDS: fields})

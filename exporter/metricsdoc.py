@@ -304,7 +304,9 @@ def render() -> str:
         "it. Each metric has a series cap (`limits.max_series_per_metric`); past it, updates "
         f"go to one series labelled `{OVERFLOW_LABEL}=\"true\"`. Your own rules add metrics "
         "of their own ([mapping.md](mapping.md)); a rule of yours with one of these names "
-        "replaces the built-in rules for it.\n\n",
+        "replaces the built-in rules for it. Counters and histograms fed by spans or by "
+        "events with a trace context carry exemplars (`trace_id`, `span_id`) in the "
+        "OpenMetrics format ([monitoring.md](monitoring.md#exemplars)).\n\n",
         _rule_table(rules),
         "\n## Process and runtime\n\n",
         "From prometheus_client's process, platform and garbage-collector collectors, as "

@@ -18,7 +18,7 @@ from exporter.mapper import MapResult
 from exporter.records import LOG, METRIC, SPAN
 
 __all__ = ["ExportLimiter", "bearer_ok", "rejection_message", "export_response",
-           "REJECTED_FIELD"]
+           "result_fields", "REJECTED_FIELD"]
 
 _RESPONSES: dict[str, Any] = {LOG: ExportLogsServiceResponse, SPAN: ExportTraceServiceResponse,
                               METRIC: ExportMetricsServiceResponse}
@@ -82,3 +82,17 @@ def export_response(signal: str, result: MapResult) -> bytes:
         setattr(msg.partial_success, REJECTED_FIELD[signal], result.rejected_total)
         msg.partial_success.error_message = rejection_message(result)
     return bytes(msg.SerializeToString())
+
+
+def result_fields(result: MapResult | None) -> dict[str, object]:
+    """What a request's debug log line says of its records: received, accepted, rejected
+    (by reason) and unmatched counts; never a message, which could quote a value."""
+    if result is None:
+        return {}
+    fields: dict[str, object] = {
+        "records": result.received, "accepted": result.received - result.rejected_total,
+        "rejected": result.rejected_total}
+    for reason, n in sorted(result.rejected.items()):
+        fields[f"rejected_{reason}"] = n
+    fields["unmatched"] = result.unmatched
+    return fields

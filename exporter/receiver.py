@@ -19,7 +19,9 @@ from google.rpc.status_pb2 import Status
 
 from exporter.logfmt import FIELDS
 from exporter.mapper import MapResult
-from exporter.otlp_service import ExportLimiter, bearer_ok, export_response, rejection_message
+from exporter.otlp_service import (
+    ExportLimiter, bearer_ok, export_response, rejection_message, result_fields,
+)
 from exporter.pipeline import JSON as JSON_PAYLOAD, PROTOBUF as PROTOBUF_PAYLOAD, Pipeline
 from exporter.records import LOG, METRIC, SPAN, DecodeError
 
@@ -81,13 +83,8 @@ def _log_request(signal: str, mimetype: str, resp: Response, result: MapResult |
         "encoding": (request.headers.get("Content-Encoding") or "identity").strip().lower(),
         "bytes": request.content_length if request.content_length is not None else "unknown",
     }
-    if result is not None:
-        fields.update(records=result.received, accepted=result.received - result.rejected_total,
-                      rejected=result.rejected_total)
-        for reason, n in sorted(result.rejected.items()):
-            fields[f"rejected_{reason}"] = n
-        fields["unmatched"] = result.unmatched
     # No error message: a decode error can quote a value, and no identity may reach the log.
+    fields.update(result_fields(result))
     fields.update(status=resp.status_code, duration_seconds=round(duration, 6))
     log.debug("otlp request", extra={FIELDS: fields})
 

@@ -236,35 +236,31 @@ def exporter_cases(cfg: Config) -> list[Case]:
             series(saves, {**inst, "outcome": "success"}, Values().ramp(1, saves_for + 30)),
         ]).expect(saves_for + 5, f"{p}ExporterStateSavesFailing"),
     ]
-    store_for = minutes(cfg.window_store_down_for)
-    store_up = "kpi_exporter_window_store_up"
-    store_down = f"{p}ExporterWindowStoreDown"
-    cases += [
-        Case(f"{store_down} fires after {cfg.window_store_down_for} without the store", [
-            series(store_up, inst, Values().hold(1, 6).hold(0, store_for + 10)),
-        ]).expect(6 + store_for - 1, store_down)
-          .expect(6 + store_for + 1, store_down, fired(cfg, store_down, inst, 0)),
-        Case(f"{store_down} stays silent through a short outage and while the store answers", [
-            series(store_up, inst, Values().hold(1, 6).hold(0, store_for - 1)
-                   .hold(1, store_for + 10)),
-        ]).expect(6 + store_for - 1, store_down)
-          .expect(6 + 2 * store_for, store_down),
-    ]
-    web_for = minutes(cfg.web_config_failing_for)
-    web_ok = "kpi_exporter_web_config_last_reload_successful"
-    web_failed = f"{p}ExporterWebConfigReloadFailed"
-    cases += [
-        Case(f"{web_failed} fires after {cfg.web_config_failing_for} of refused loads", [
-            series(web_ok, inst, Values().hold(1, 6).hold(0, web_for + 10)),
-        ]).expect(6 + web_for - 1, web_failed)
-          .expect(6 + web_for + 1, web_failed, fired(cfg, web_failed, inst, 0)),
-        Case(f"{web_failed} stays silent when the file is fixed in time", [
-            series(web_ok, inst, Values().hold(1, 6).hold(0, web_for - 2)
-                   .hold(1, web_for + 10)),
-        ]).expect(6 + web_for - 1, web_failed)
-          .expect(6 + 2 * web_for, web_failed),
-    ]
+    cases += _zero_for_cases(cfg, f"{p}ExporterWindowStoreDown", "kpi_exporter_window_store_up",
+                             cfg.window_store_down_for, inst, "without the store",
+                             "through a short outage and while the store answers")
+    cases += _zero_for_cases(cfg, f"{p}ExporterWebConfigReloadFailed",
+                             "kpi_exporter_web_config_last_reload_successful",
+                             cfg.web_config_failing_for, inst, "of refused loads",
+                             "when the file is fixed in time")
     return cases
+
+
+def _zero_for_cases(cfg: Config, alert: str, gauge: str, for_: str, labels: dict[str, str],
+                    firing: str, silent: str) -> list[Case]:
+    """An alert on a 0/1 gauge at 0 for ``for_``: it fires after that long at 0, and stays
+    silent when the gauge is back at 1 a little earlier."""
+    n = minutes(for_)
+    return [
+        Case(f"{alert} fires after {for_} {firing}", [
+            series(gauge, labels, Values().hold(1, 6).hold(0, n + 10)),
+        ]).expect(6 + n - 1, alert)
+          .expect(6 + n + 1, alert, fired(cfg, alert, labels, 0)),
+        Case(f"{alert} stays silent {silent}", [
+            series(gauge, labels, Values().hold(1, 6).hold(0, n - 1).hold(1, n + 10)),
+        ]).expect(6 + n - 1, alert)
+          .expect(6 + 2 * n, alert),
+    ]
 
 
 def ai_cases(cfg: Config) -> list[Case]:
