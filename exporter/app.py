@@ -34,7 +34,7 @@ from exporter.collectors.selfmetrics import StateMetrics
 from exporter.collectors.windows import WindowsCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.genai import PriceBook, UnpricedTokens
-from exporter.grpc_receiver import GrpcReceiver
+from exporter.grpc_receiver import GRPC_LISTENER, GrpcReceiver
 from exporter.otlp_service import ExportLimiter
 from exporter.pipeline import Pipeline
 from exporter.privacy import AttributeScrubber, IdentityHasher, SaltError, load_or_create_salt
@@ -42,7 +42,7 @@ from exporter.receiver import create_receiver
 from exporter.server import Server
 from exporter.state import StateError, StateManager
 from exporter.store import Store
-from exporter.tlsfront import TLSFront
+from exporter.tlsfront import REFUSALS, TLSFront
 from exporter.web import create_web_app
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.webguard import WebGuard
@@ -367,4 +367,8 @@ def build(config: Config, *, config_path: str | None = None,
     server.add("otlp", otlp, config.server.otlp_listen, prefix="/v1/",
                reuse_port=config.server.reuse_port)
     server.add("metrics", web_app, config.server.metrics_listen)
+    # every listener's refusals count from 0 (with TLS off they stay there)
+    for listener in server.listener_names() + ([GRPC_LISTENER] if grpc is not None else []):
+        for reason in REFUSALS:
+            metrics.tls_refused.labels(listener, reason)
     return app

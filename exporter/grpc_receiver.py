@@ -31,7 +31,7 @@ from exporter.pipeline import PROTOBUF, Pipeline
 from exporter.records import LOG, METRIC, SPAN, DecodeError
 from exporter.tlsfront import TLSFront
 
-__all__ = ["GrpcReceiver", "SERVICES"]
+__all__ = ["GrpcReceiver", "SERVICES", "GRPC_LISTENER"]
 
 log = logging.getLogger("kpi_exporter")
 
@@ -44,7 +44,8 @@ SERVICES = {
 # How long a client told the exporter is busy waits before it retries (as HTTP's
 # Retry-After: 1). Short, so a client's own deadline (10 s by default) leaves room to retry.
 RETRY_DELAY_SECONDS = 1.0
-_TLS_NAME = "otlp-grpc"
+# The listener's name in logs and self-metrics (and its socket behind the TLS front).
+GRPC_LISTENER = "otlp-grpc"
 
 
 class _Status(NamedTuple):
@@ -118,8 +119,8 @@ class GrpcReceiver:
         try:
             if self.tls is not None:
                 public = bind_socket(host, port, cfg.reuse_port)
-                server.add_insecure_port("unix:" + self.tls.upstream(_TLS_NAME))
-                self.tls.add(_TLS_NAME, public, alpn=("h2",))
+                server.add_insecure_port("unix:" + self.tls.upstream(GRPC_LISTENER))
+                self.tls.add(GRPC_LISTENER, public, alpn=("h2",))
                 self.port = int(public.getsockname()[1])
             else:
                 self.port = server.add_insecure_port(_grpc_address(host, port))
@@ -129,7 +130,7 @@ class GrpcReceiver:
                           ) from None
         server.start()
         self._server = server
-        log.info("listening for otlp-grpc on %s:%s%s", host, self.port,
+        log.info("listening for %s on %s:%s%s", GRPC_LISTENER, host, self.port,
                  " (TLS)" if self.tls is not None else "")
 
     def stop(self, grace: float = 10.0) -> None:

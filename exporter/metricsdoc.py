@@ -110,8 +110,6 @@ def _exercise(app: App) -> None:
     codes = [a.status_code for a in answers]
     if codes != [200, 200, 400]:
         raise RuntimeError(f"the example requests were answered {codes}, not [200, 200, 400]")
-    # served only with TLS on (a web config), from the first refused connection
-    app.metrics.tls_refused.labels("metrics", "handshake")
     if app.state is not None:
         app.state.save()
 

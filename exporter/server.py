@@ -47,6 +47,11 @@ class Server:
         if reuse_port:
             self._reuse_port.add(address)
 
+    def listener_names(self) -> list[str]:
+        """The listeners :meth:`start` opens, by name ("otlp+metrics" for apps sharing one
+        address)."""
+        return ["+".join(n for n, _p, _a in apps) for apps in self._apps.values()]
+
     def start(self) -> None:
         cfg = self.config
         # waitress buffers a body before the app sees it; its own cap (with headroom, so the
@@ -55,8 +60,7 @@ class Server:
                       max_request_body_size=max(2 * cfg.max_body_size, cfg.max_body_size + 2 ** 20),
                       ident="kpi-exporter", clear_untrusted_proxy_headers=True,
                       channel_timeout=60, connection_limit=1000)
-        for (host, port), apps in self._apps.items():
-            name = "+".join(n for n, _p, _a in apps)
+        for ((host, port), apps), name in zip(self._apps.items(), self.listener_names()):
             reuse = (host, port) in self._reuse_port
             if self.tls is not None:
                 public = bind_socket(host, port, reuse)

@@ -30,11 +30,13 @@ from typing import Callable
 
 from exporter.webconfig import TLSSettings, peer_sans
 
-__all__ = ["TLSFront"]
+__all__ = ["TLSFront", "REFUSALS"]
 
 log = logging.getLogger("kpi_exporter")
 
 _CHUNK = 256 * 1024
+# Why a connection can be dropped before it reaches its listener's server.
+REFUSALS = ("handshake", "client_san", "connection_limit")
 
 
 @dataclass

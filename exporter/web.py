@@ -35,9 +35,11 @@ tr:nth-child(even){{background:#f4f4f4}}code{{font-size:95%}}</style></head>
 <body><h1>kpi-exporter {html.escape(__version__)}</h1>
 <p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a> &middot;
 <a href="/-/ready">Readiness</a></p>
-<p>OTLP/HTTP receiver on <code>{html.escape(s.otlp_listen)}</code> (<code>/v1/logs</code>,
+<p>OTLP/gRPC receiver on <code>{html.escape(s.otlp_grpc_listen or 'none')}</code>;
+OTLP/HTTP receiver on <code>{html.escape(s.otlp_listen)}</code> (<code>/v1/logs</code>,
 <code>/v1/traces</code>, <code>/v1/metrics</code>); metrics on
-<code>{html.escape(s.metrics_listen)}</code>.</p>
+<code>{html.escape(s.metrics_listen)}</code>. TLS: {'on' if s.web and s.web.tls else 'off'}.
+Basic auth on this listener: {'yes' if s.web and s.web.users else 'no'}.</p>
 <h2>Configuration</h2><p>{html.escape(cfg.describe())}.
 Bearer token required: {'yes' if s.bearer_tokens else 'no'}.
 CORS origins: {html.escape(', '.join(s.cors_allowed_origins) or 'none')}.

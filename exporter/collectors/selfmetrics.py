@@ -74,7 +74,8 @@ class SelfMetrics:
                                    "before they reached a listener, by listener and reason "
                                    "(handshake: failed or timed out; client_san: the client "
                                    "certificate has none of client_allowed_sans; "
-                                   "connection_limit).", ["listener", "reason"],
+                                   "connection_limit); 0 while TLS is off.",
+                                   ["listener", "reason"],
                                    registry=registry)
         self.http_denied = Counter(P + "http_requests_denied", "Requests to the metrics "
                                    "listener refused by the web config, by reason "
