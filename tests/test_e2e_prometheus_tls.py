@@ -29,7 +29,7 @@ from tests.test_mixin_promtool import tool
 pytestmark = pytest.mark.timeout(240)
 
 PASSWORD = "scrape-password-0123"
-HISTOGRAM = "gen_ai_client_operation_duration_seconds_bucket"
+HISTOGRAM = "gen_ai_span_operation_duration_seconds_bucket"
 
 
 @pytest.fixture(scope="module")

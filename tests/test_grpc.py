@@ -126,7 +126,7 @@ def test_sdk_grpc_exporters_deliver_logs_spans_and_metrics(exporter):
     assert s.value("app_page_views_total", route="/workouts/:id", service_name="grpc-app") == 3
     assert s.value("app_feature_usage_total", feature="plan", action="share",
                    service_name="grpc-app") == 1
-    genai = s.matching("gen_ai_client_operation_duration_seconds_count",
+    genai = s.matching("gen_ai_span_operation_duration_seconds_count",
                        gen_ai_request_model="gpt-4o")
     assert sum(genai.values()) == 2
     assert s.value("kpi_exporter_records_received_total", signal="log") == 4
