@@ -178,6 +178,7 @@ class App:
                 return False, str(exc)
             old = self.pipeline.config
             filters = [_scrubber(config, self.started_config, self.hasher)]
+            self.unpriced.max_label_length = config.max_label_value_length
             kept, dropped = self.pipeline.reconfigure(config, filters,
                                                       PriceBook(config.genai, self.unpriced))
             m.reloads.labels("success").inc()
@@ -325,7 +326,7 @@ def build(config: Config, *, config_path: str | None = None,
         observers.append(EventObserver(windows, hasher))
     # GenAI usage is priced by the rules whose value is a cost; the tokens no price covers are
     # counted across reloads, each of which brings a new price book.
-    unpriced = UnpricedTokens(config.max_series_per_metric)
+    unpriced = UnpricedTokens(config.max_series_per_metric, config.max_label_value_length)
     pipeline = Pipeline(config, store, metrics, filters=[_scrubber(config, config, hasher)],
                         observers=observers, pricer=PriceBook(config.genai, unpriced))
     registry.register(MappedMetricsCollector(store))

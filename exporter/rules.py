@@ -39,8 +39,10 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604
 # metric point's tokens at the price of its gen_ai.token.type.
 COST_PARTS = ("input", "cache_read", "cache_write", "output", "request")
 COST_DATA_POINT = "data_point"
-# A label's rewritten values are remembered, up to this many distinct inputs.
+# A label's rewritten values are remembered, up to this many distinct inputs of at most this
+# many characters (longer ones are rewritten each time).
 _TRANSFORM_CACHE = 4096
+_TRANSFORM_CACHED_LENGTH = 256
 _REPLACEMENT_REF = re.compile(r"\$(?:(\d+)|\{(\w+)\}|(\$))")
 
 
@@ -130,9 +132,10 @@ class LabelTransform:
             out = self.other
         elif self.allow_pattern is not None and self.allow_pattern.fullmatch(out) is None:
             out = self.other
-        if len(cache) >= _TRANSFORM_CACHE:
-            cache.clear()  # values come from senders: keep the cache bounded
-        cache[value] = out
+        if len(value) <= _TRANSFORM_CACHED_LENGTH:  # a sender's oversized values are not kept
+            if len(cache) >= _TRANSFORM_CACHE:
+                cache.clear()  # values come from senders: keep the cache bounded
+            cache[value] = out
         return out
 
 

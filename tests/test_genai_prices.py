@@ -160,6 +160,21 @@ def test_overrides_win_and_add_models():
     assert other.span_parts(span("gpt-4o", input=1_000_000)) == pytest.approx({"input": 2.5})
 
 
+def test_an_override_of_the_requested_model_wins_over_the_database_price_of_the_answer():
+    # OpenAI answers gpt-4o calls as gpt-4o-2024-08-06, which the database prices; the
+    # price set for gpt-4o in the config is the one that applies
+    book = PriceBook(GenAIConfig(prices=(PriceOverride("gpt-4o", "openai", 1.0, 2.0),)))
+    record = span("gpt-4o", response="gpt-4o-2024-08-06", input=1_000_000, output=1_000_000)
+    assert book.span_parts(record) == pytest.approx({"input": 1.0, "output": 2.0})
+    point_record = point("gpt-4o", "output", 1_000_000)
+    point_record.attributes["gen_ai.response.model"] = "gpt-4o-2024-08-06"
+    assert book.point_price(point_record).usd == pytest.approx(2.0)
+    # an override of the dated name wins over one of the requested name
+    both = PriceBook(GenAIConfig(prices=(PriceOverride("gpt-4o", None, 1.0, 2.0),
+                                         PriceOverride("gpt-4o-2024-08-06", None, 3.0, 4.0))))
+    assert both.span_parts(record) == pytest.approx({"input": 3.0, "output": 4.0})
+
+
 def test_the_builtin_database_can_be_turned_off():
     book = PriceBook(GenAIConfig(builtin_prices=False,
                                  prices=(PriceOverride("mine", None, 1.0, 1.0),)))
@@ -213,6 +228,21 @@ def test_unpriced_tokens_stay_under_the_series_cap():
         book.span_parts(span(f"model-{i}", "nobody", input=10))
     counts, overflow = unpriced.snapshot()
     assert len(counts) == 2 and overflow == 30.0
+
+
+def test_unpriced_model_names_are_cut_like_label_values_and_not_cached():
+    unpriced = UnpricedTokens(max_label_length=16)
+    book = PriceBook(GenAIConfig(), unpriced)
+    for i in range(3):
+        book.span_parts(span(f"m{i}-" + "x" * 100_000, "nobody", input=10))
+    counts, _ = unpriced.snapshot()
+    assert counts == {(SPAN, "m0-xxxxxxxxxxxxx"): 10.0, (SPAN, "m1-xxxxxxxxxxxxx"): 10.0,
+                      (SPAN, "m2-xxxxxxxxxxxxx"): 10.0}
+    assert all(len(provider) + len(model) <= 256 for provider, model in book._found)
+    # a reload may change the length
+    unpriced.max_label_length = 4
+    book.span_parts(span("abcdefgh", "nobody", input=1))
+    assert unpriced.snapshot()[0][(SPAN, "abcd")] == 1.0
 
 
 # ---- through the exporter: counters, reloads, restarts ---------------------------------------

@@ -422,6 +422,24 @@ rules:
         ("", "other"): 2.0}
 
 
+def test_label_rewrites_keep_no_oversized_value_in_their_cache():
+    mapping = compile_rules("""
+rules:
+  - metric: ops_total
+    type: counter
+    match: {signal: span}
+    labels:
+      error_type: {attribute: error.type, allow: {regex: "[A-Za-z]{1,20}"}}
+""")
+    transform = mapping.rules[0].labels[0].transform
+    assert transform is not None
+    long_values = [f"E{i}" + "y" * 10_000 for i in range(50)]
+    store, _ = run(mapping, [Record(SPAN, "chat", 1, {"error.type": v})
+                             for v in [*long_values, "Timeout", "Timeout"]], signal=SPAN)
+    assert store.metrics["ops_total"].series == {("_OTHER",): 50.0, ("Timeout",): 2.0}
+    assert list(transform._cache) == ["Timeout"]
+
+
 def test_cost_rules_ask_the_mappings_pricer():
     class Flat:
         attributes = frozenset({"tokens"})

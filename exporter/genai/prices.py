@@ -61,6 +61,8 @@ ATTRIBUTES = frozenset((*PROVIDER, REQUEST_MODEL, RESPONSE_MODEL, INPUT, OUTPUT,
 PROVIDER_IDS = {"x_ai": "x-ai"}
 
 _LOOKUP_CACHE = 4096
+# Longer (provider + model) names are looked up every time rather than kept in the cache.
+_CACHED_NAME_LENGTH = 256
 _MTOK = 1_000_000
 # Price keys the fast path computes (the token kinds spans report, and per-request fees), and
 # those of usage spans never report, which add nothing: other modalities (audio, image,
@@ -119,8 +121,11 @@ class UnpricedTokens:
     cumulative point counts its increase since the stream's previous point. It outlives
     reloads (each reload builds a new :class:`PriceBook` around the same one)."""
 
-    def __init__(self, max_series: int = 2000):
+    def __init__(self, max_series: int = 2000, max_label_length: int = 256):
         self.max_series = max(2, max_series)
+        # model names longer than this are cut, as the mapped series' label values are
+        # (limits.max_label_value_length; a reload may change it)
+        self.max_label_length = max_label_length
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], float] = {}
         self._overflow = 0.0
@@ -131,6 +136,9 @@ class UnpricedTokens:
         """Counts ``tokens`` of ``model`` seen in ``signal`` records."""
         if tokens <= 0:
             return
+        cap = self.max_label_length
+        if len(model) > cap or "\x00" in model:
+            model = model[:cap].replace("\x00", "\ufffd")
         key = (signal, model)
         with self._lock:
             if key in self._counts:
@@ -181,8 +189,9 @@ class PriceBook:
     def __init__(self, config: GenAIConfig, unpriced: UnpricedTokens | None = None):
         self.config = config
         self.unpriced = unpriced if unpriced is not None else UnpricedTokens()
-        self._overrides: dict[tuple[str | None, str], PriceOverride] = {
-            (None if p.provider is None else p.provider.lower(), p.model.lower()): p
+        self._overrides: dict[tuple[str | None, str], _Found] = {
+            (None if p.provider is None else p.provider.lower(), p.model.lower()):
+                _Found(override=p)
             for p in config.prices}
         self._found: dict[tuple[str, str], _Found | None] = {}
         self._local = threading.local()
@@ -191,19 +200,27 @@ class PriceBook:
 
     def find(self, provider: str, model: str) -> _Found | None:
         """The price source of a model (an override wins), None when nothing prices it."""
+        return self._override(provider, model) or self._database(provider, model)
+
+    def _override(self, provider: str, model: str) -> _Found | None:
+        if not self._overrides:
+            return None
+        provider, model = provider.lower(), model.lower()
+        return self._overrides.get((provider, model)) or self._overrides.get((None, model))
+
+    def _database(self, provider: str, model: str) -> _Found | None:
+        """The database's price of a model, None when it has none (or is turned off)."""
         key = (provider.lower(), model.lower())
         if key in self._found:
             return self._found[key]
         found = self._lookup(*key)
-        if len(self._found) >= _LOOKUP_CACHE:
-            self._found.clear()  # model names come from senders: keep the cache bounded
-        self._found[key] = found
+        if len(key[0]) + len(key[1]) <= _CACHED_NAME_LENGTH:  # oversized names are not kept
+            if len(self._found) >= _LOOKUP_CACHE:
+                self._found.clear()  # model names come from senders: keep the cache bounded
+            self._found[key] = found
         return found
 
     def _lookup(self, provider: str, model: str) -> _Found | None:
-        override = self._overrides.get((provider, model)) or self._overrides.get((None, model))
-        if override is not None:
-            return _Found(override=override)
         if not self.config.builtin_prices or not model:
             return None
         snapshot = data_snapshot.get_snapshot()
@@ -217,18 +234,23 @@ class PriceBook:
         return None
 
     def _resolve(self, attrs: dict[str, Any]) -> tuple[str, _Found | None]:
-        """(the model label, its price source): the response model is priced first (it names
-        the exact version billed), then the request model."""
+        """(the model label, its price source): an override of the response model, then one
+        of the request model, then the database's price of the response model (it names the
+        exact version billed), then of the request model."""
         provider = _first(attrs, PROVIDER)
         provider = provider if isinstance(provider, str) else ""
         request = attrs.get(REQUEST_MODEL)
         response = attrs.get(RESPONSE_MODEL)
         label = request if isinstance(request, str) and request else (
             response if isinstance(response, str) else "")
-        for ref in _model_refs(response, request):
-            found = self.find(provider, ref)
-            if found is not None:
-                return label, found
+        refs = tuple(_model_refs(response, request))
+        # an override of either name wins over the database's price of either: a price set
+        # for the requested model applies when the provider answers with a dated version
+        for lookup in (self._override, self._database):
+            for ref in refs:
+                found = lookup(provider, ref)
+                if found is not None:
+                    return label, found
         return label, None
 
     # -- spans ----------------------------------------------------------------------------
