@@ -73,7 +73,7 @@ class Values:
 
     def gap(self, samples: int) -> "Values":
         """``samples`` steps without a sample."""
-        self.parts.append("_" if samples == 1 else f"_x{samples - 1}")
+        self.parts.append("_" if samples == 1 else f"_x{samples}")  # "_xN": N missing samples
         return self
 
     def __str__(self) -> str:
@@ -644,7 +644,7 @@ def recording_rule_cases(cfg: Config) -> list[Case]:
         expr(Names.rejected_ratio, _sample({**job, "signal": "log"}, 0.05)),
         expr(Names.unmatched_ratio, _sample({**job, "signal": "log"}, 0.1)),
     ]
-    return [exporter, ai, slo_case, genai_case(cfg)]
+    return [exporter, ai, slo_case, genai_case(cfg), genai_switch_case(cfg)]
 
 
 def genai_case(cfg: Config) -> Case:
@@ -806,6 +806,49 @@ def genai_case(cfg: Config) -> Case:
         expr(Names.genai_cost_per_success,
              _sample(m("m-1"), m1_cost_1h / ((chat_ok + 5) * 60)),
              _sample(m("m-2"), 5.4 / 180)),
+    ]
+    return c
+
+
+def genai_switch_case(cfg: Config) -> Case:
+    """Services that change what they send: each call counted once over the hour and the
+    day, from the source each 5 minutes of it had. Both make one call and spend 0.5 USD a
+    minute for 80 minutes, reported as spans throughout; "starter" sends metric points too
+    from minute 40 on (it turned them on), "stopper" only until minute 40 (turned off, its
+    series stay). Evaluated at 70: 35 USD and 70 calls over the day, 30 USD and 60 calls over
+    the hour, whichever source is preferred."""
+    b = base_labels(cfg)
+    a = {**b, "instance": "exporter-1:9464"}
+    job = {"job": b["job"]}
+    n, half, at = 80, 40, 70
+    g = rules.GENAI
+    c = Case("GenAI: a service that turns its metric points on or off is counted in full", [])
+
+    def add(metric: str, labels: dict[str, str], values: Values) -> None:
+        c.series.append(series(metric, {**a, **labels}, values))
+
+    shapes = {
+        "starter": lambda step: Values().gap(half).ramp(step, n - half),
+        "stopper": lambda step: Values().ramp(step, half + 1).hold(step * half, n - half - 1),
+    }
+    for (service, points), model in zip(shapes.items(), ("m-4", "m-5")):
+        op = _genai_labels(service, model, error_type="")
+        add(g.duration.span + "_count", op, Values().ramp(1, n))
+        add(g.cost.span, _cost_labels(service, model), Values().ramp(0.5, n))
+        add(g.duration.metric + "_count", op, points(1))
+        add(g.cost.metric, _cost_labels(service, model), points(0.5))
+
+    def expr(rule: str, *samples: dict[str, Any]) -> dict[str, Any]:
+        return {"expr": _approx(rule), "eval_time": f"{at}m",
+                "exp_samples": [dict(s, value=round(s["value"], 4)) for s in samples]}
+
+    models = ("m-4", "m-5")
+    c.exprs = [
+        expr(Names.genai_cost_model_1d, *[_sample({**job, "model": m}, 0.5 * at) for m in models]),
+        expr(Names.genai_cost_1d, _sample(job, 2 * 0.5 * at)),
+        expr(Names.genai_cost_1h, *[_sample({**job, "model": m}, 0.5 * 60) for m in models]),
+        expr(Names.genai_successful_1h, *[_sample({**job, "model": m}, 60) for m in models]),
+        expr(Names.genai_cost_per_success, *[_sample({**job, "model": m}, 0.5) for m in models]),
     ]
     return c
 

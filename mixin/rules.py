@@ -123,6 +123,9 @@ class GENAI:
 
 
 GENAI_SOURCES = ("metrics", "spans")
+# The step at which the hourly and daily GenAI figures choose their source.
+_GENAI_STEP = "5m"
+_SECONDS = {"1h": 3600, "1d": 86400}
 # What a GenAI source is chosen for: one service's calls of one model.
 GENAI_KEY = "job, service_name, model"
 
@@ -183,6 +186,25 @@ def _genai_choose(cfg: Config, series: GenAiSeries, func: str, window: str, extr
         return chosen + "\n"
     out_by = by + (f", {extra}" if extra else "")
     return f"sum by ({out_by}) (\n{_indent(chosen)}\n)\n"
+
+
+def _genai_over_time(cfg: Config, series: GenAiSeries, window: str, extra: str = "",
+                     matchers: tuple[str, ...] = (), by: str | None = "job, model") -> str:
+    """What ``series`` (a counter) grew by over ``window`` (an hour, a day), each (job,
+    service, model) counted from the source chosen for each 5-minute step in it, not for the
+    whole window: a service that turns its metric points on or off mid-window is counted
+    from its spans up to the switch and from its points after it (at most one step from the
+    other source), instead of losing the part before or after for up to a day."""
+    step = _genai_choose(cfg, series, "increase", _GENAI_STEP, extra, matchers, by=None)
+    body = _indent(step, "    ")
+    # a second short of the window, so that it holds as many steps as the window has
+    # (Prometheus 2 takes both ends of a range, and the steps fall on multiples of 5m)
+    span = f"{_SECONDS[window] - 1}s"
+    per_service = f"sum_over_time(\n  (\n{body}\n  )[{span}:{_GENAI_STEP}]\n)"
+    if by is None:
+        return per_service + "\n"
+    out_by = by + (f", {extra}" if extra else "")
+    return f"sum by ({out_by}) (\n{_indent(per_service)}\n)\n"
 
 
 def _rule(record: str, expr: str) -> dict[str, Any]:
@@ -255,8 +277,8 @@ def genai_cost_rules(cfg: Config) -> list[dict[str, Any]]:
     span_by_feature = _genai_sum(cfg, "increase", cost.span, "1h", f"{key}, app_feature")
     span_total = _genai_sum(cfg, "increase", cost.span, "1h", key)
     return [
-        _rule(Names.genai_cost_service_1h, _genai_choose(cfg, cost, "increase", "1h",
-                                                         "gen_ai_token_type", by=None)),
+        _rule(Names.genai_cost_service_1h, _genai_over_time(cfg, cost, "1h",
+                                                            "gen_ai_token_type", by=None)),
         _rule(Names.genai_cost_type_1h,
               f"sum by (job, model, gen_ai_token_type) ({Names.genai_cost_service_1h})\n"),
         _rule(Names.genai_cost_1h, f"sum by (job, model) ({Names.genai_cost_service_1h})\n"),
@@ -270,10 +292,10 @@ def genai_cost_rules(cfg: Config) -> list[dict[str, Any]]:
               f"    (\n{_indent(span_total, '      ')}\n      > 0\n    )\n  )\n"
               f"  or on ({key})\n"
               f'  label_replace({service_cost}, "app_feature", "unknown", "", "")\n)\n'),
-        _rule(Names.genai_cost_model_1d, _genai_choose(cfg, cost, "increase", "1d")),
+        _rule(Names.genai_cost_model_1d, _genai_over_time(cfg, cost, "1d")),
         _rule(Names.genai_cost_1d, f"sum by (job) ({Names.genai_cost_model_1d})\n"),
-        _rule(Names.genai_successful_1h, _genai_choose(cfg, suffix(d, "_count"), "increase",
-                                                       "1h", matchers=('error_type=""',))),
+        _rule(Names.genai_successful_1h, _genai_over_time(cfg, suffix(d, "_count"), "1h",
+                                                          matchers=('error_type=""',))),
         _rule(Names.genai_cost_per_success,
               f"{Names.genai_cost_1h}\n/\n({Names.genai_successful_1h} > 0)\n"),
     ]
