@@ -125,7 +125,7 @@ class GENAI:
 GENAI_SOURCES = ("metrics", "spans")
 # The step at which the hourly and daily GenAI figures choose their source.
 _GENAI_STEP = "5m"
-_SECONDS = {"1h": 3600, "1d": 86400}
+_SECONDS = {"5m": 300, "1h": 3600, "1d": 86400}
 # What a GenAI source is chosen for: one service's calls of one model.
 GENAI_KEY = "job, service_name, model"
 
@@ -194,13 +194,22 @@ def _genai_over_time(cfg: Config, series: GenAiSeries, window: str, extra: str =
     service, model) counted from the source chosen for each 5-minute step in it, not for the
     whole window: a service that turns its metric points on or off mid-window is counted
     from its spans up to the switch and from its points after it (at most one step from the
-    other source), instead of losing the part before or after for up to a day."""
-    step = _genai_choose(cfg, series, "increase", _GENAI_STEP, extra, matchers, by=None)
-    body = _indent(step, "    ")
+    other source), instead of losing the part before or after for up to a day.
+
+    The steps fall on multiples of 5 minutes: the completed ones of the window, plus the
+    current one so far (its chosen rate times the seconds since it began), scaled to the
+    window's length."""
+    seconds = _SECONDS[window]
+    steps = _genai_choose(cfg, series, "increase", _GENAI_STEP, extra, matchers, by=None)
+    current = _genai_choose(cfg, series, "rate", _GENAI_STEP, extra, matchers, by=None)
     # a second short of the window, so that it holds as many steps as the window has
-    # (Prometheus 2 takes both ends of a range, and the steps fall on multiples of 5m)
-    span = f"{_SECONDS[window] - 1}s"
-    per_service = f"sum_over_time(\n  (\n{body}\n  )[{span}:{_GENAI_STEP}]\n)"
+    # (Prometheus 2 takes both ends of a range)
+    done = (f"sum_over_time(\n  (\n{_indent(steps, '    ')}\n  )"
+            f"[{seconds - 1}s:{_GENAI_STEP}]\n)")
+    elapsed = f"(time() % {_SECONDS[_GENAI_STEP]})"
+    now = f"(\n{_indent(current)}\n) * {elapsed}"
+    per_service = (f"(\n{_indent(done)}\n  +\n{_indent(now)}\n  or\n{_indent(done)}\n"
+                   f"  or\n{_indent(now)}\n)\n* {seconds} / ({seconds} + {elapsed})")
     if by is None:
         return per_service + "\n"
     out_by = by + (f", {extra}" if extra else "")
