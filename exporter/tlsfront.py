@@ -46,12 +46,16 @@ class _Listener:
     upstream: str
     alpn: tuple[str, ...]
     server: asyncio.AbstractServer | None = None
+    # connections open now, handshakes in progress included
+    open: int = 0
 
 
 class TLSFront:
     """Terminates TLS for listeners added with :meth:`add`. ``on_failure(listener,
     reason)`` is told of every connection dropped before it reached its server (reasons:
-    ``handshake``, ``client_san``, ``connection_limit``)."""
+    ``handshake``, ``client_san``, ``connection_limit``). ``connection_limit`` holds for
+    each listener on its own (as waitress's for a plain one), so clients filling one
+    listener, however many, never keep anyone out of another."""
 
     def __init__(self, tls: TLSSettings, *, handshake_timeout: float = 10.0,
                  connection_limit: int = 1000,
@@ -63,7 +67,6 @@ class TLSFront:
         self._listeners: list[_Listener] = []
         self._tls = tls
         self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {(): tls.context()}
-        self._open = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -142,18 +145,18 @@ class TLSFront:
                         writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._open >= self.connection_limit:
+        if listener.open >= self.connection_limit:
             writer.transport.abort()
             self.on_failure(listener.name, "connection_limit")
             return
-        self._open += 1
+        listener.open += 1
         self._tasks.add(task)
         try:
             await self._serve(listener, reader, writer)
         except asyncio.CancelledError:
             writer.transport.abort()
         finally:
-            self._open -= 1
+            listener.open -= 1
             self._tasks.discard(task)
 
     async def _serve(self, listener: _Listener, reader: asyncio.StreamReader,

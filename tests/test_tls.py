@@ -131,6 +131,39 @@ def test_the_sdk_sends_over_https_and_grpc_with_tls(exporter_factory, tmp_path, 
     assert {dict(k)["listener"] for k, v in refused.items() if v} >= {"metrics", "otlp-grpc"}
 
 
+def test_clients_filling_the_otlp_listener_keep_no_one_out_of_the_others(exporter_factory,
+                                                                         tmp_path, pki):
+    e = start(exporter_factory, web_config(tmp_path, TLS), pki)
+    assert e.app.tls is not None
+    e.app.tls.connection_limit = 4  # 1000 in service; a few make the point
+    # clients that finished their handshake and then send nothing
+    idle = [client_context(pki).wrap_socket(socket.create_connection(
+        ("127.0.0.1", e.otlp_port), timeout=10), server_hostname="localhost")
+        for _ in range(4)]
+    try:
+        # one more on the full listener is dropped before its handshake...
+        with pytest.raises((ssl.SSLError, OSError)):
+            https_get(e.otlp_port, "/v1/logs", client_context(pki))
+        # ...while the metrics and gRPC listeners still take new connections
+        status, body = https_get(e.metrics_port, "/metrics", client_context(pki))
+        assert status == 200
+        assert ('kpi_exporter_tls_connections_refused_total{listener="otlp",'
+                'reason="connection_limit"} 1.0') in body.decode()
+        assert grpc_export(e.grpc_port, grpc.ssl_channel_credentials(
+            pki.ca_file.read_bytes())) == grpc.StatusCode.OK
+    finally:
+        for s in idle:
+            s.close()
+    # the idle ones gone, the OTLP listener takes connections again
+    def otlp_answers() -> bool:
+        try:
+            return https_get(e.otlp_port, "/v1/logs", client_context(pki))[0] == 405
+        except (ssl.SSLError, OSError):
+            return False
+
+    assert eventually(otlp_answers, timeout=10)
+
+
 def test_minimum_tls_version_applies_to_http_and_grpc(exporter_factory, tmp_path, pki):
     e = start(exporter_factory, web_config(tmp_path, TLS + "  min_version: TLS13\n"), pki)
     tls12 = client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
