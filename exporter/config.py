@@ -108,6 +108,13 @@ class ServerConfig:
     cors_allowed_origins: tuple[str, ...] = ()
     cors_max_age: int = 600
 
+    @property
+    def buffer_limit(self) -> int:
+        """The most bytes a listener takes in for one request before the receiver sees it
+        (twice max_body_size, and at least 1 MiB more), so a request over the limit by
+        less is answered by the receiver, with the setting's name, and counted."""
+        return max(2 * self.max_body_size, self.max_body_size + 2 ** 20)
+
 
 @dataclass
 class Config:

@@ -6,9 +6,9 @@ built by grpc) and go to ``Pipeline.ingest`` like an HTTP body. Status codes fol
 specification: INVALID_ARGUMENT for an undecodable request, UNAUTHENTICATED for a missing or
 wrong bearer token, UNAVAILABLE with a RetryInfo when the exporter is busy (in both the
 ``grpc-status-details-bin`` trailer Go, Java and the Collector read, and the
-``google.rpc.retryinfo-bin`` one OpenTelemetry Python reads), RESOURCE_EXHAUSTED (grpc's
-own) for a message over ``server.max_body_size`` before or after decompression, and
-``partial_success`` when some records were rejected.
+``google.rpc.retryinfo-bin`` one OpenTelemetry Python reads), RESOURCE_EXHAUSTED for a
+message over ``server.max_body_size`` after decompression (grpc's own, uncounted, past
+twice that), and ``partial_success`` when some records were rejected.
 """
 
 from __future__ import annotations
@@ -96,8 +96,11 @@ class GrpcReceiver:
         cfg = self.config
         host, port = parse_listen(cfg.otlp_grpc_listen)
         options = [
-            # the spec's limit: the request after decompression; grpc checks both sizes
-            ("grpc.max_receive_message_length", cfg.max_body_size),
+            # The spec's limit is on the request after decompression. The handler refuses
+            # (and counts) a message over server.max_body_size; grpc itself, before and
+            # after decompression, only one over the listeners' buffer limit (which bounds
+            # the memory a request can take).
+            ("grpc.max_receive_message_length", cfg.buffer_limit),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             # grpc binds with SO_REUSEPORT unless told not to: a second exporter on the same
             # port would then share it silently instead of failing
@@ -186,6 +189,11 @@ class GrpcReceiver:
                     grpc.StatusCode.UNAUTHENTICATED,
                     "missing or wrong bearer token" if header else
                     "this exporter requires the metadata 'authorization: Bearer <token>'"))
+        limit = server.max_body_size
+        if len(body) > limit:
+            raise _Abort(error_status(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"request of {len(body)} bytes "
+                f"(decompressed) is over the limit of {limit} bytes (server.max_body_size)"))
         if not self.limiter.enter(server.max_concurrent_requests):
             raise _Abort(error_status(grpc.StatusCode.UNAVAILABLE,
                                       "the exporter is overloaded; retry later",

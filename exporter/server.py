@@ -57,7 +57,7 @@ class Server:
         # waitress buffers a body before the app sees it; its own cap (with headroom, so the
         # receiver answers most oversized requests itself with an OTLP error body) bounds that.
         common = dict(threads=cfg.threads,
-                      max_request_body_size=max(2 * cfg.max_body_size, cfg.max_body_size + 2 ** 20),
+                      max_request_body_size=cfg.buffer_limit,
                       ident="kpi-exporter", clear_untrusted_proxy_headers=True,
                       channel_timeout=60, connection_limit=1000)
         for ((host, port), apps), name in zip(self._apps.items(), self.listener_names()):

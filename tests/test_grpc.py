@@ -211,14 +211,31 @@ def test_oversized_message_is_resource_exhausted_before_and_after_decompression(
     big = logs_payload(route="/" + "x" * 70_000)
     _, err = raw_call(e, LOGS, big)
     assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    # tiny on the wire, over the limit inflated
-    padded = logs_payload(route="/" + " " * 2_000_000)
+    assert "over the limit of 65536 bytes (server.max_body_size)" in err.details()
+    assert rpc_status(err).code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    # small on the wire, over the limit inflated
+    padded = logs_payload(route="/" + " " * 500_000)
     assert len(gzip.compress(padded)) < 65536
     _, err = raw_call(e, LOGS, padded, compression=grpc.Compression.Gzip)
     assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "server.max_body_size" in err.details()
+    # both counted, as HTTP's 413s are
+    s = e.scrape()
+    assert s.value("kpi_exporter_requests_total", transport="grpc", signal="log",
+                   code="RESOURCE_EXHAUSTED") == 2
+    # past twice the limit (at least 1 MiB more) grpc refuses the message by itself, before
+    # or after decompression, and the exporter never holds it
+    bomb = logs_payload(route="/" + " " * 2_000_000)
+    _, err = raw_call(e, LOGS, bomb, compression=grpc.Compression.Gzip)
+    assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _, err = raw_call(e, LOGS, bomb)
+    assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     response, err = raw_call(e, LOGS, logs_payload())
     assert err is None
-    assert e.scrape().value("app_page_views_total", route="/grpc", service_name="web") == 1
+    s = e.scrape()
+    assert s.value("app_page_views_total", route="/grpc", service_name="web") == 1
+    assert s.value("kpi_exporter_records_rejected_total", signal="log",
+                   reason="malformed_request") in (None, 0)
 
 
 def test_overload_is_unavailable_with_retry_info_in_both_trailers_and_shared_with_http(
