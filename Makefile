@@ -33,13 +33,15 @@ generate: $(BIN)/kpi-exporter
 
 ## bench: throughput, scrape and memory benchmarks, then the shared window store and
 ## --reuse-port against one process, then the OTLP transports (HTTP and gRPC, plain and
-## TLS) and new requests while idle connections are open (not part of the tests; the
-## scale-out run starts its own redis-server, from `make system-deps`)
+## TLS) and new requests while idle connections are open, then what visits cost (not part of
+## the tests; the scale-out and visit runs start their own redis-server, from
+## `make system-deps`)
 bench: $(BIN)/kpi-exporter
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/scale_out.py
 	$(BIN)/python benchmarks/transports.py
 	$(BIN)/python benchmarks/idle_clients.py
+	$(BIN)/python benchmarks/visits.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,7 +3,9 @@ parts together.
 
     Config -> registry and self-metrics
            -> state directory (its lock, the salt) -> identity hasher, privacy filter
-           -> store, window store and its observer, collectors
+           -> visit enricher (sources, devices, countries)
+           -> store, window store and its observer, open-visit store and its observer,
+              visit metrics, collectors
            -> Pipeline(filters, observers) -> snapshot restore
            -> listeners (OTLP/HTTP receiver, OTLP/gRPC receiver, metrics web app), behind
               the web config's TLS front and guards
@@ -11,8 +13,8 @@ parts together.
 Reload and shutdown are handled here and nowhere else: a reload builds a new config, filter
 and rule set and hands them to the pipeline at once, and the new web config to the TLS front
 and the guards; a change of the web config file or of a certificate it names reloads just
-the web config. A stop closes the listeners (requests in flight finish), saves the state,
-then releases the window store.
+the web config. A stop closes the listeners (requests in flight finish), stops closing
+visits, saves the state, then releases the window store.
 """
 
 from __future__ import annotations
@@ -30,16 +32,26 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from exporter.collectors import MappedMetricsCollector, SelfMetrics, StoreStatsCollector
 from exporter.collectors.genai import UnpricedTokensCollector
+from exporter.acquisition import Acquisition
 from exporter.collectors.selfmetrics import StateMetrics
+from exporter.collectors.sessions import SessionsCollector
 from exporter.collectors.windows import WindowsCollector
 from exporter.config import Config, ConfigError, load_config
+from exporter.devices import DeviceDetector
+from exporter.enrich import VisitEnricher
 from exporter.genai import PriceBook, UnpricedTokens
 from exporter.grpc_receiver import GRPC_LISTENER, GrpcReceiver
 from exporter.otlp_service import ExportLimiter
-from exporter.pipeline import Pipeline
+from exporter.pipeline import Filter, Observer, Pipeline
 from exporter.privacy import AttributeScrubber, IdentityHasher, SaltError, load_or_create_salt
 from exporter.receiver import create_receiver
 from exporter.server import Server
+from exporter.sessions.memory import MemorySessionStore
+from exporter.sessions.metrics import VisitMetrics
+from exporter.sessions.observer import SessionObserver
+from exporter.sessions.redis import RedisSessionStore
+from exporter.sessions.store import SessionStore
+from exporter.sessions.tracker import SessionTracker
 from exporter.state import StateError, StateManager
 from exporter.store import Store
 from exporter.tlsfront import REFUSALS, TLSFront
@@ -75,6 +87,8 @@ class App:
     guards: list[WebGuard] = field(default_factory=list)
     # the web config in effect: the last one that loaded
     web: WebConfig | None = None
+    sessions: SessionTracker | None = None
+    enricher: VisitEnricher | None = None
     config_path: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
@@ -99,6 +113,8 @@ class App:
         background work, and reports ready."""
         if self.windows is not None:
             self.windows.start()
+        if self.sessions is not None:
+            self.sessions.start()
         self.server.start()
         if self.grpc is not None:
             self.grpc.start()
@@ -128,6 +144,9 @@ class App:
             steps.append(("closing the gRPC listener", self.grpc.stop))
         if self.tls is not None:
             steps.append(("closing the TLS connections", self.tls.stop))
+        if self.sessions is not None:
+            # before the final save: no visit is counted after the snapshot is written
+            steps.append(("stopping the visits", self.sessions.close))
         if self.state is not None:
             steps.append(("saving the state", self.state.stop))
         if self.windows is not None:
@@ -177,7 +196,7 @@ class App:
                           "; ".join(exc.problems))
                 return False, str(exc)
             old = self.pipeline.config
-            filters = [_scrubber(config, self.started_config, self.hasher)]
+            filters = _filters(config, self.started_config, self.hasher, self.enricher)
             self.unpriced.max_label_length = config.max_label_value_length
             kept, dropped = self.pipeline.reconfigure(config, filters,
                                                       PriceBook(config.genai, self.unpriced))
@@ -255,9 +274,12 @@ class App:
                 self.reload_web_config()
 
 
-def _scrubber(config: Config, started: Config, hasher: IdentityHasher) -> AttributeScrubber:
+def _filters(config: Config, started: Config, hasher: IdentityHasher,
+             enricher: VisitEnricher | None) -> list[Filter]:
     # The identity keys are those of the windows the exporter started with (restart-only).
-    return AttributeScrubber(config.privacy.denylist, started.windows.identity_keys, hasher)
+    # The denylist goes first: the enricher never sees what it drops.
+    scrubber = AttributeScrubber(config.privacy.denylist, started.windows.identity_keys, hasher)
+    return [scrubber] if enricher is None else [scrubber, enricher]
 
 
 def _restart_only_changes(old: Config, new: Config) -> list[str]:
@@ -269,6 +291,7 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         ("server.reuse_port", old.server.reuse_port, new.server.reuse_port),
         ("server.threads", old.server.threads, new.server.threads),
         ("windows", old.windows, new.windows),
+        ("web_analytics", old.web_analytics, new.web_analytics),
         ("privacy.salt", old.privacy.salt, new.privacy.salt),
         ("state", old.state, new.state),
     ) if a != b]
@@ -307,7 +330,7 @@ def build(config: Config, *, config_path: str | None = None,
 
     store = Store()
     windows: WindowStore | None = None
-    observers = []
+    observers: list[Observer] = []
     if config.windows.enabled and config.windows.shared:
         shared = RedisWindowStore(config.windows, hasher.fingerprint, clock=clock,
                                   max_label_length=config.max_label_value_length)
@@ -324,23 +347,54 @@ def build(config: Config, *, config_path: str | None = None,
                                     max_label_length=config.max_label_value_length)
     if windows is not None:
         observers.append(EventObserver(windows, hasher))
+
+    enricher: VisitEnricher | None = None
+    tracker: SessionTracker | None = None
+    visit_metrics: VisitMetrics | None = None
+    session_store: SessionStore | None = None
+    analytics = config.web_analytics
+    if analytics.enabled:
+        enricher = VisitEnricher(analytics, config.windows.identity_keys,
+                                 Acquisition(analytics.sources, analytics.internal_hosts),
+                                 DeviceDetector())
+    if analytics.enabled and windows is not None:
+        w = config.windows
+        visit_metrics = VisitMetrics(analytics, config.max_series_per_metric,
+                                     config.max_label_value_length)
+        if isinstance(windows, RedisWindowStore):
+            session_store = RedisSessionStore(w, windows.client, windows.keys.prefix)
+        else:
+            session_store = MemorySessionStore(w.session_timeout, w.max_open_sessions)
+        tracker = SessionTracker(session_store, visit_metrics, w.session_timeout, clock)
+        session_observer = SessionObserver(session_store, hasher, w, analytics, clock,
+                                           config.max_label_value_length)
+        observers.append(session_observer)
     # GenAI usage is priced by the rules whose value is a cost; the tokens no price covers are
     # counted across reloads, each of which brings a new price book.
     unpriced = UnpricedTokens(config.max_series_per_metric, config.max_label_value_length)
-    pipeline = Pipeline(config, store, metrics, filters=[_scrubber(config, config, hasher)],
-                        observers=observers, pricer=PriceBook(config.genai, unpriced))
+    pipeline = Pipeline(config, store, metrics,
+                        filters=_filters(config, config, hasher, enricher), observers=observers,
+                        pricer=PriceBook(config.genai, unpriced))
     registry.register(MappedMetricsCollector(store))
     registry.register(UnpricedTokensCollector(unpriced))
     registry.register(StoreStatsCollector(
-        store, lambda: (pipeline.mapping.cache_hits, pipeline.mapping.cache_misses)))
+        store, lambda: (pipeline.mapping.cache_hits, pipeline.mapping.cache_misses),
+        more_stores=[visit_metrics.store] if visit_metrics is not None else []))
     if windows is not None:
         registry.register(WindowsCollector(windows))
+    if tracker is not None and visit_metrics is not None:
+        registry.register(MappedMetricsCollector(visit_metrics.store))
+        registry.register(SessionsCollector(tracker, session_observer, config.windows.shared))
 
     if state is not None:
         state.add("store", store)
         if windows is not None and not config.windows.shared:
             # a shared store keeps its sketches itself, for every replica
             state.add("windows", windows, salted=True)
+        if visit_metrics is not None:
+            state.add("visits", visit_metrics.store)
+        if session_store is not None and not config.windows.shared:
+            state.add("sessions", session_store, salted=True)
         state.fingerprint = hasher.fingerprint
         state.restore()
 
@@ -355,7 +409,8 @@ def build(config: Config, *, config_path: str | None = None,
             if config.server.otlp_grpc_listen else None)
     app = App(started_config=config, registry=registry, metrics=metrics, store=store, pipeline=pipeline,
               hasher=hasher, windows=windows, state=state, server=server, unpriced=unpriced,
-              grpc=grpc, tls=tls, web=web, config_path=config_path,
+              grpc=grpc, tls=tls, web=web, sessions=tracker, enricher=enricher,
+              config_path=config_path,
               config_overrides=dict(config_overrides or {}))
     # The web config's headers on every HTTP response; its basic auth and rate limit on the
     # metrics listener (OTLP senders authenticate with bearer tokens).

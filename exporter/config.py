@@ -19,6 +19,7 @@ from exporter.genai.config import GenAIConfig, parse_genai
 from exporter.privacy import SALT_ENV, PrivacyConfig, parse_privacy
 from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
 from exporter.state import StateConfig, parse_state
+from exporter.web_analytics import WebAnalyticsConfig, parse_web_analytics
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.windows.config import WindowsConfig, parse_windows
 
@@ -30,8 +31,8 @@ DEFAULT_OTLP_GRPC_LISTEN = "0.0.0.0:4317"
 DEFAULT_METRICS_LISTEN = "0.0.0.0:9464"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
-_TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "state", "privacy",
-             "genai")
+_TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "web_analytics", "state",
+             "privacy", "genai")
 _SERVER_KEYS = ("otlp_listen", "otlp_grpc_listen", "metrics_listen", "reuse_port",
                 "web_config_file", "max_body_size", "max_concurrent_requests", "threads", "auth",
                 "cors")
@@ -129,6 +130,7 @@ class Config:
     source: str = "built-in defaults"
     raw: dict[str, Any] = field(default_factory=dict)
     windows: WindowsConfig = field(default_factory=WindowsConfig)
+    web_analytics: WebAnalyticsConfig = field(default_factory=WebAnalyticsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     state: StateConfig = field(default_factory=StateConfig)
     genai: GenAIConfig = field(default_factory=GenAIConfig)
@@ -316,6 +318,7 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     except RuleError as exc:
         problems.extend(exc.problems)
     cfg.windows = parse_windows(doc.get("windows"), user_rules, problems, env, overrides)
+    cfg.web_analytics = parse_web_analytics(doc.get("web_analytics"), user_rules, problems)
     cfg.privacy = parse_privacy(doc.get("privacy"), env, cfg.windows.identity_keys, user_rules,
                                 problems)
     if cfg.windows.enabled and cfg.windows.shared and cfg.privacy.salt is None:

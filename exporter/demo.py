@@ -1,17 +1,20 @@
 """``kpi-exporter demo``: realistic synthetic traffic through the SDK to a running exporter.
 
-A population of users opens sessions; each session views pages, uses features (workout,
-nutrition, profile, social x view, create, edit, delete, share), sometimes asks an AI model
-for a recommendation (an LLM call, the recommendation, often the user's response and an
-evaluation) and sometimes converts. Each model reports its performance now and then. Events
-and spans go through :mod:`exporter.sdk`, exactly as an app would send them.
+A population of users opens sessions; each session lands from a source (search, social,
+a newsletter campaign, an AI assistant, or direct) on a device from a country, in known
+proportions; about a third leave after that one page (bounces), the others view pages, use
+features (workout, nutrition, profile, social x view, create, edit, delete, share), sometimes
+ask an AI model for a recommendation (an LLM call, the recommendation, often the user's
+response and an evaluation) and sometimes convert. Each model reports its performance now
+and then. Events and spans go through :mod:`exporter.sdk`, exactly as an app would send them.
 
 The LLM calls show both ways GenAI instrumentations report: gpt-4o-mini calls go out as
 ``gen_ai.client.*`` metric points for every call, plus a span for one call in four (as an
 app sampling its traces at 25% would), claude-3-5-haiku calls as spans only, with prompt
 cache reads and writes. The summary at the end counts what was sent in the terms of the
-metrics it feeds, and what the GenAI recording rules should make of it (every call once,
-priced with the exporter's default prices), so it can be held against the dashboards.
+metrics it feeds, what the GenAI recording rules should make of it (every call once,
+priced with the exporter's default prices) and what the visit metrics will show once the
+visits have ended, so it can be held against the dashboards.
 """
 
 from __future__ import annotations
@@ -69,6 +72,33 @@ _RECOMMENDATION_TYPE = {"workout": "workout_plan", "nutrition": "meal_plan"}
 _OUTCOMES = ("accepted", "modified", "rejected")
 _OUTCOME_WEIGHTS = (55, 20, 25)
 _EVALUATIONS = ("relevance", "safety")
+SITE = "https://fitness.example.com"
+# Where visits come from: (referrer, landing query, source, medium, weight)
+LANDINGS = (
+    ("https://www.google.com/", "", "Google", "search", 38),
+    ("", "", "Direct / None", "(none)", 25),
+    ("", "utm_source=newsletter&utm_medium=email&utm_campaign=weekly", "newsletter", "email",
+     12),
+    ("https://news.ycombinator.com/", "", "Hacker News", "social", 8),
+    ("https://l.facebook.com/", "", "Facebook", "social", 10),
+    ("https://chatgpt.com/", "", "ChatGPT", "ai", 7),
+)
+# The visitor's browser: (user agent, device class, browser, OS, weight)
+CLIENTS = (
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/131.0.0.0 Safari/537.36", "desktop", "Chrome", "Windows", 35),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
+     "Gecko) Version/18.1 Safari/605.1.15", "desktop", "Safari", "macOS", 15),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+     "like Gecko) Version/18.1 Mobile/15E148 Safari/604.1", "mobile", "Safari", "iOS", 25),
+    ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/131.0.6778.81 Mobile Safari/537.36", "mobile", "Chrome", "Android", 18),
+    ("Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/16.6 Mobile/15E148 Safari/604.1", "tablet", "Safari", "iOS", 7),
+)
+# Where visitors are (normally the OpenTelemetry Collector's geoip processor's job)
+COUNTRIES = (("US", 35), ("DE", 20), ("GB", 15), ("FR", 10), ("IN", 10), ("BR", 10))
+BOUNCE_SHARE = 0.35
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -120,11 +150,28 @@ class Summary:
     # per model: what the GenAI recording rules should count (every call once)
     genai: dict[str, "GenAIFigures"] = field(default_factory=dict)
     metric_exports_failed: int = 0
+    # per session: [page views, interactive events]
+    visits: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, metric: str, value: float = 1.0, **labels: str) -> None:
         """Counts ``value`` into the sample ``metric{labels}``."""
         key = (metric, _labels_key(labels))
         self.counters[key] = self.counters.get(key, 0.0) + value
+
+    def interacted(self, session: str, page_view: bool = False) -> None:
+        """Counts an interactive event (and a page view) of a session toward its visit."""
+        v = self.visits.setdefault(session, [0, 0])
+        v[0] += page_view
+        v[1] += 1
+
+    def visit_figures(self) -> dict[str, float]:
+        """What the visit metrics will show once every visit has closed."""
+        n = len(self.visits)
+        bounces = sum(1 for _, interactions in self.visits.values() if interactions <= 1)
+        views = sum(pv for pv, _ in self.visits.values())
+        return {"visits": n, "bounces": bounces, "page_views": views,
+                "bounce_rate": round(bounces / n, 6) if n else 0.0,
+                "views_per_visit": round(views / n, 6) if n else 0.0}
 
     def seen(self, when: float) -> None:
         self.first_event_time = min(self.first_event_time, when)
@@ -157,6 +204,7 @@ class Summary:
             if self.events else None,
             "delivered_all": self.delivered_all,
             "metric_exports_failed": self.metric_exports_failed,
+            "visits": self.visit_figures(),
             "sdk_stats": None if s is None else s.__dict__,
             "samples": self.samples(),
             "genai": {m: f.__dict__ for m, f in sorted(self.genai.items())},
@@ -193,6 +241,15 @@ class Summary:
                      f"rate of {conversions / max(self.sessions, 1):.3f}): compare app_active_users, app_sessions and "
                      f"app_conversion_rate_ratio for a window covering the run (HyperLogLog "
                      f"counts are estimates within a few percent)")
+        visits = self.visit_figures()
+        if visits["visits"]:
+            lines.append(f"  {visits['visits']} visits; once they close (windows.session_timeout "
+                         f"after their last event, 30m by default): app_sessions_closed_total "
+                         f"{visits['visits']}, bounce rate {visits['bounce_rate']:.3f} "
+                         f"({visits['bounces']} bounces), views per visit "
+                         f"{visits['views_per_visit']:.3f}; by source, medium, device, browser "
+                         f"and OS at once in app_sessions_started_total and "
+                         f"app_sessions_started_by_client_total below")
         lines.append("  the counters it should have added (labels also carry "
                      f'service_name="{o.service_name}" where the metric has it):')
         by_metric: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
@@ -374,42 +431,61 @@ class _Traffic:
                     send()
             return act
 
+        referrer, query, source, medium, _ = rng.choices(LANDINGS, [x[-1] for x in LANDINGS])[0]
+        ua, device, browser, os_name, _ = rng.choices(CLIENTS, [x[-1] for x in CLIENTS])[0]
+        country = rng.choices(COUNTRIES, [w for _, w in COUNTRIES])[0][0]
+
         def page(route: str) -> Action:
             def send() -> None:
                 when = advance(8)
-                self._event(when, lambda w: c.track_page_view(route, timestamp=w),
-                            "app.page_view")
+                landing = first[0]
+                url = SITE + route.replace(":id", "42") + (f"?{query}" if landing and query
+                                                           else "")
+                self._event(when, lambda w: c.track_page_view(
+                    route, referrer=referrer if landing else f"{SITE}/", url=url,
+                    user_agent=ua, timestamp=w, **{"geo.country.iso_code": country}),
+                    "app.page_view")
                 summ.add("app_page_views_total", route=route, service_name=svc)
-                if first[0]:
+                summ.interacted(session_id, page_view=True)
+                if landing:
                     summ.users.add(user)
                     summ.sessions += 1
+                    summ.add("app_sessions_started_total", source=source, medium=medium,
+                             service_name=svc)
+                    summ.add("app_sessions_started_by_client_total", device=device,
+                             browser=browser, os=os_name, service_name=svc)
                     first[0] = False
             return in_session(send)
 
         first = [True]
         yield page(rng.choice(_LANDING))
+        if rng.random() < BOUNCE_SHARE:
+            return  # one page, and gone
         for _ in range(rng.randint(1, 6)):
             category = rng.choices(CATEGORIES, weights=_CATEGORY_WEIGHTS)[0]
             yield page(rng.choice(_ROUTES[category]))
             action = rng.choices(ACTIONS, weights=_ACTION_WEIGHTS)[0]
-            yield in_session(self._feature(category, action, advance))
+            yield in_session(self._feature(category, action, advance, session_id))
             if category in _RECOMMENDATION_TYPE and rng.random() < 0.35:
-                yield from (in_session(a) for a in self._recommendation(category, advance))
+                yield from (in_session(a) for a in self._recommendation(category, advance,
+                                                                        session_id))
             yield from self._model_reports(t[0])
         if rng.random() < 0.08:
-            yield in_session(self._conversion(advance))
+            yield in_session(self._conversion(advance, session_id))
 
-    def _feature(self, category: str, action: str,
-                 advance: Callable[[float], float | None]) -> Callable[[], None]:
+    def _feature(self, category: str, action: str, advance: Callable[[float], float | None],
+                 session: str) -> Callable[[], None]:
         def send() -> None:
             when = advance(15)
+            self.summary.interacted(session)
             self._event(when, lambda w: self.client.track_feature(category, action, timestamp=w),
                         "app.feature_used")
             self.summary.add("app_feature_usage_total", feature=category, action=action,
                              service_name=self.o.service_name)
         return send
 
-    def _conversion(self, advance: Callable[[float], float | None]) -> Callable[[], None]:
+    def _conversion(self, advance: Callable[[float], float | None],
+                    session: str) -> Callable[[], None]:
         rng = self.rng
         if rng.random() < 0.6:
             kind, value = "subscribe", rng.choice((9.99, 79.99))
@@ -418,6 +494,7 @@ class _Traffic:
 
         def send() -> None:
             when = advance(30)
+            self.summary.interacted(session)
             self._event(when, lambda w: self.client.track_conversion(kind, value, "USD",
                                                                      timestamp=w),
                         "app.conversion")
@@ -427,8 +504,8 @@ class _Traffic:
                              service_name=svc)
         return send
 
-    def _recommendation(self, category: str,
-                        advance: Callable[[float], float | None]) -> Iterator[Callable[[], None]]:
+    def _recommendation(self, category: str, advance: Callable[[float], float | None],
+                        session: str) -> Iterator[Callable[[], None]]:
         rng, c, summ = self.rng, self.client, self.summary
         provider, model = rng.choices(_MODELS, weights=_MODEL_WEIGHTS)[0]
         rec_type = _RECOMMENDATION_TYPE[category]
@@ -506,6 +583,7 @@ class _Traffic:
 
         def generated() -> None:
             when = advance(0.5)
+            summ.interacted(session)
             self._event(when, lambda w: rec_id.__setitem__(0, c.track_recommendation(
                 model, rec_type, confidence, timestamp=w)), "ai.recommendation.generated")
             summ.add("ai_recommendations_total", model=model, type=rec_type)
@@ -520,6 +598,7 @@ class _Traffic:
 
             def response() -> None:
                 when = advance(response_time)
+                summ.interacted(session)
                 self._event(when, lambda w: c.track_recommendation_response(
                     model, rec_id[0], cast(sdk.Outcome, outcome), response_time, timestamp=w),
                     "ai.recommendation.response")
@@ -532,6 +611,7 @@ class _Traffic:
 
             def evaluation() -> None:
                 when = advance(1)
+                summ.interacted(session)
                 self._event(when, lambda w: c.track_evaluation(name, score, label, timestamp=w),
                             "gen_ai.evaluation.result")
                 summ.add("gen_ai_evaluation_results_total", gen_ai_evaluation_name=name,

@@ -35,7 +35,9 @@ _DECODERS = {PROTOBUF: otlp_protobuf.DECODERS, JSON: otlp_json.DECODERS}
 # The deprecated way to name an event, read by the log decoders.
 _ALWAYS_DECODED = frozenset({"event.name"})
 
-# Changes a decoded batch in place before it is mapped (the privacy denylist is one).
+# Changes a decoded batch in place before it is mapped (the privacy denylist is one). A
+# filter may name attribute keys it reads in an ``attributes`` attribute (a frozenset): they
+# are decoded too.
 Filter = Callable[[Batch], None]
 # Called with the records of a batch that were used, after the store was updated (the KPI
 # windows are one). An observer may name the attribute keys it reads in an ``attributes``
@@ -94,6 +96,9 @@ class Pipeline:
                 keys = None
                 break
             keys = keys | frozenset(wanted) if keys is not None else None
+        if keys is not None:
+            for apply_filter in filters:
+                keys |= frozenset(getattr(apply_filter, "attributes", ()))
         return _View(config, mapping, filters, keys)
 
     def add_observer(self, observer: Observer) -> None:

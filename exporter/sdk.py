@@ -64,7 +64,7 @@ __all__ = [
     "configure", "get_analytics", "shutdown", "flush", "stats",
     "identify", "set_user", "set_session", "clear_identity", "current_identity",
     "new_session_id", "sdk_disabled",
-    "track", "track_page_view", "track_feature", "track_conversion",
+    "track", "track_page_view", "end_session", "track_feature", "track_conversion",
     "track_recommendation", "track_recommendation_response", "track_model_performance",
     "track_evaluation", "genai_operation", "record_genai_operation",
 ]
@@ -518,11 +518,33 @@ class Analytics:
             return {**(attributes or {}), **more}
         self._guarded(name, build, timestamp)
 
-    def track_page_view(self, route: str, *, timestamp: Timestamp = None,
+    def track_page_view(self, route: str, *, referrer: str | None = None,
+                        url: str | None = None, user_agent: str | None = None,
+                        screen_class: str | None = None, timestamp: Timestamp = None,
                         **attributes: AttributeValue) -> None:
         """``app.page_view`` for a route template such as ``/workouts/:id`` (not the concrete
-        path: each distinct value becomes a Prometheus series)."""
-        self._guarded("app.page_view", lambda: {**attributes, "url.path": str(route)}, timestamp)
+        path: each distinct value becomes a Prometheus series).
+
+        For web analytics (docs/events.md): ``referrer`` is the page's referrer (the HTTP
+        ``Referer`` header, or ``document.referrer``), ``url`` the page's full URL (its
+        ``utm_*`` parameters name the campaign; scrub personal data from it first),
+        ``user_agent`` the visitor's ``User-Agent`` and ``screen_class`` mobile, tablet or
+        desktop when the app knows it."""
+        def build() -> dict[str, Any]:
+            attrs: dict[str, Any] = {**attributes, "url.path": str(route)}
+            for key, value in (("app.referrer", referrer), ("url.full", url),
+                               ("user_agent.original", user_agent),
+                               ("app.screen.class", screen_class)):
+                if value:
+                    attrs[key] = str(value)
+            return attrs
+        self._guarded("app.page_view", build, timestamp)
+
+    def end_session(self, *, timestamp: Timestamp = None,
+                    **attributes: AttributeValue) -> None:
+        """``app.session.end``: the current session (``session.id``) is over, for example at
+        logout; its visit closes now rather than after the exporter's session timeout."""
+        self._guarded("app.session.end", lambda: dict(attributes), timestamp)
 
     def track_feature(self, feature: str, action: str, *, timestamp: Timestamp = None,
                       **attributes: AttributeValue) -> None:
@@ -801,10 +823,18 @@ def track(name: str, attributes: Mapping[str, AttributeValue] | None = None, *,
     get_analytics().track(name, attributes, timestamp=timestamp, **more)
 
 
-def track_page_view(route: str, *, timestamp: Timestamp = None,
-                    **attributes: AttributeValue) -> None:
+def track_page_view(route: str, *, referrer: str | None = None, url: str | None = None,
+                    user_agent: str | None = None, screen_class: str | None = None,
+                    timestamp: Timestamp = None, **attributes: AttributeValue) -> None:
     """:meth:`Analytics.track_page_view` on the process-wide client."""
-    get_analytics().track_page_view(route, timestamp=timestamp, **attributes)
+    get_analytics().track_page_view(route, referrer=referrer, url=url, user_agent=user_agent,
+                                    screen_class=screen_class, timestamp=timestamp,
+                                    **attributes)
+
+
+def end_session(*, timestamp: Timestamp = None, **attributes: AttributeValue) -> None:
+    """:meth:`Analytics.end_session` on the process-wide client."""
+    get_analytics().end_session(timestamp=timestamp, **attributes)
 
 
 def track_feature(feature: str, action: str, *, timestamp: Timestamp = None,

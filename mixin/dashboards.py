@@ -3,7 +3,8 @@
 Conventions (checked by tests/test_mixin_lint.py): a ``datasource`` variable labelled
 "Data source" that every panel and variable uses, ``job`` and ``instance`` variables, a
 stable uid, a unit and a description on every panel, ``$__rate_interval`` in every
-rate()/increase(), and a link menu to the other kpi-exporter dashboards (by tag).
+rate()/increase() over time (``$__range`` in instant totals over the dashboard's period),
+and a link menu to the other kpi-exporter dashboards (by tag).
 """
 
 from __future__ import annotations
@@ -85,18 +86,33 @@ def _thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
 
 def stat_panel(title: str, description: str, unit: str, expr: str, legend: str = "__auto",
                thresholds: dash.ThresholdsConfig | None = None, width: int = 6,
-               decimals: float | None = None) -> stat.Panel:
+               decimals: float | None = None, instant: bool = False) -> stat.Panel:
     """A stat panel of the top row: the current value of one query."""
     p = (stat.Panel().title(title).description(description).unit(unit).datasource(DS)
          .height(4).span(width)
          .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-         .graph_mode(common.BigValueGraphMode.AREA)
+         .graph_mode(common.BigValueGraphMode.NONE if instant else common.BigValueGraphMode.AREA)
          .color_mode(common.BigValueColorMode.VALUE)
          .thresholds(thresholds or _thresholds((None, "text")))
-         .with_target(_q(expr, legend, instant=False)))
+         .with_target(_q(expr, legend, instant=instant)))
     if decimals is not None:
         p = p.decimals(decimals)
     return p
+
+
+def compared(panel: stat.Panel, change: str, better: str = "up") -> stat.Panel:
+    """Adds the change against the previous period (query B, a ratio shown as a percentage,
+    green when it moves the ``better`` way) next to a stat panel's value."""
+    good, bad = ("green", "red") if better == "up" else ("red", "green")
+    return (panel.with_target(_q(change, "vs previous period", "B", instant=True))
+            .override_by_query("B", [
+                dm.DynamicConfigValue(id_val="unit", value="percentunit"),
+                dm.DynamicConfigValue(id_val="decimals", value=1),
+                dm.DynamicConfigValue(id_val="displayName", value="vs previous period"),
+                dm.DynamicConfigValue(id_val="thresholds", value={
+                    "mode": "absolute",
+                    "steps": [{"value": None, "color": bad}, {"value": 0, "color": good}]}),
+            ]))
 
 
 def ts_panel(title: str, description: str, unit: str, queries: list[tuple[str, str]],
@@ -198,6 +214,16 @@ def traces_var(cfg: Config) -> dash.TextBoxVariable:
                          "links open it (docs/monitoring.md); the exemplars' own links come "
                          "from the Prometheus data source's exemplarTraceIdDestinations.")
             .default_value(cfg.traces_datasource_uid))
+
+
+def service_var() -> dash.QueryVariable:
+    """The services (service.name) that send page views and visits."""
+    return (dash.QueryVariable("service").label("Service").datasource(DS)
+            .description("The site or app (service.name) whose visits are shown.")
+            .query('label_values(app_sessions_started_total{job=~"$job"}, service_name)')
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True).all_value(".*"))
 
 
 def _dashboard(cfg: Config, uid: str, title: str, description: str, time_from: str,
@@ -547,6 +573,174 @@ def ai_performance(cfg: Config) -> dash.Dashboard:
     )
 
 
+def web_analytics(cfg: Config) -> dash.Dashboard:
+    """Plausible's first screen: six figures over the dashboard's period against the period
+    before, visitors and visits over time, then pages, entry and exit pages, sources,
+    campaigns, devices, browsers, OS, countries and goals."""
+    svc = f'{INST}, service_name=~"$service"'
+    period = "[$__range]"
+
+    def total(metric: str, extra: str = "", offset: str = "") -> str:
+        return f"sum(increase({metric}{{{svc}{extra}}}{period}{offset}))"
+
+    def ratio(numerator: str, denominator: str, offset: str = "") -> str:
+        # "or 0 * ...": a period without a single bounce (or conversion) shows 0, not nothing
+        num, den = total(numerator, offset=offset), total(denominator, offset=offset)
+        return f"({num} or 0 * {den}) / {den}"
+
+    def change(expr_now: str, expr_before: str) -> str:
+        return f"({expr_now}) / ({expr_before}) - 1"
+
+    closed, bounced = "app_sessions_closed_total", "app_sessions_bounced_total"
+    visits = total(closed)
+    views = total("app_page_views_total")
+    per_visit = ratio("app_session_page_views_sum", "app_session_page_views_count")
+    bounce = ratio(bounced, closed)
+    duration = ratio("app_session_duration_seconds_sum", "app_session_duration_seconds_count")
+    before = " offset $__range"
+    users = f'max(app_active_users{{{INST}, window="1d"}})'
+    rule = f'{{{JOB}, service_name=~"$service"}}'
+
+    def top(title: str, description: str, expr: str, legend: str, width: int = 8,
+            unit: str = "short") -> bargauge.Panel:
+        return bar_panel(title, description, unit, expr, legend, width=width, height=9)
+
+    def by(label: str, metric: str, extra: str = "") -> str:
+        return (f"topk(10, sum by ({label}) (increase({metric}{{{svc}{extra}}}{period})))")
+
+    return (
+        _dashboard(cfg, "kpi-web-analytics", "KPI exporter / Web analytics",
+                   "Visitors, visits, page views, views per visit, bounce rate and visit "
+                   "duration over the dashboard's period, against the period before; then "
+                   "pages, where visits come from, devices, countries and goals (docs/kpis.md "
+                   "defines every figure).", "now-24h")
+        .with_variable(service_var())
+        .with_row(dash.Row("Overview"))
+        .with_panel(compared(stat_panel(
+            "Unique visitors (24h)", "Distinct users (user.id) over the last day, a "
+            "HyperLogLog estimate (app_active_users, window 1d); the change is against the "
+            "same figure one period earlier (the day before, with the default 24h period). "
+            "The windows have no service label: every service counts.", "short",
+            users, "visitors", width=4, decimals=0, instant=True),
+            change(users, f'max(app_active_users{{{INST}, window="1d"}}{before})')))
+        .with_panel(compared(stat_panel(
+            "Visits", "Visits (sessions) that ended in the dashboard's period "
+            "(app_sessions_closed_total): after windows.session_timeout without events or at an "
+            "end event. Change against the period before.", "short", visits, "visits",
+            width=4, decimals=0, instant=True),
+            change(visits, total(closed, offset=before))))
+        .with_panel(compared(stat_panel(
+            "Pageviews", "Page views in the period (app_page_views_total), bots left out.",
+            "short", views, "page views", width=4, decimals=0, instant=True),
+            change(views, total("app_page_views_total", offset=before))))
+        .with_panel(compared(stat_panel(
+            "Views per visit", "Page views per visit, over the visits that ended in the "
+            "period (app_session_page_views).", "short", per_visit, "views per visit",
+            width=4, decimals=2, instant=True),
+            change(per_visit, ratio("app_session_page_views_sum",
+                                    "app_session_page_views_count", before))))
+        .with_panel(compared(stat_panel(
+            "Bounce rate", "Share of the visits that ended in the period with at most one "
+            "interactive event: one page view and nothing else (Plausible's bounce).",
+            "percentunit", bounce, "bounce rate", width=4, decimals=1, instant=True),
+            change(bounce, ratio(bounced, closed, before)), better="down"))
+        .with_panel(compared(stat_panel(
+            "Visit duration", "Mean time from the first to the last event of the visits that "
+            "ended in the period; bounces count as 0 (app_session_duration_seconds).", "s",
+            duration, "visit duration", width=4, decimals=0, instant=True),
+            change(duration, ratio("app_session_duration_seconds_sum",
+                                   "app_session_duration_seconds_count", before))))
+        .with_row(dash.Row("Over time"))
+        .with_panel(ts_panel("Visitors and visits", "Unique visitors over the last hour "
+                             "(a sliding window), and visits started and ended per hour.",
+                             "short",
+                             [(f'max(app_active_users{{{INST}, window="1h"}})',
+                               "unique visitors (1h)"),
+                              (f"sum(rate(app_sessions_started_total{{{svc}}}[{RI}])) * 3600",
+                               "visits started per hour"),
+                              (f"sum(rate({closed}{{{svc}}}[{RI}])) * 3600",
+                               "visits ended per hour")], width=24))
+        .with_panel(ts_panel("Bounce rate over time", "Bounced over all visits that ended in "
+                             "the last hour, and in the last day (recording rules).",
+                             "percentunit",
+                             [(f"{Names.bounce_rate(w)}{rule}", f"{{{{service_name}}}} {w}")
+                              for w in ("1h", "1d")], width=8, max_val=1))
+        .with_panel(ts_panel("Visit duration over time", "Mean and median duration of the "
+                             "visits that ended in the last hour (recording rules; the median is "
+                             "interpolated within the duration buckets).", "s",
+                             [(f"{Names.visit_duration('1h')}{rule}", "{{service_name}} mean"),
+                              (f"{Names.visit_duration('1h', 'p50')}{rule}",
+                               "{{service_name}} median")], width=8))
+        .with_panel(ts_panel("Views per visit over time", "Page views per visit that ended in "
+                             "the last hour and in the last day (recording rules).", "short",
+                             [(f"{Names.views_per_visit(w)}{rule}", f"{{{{service_name}}}} {w}")
+                              for w in ("1h", "1d")], width=8))
+        .with_row(dash.Row("Pages"))
+        .with_panel(top("Top pages", "Page views in the period by route template.",
+                        by("route", "app_page_views_total"), "{{route}}"))
+        .with_panel(top("Entry pages", "Visits that ended in the period, by the route of "
+                        "their first page view.", by("route", "app_session_entries_total"),
+                        "{{route}}"))
+        .with_panel(top("Exit pages", "Visits that ended in the period, by the route of "
+                        "their last page view.", by("route", "app_session_exits_total"),
+                        "{{route}}"))
+        .with_row(dash.Row("Acquisition"))
+        .with_panel(top("Sources", "Visits started in the period by source: the referrer's "
+                        "site (search engines, social networks, AI assistants, webmail by "
+                        "name; other sites by host), utm_source, or Direct / None.",
+                        by("source", "app_sessions_started_total"), "{{source}}"))
+        .with_panel(top("Mediums", "Visits started in the period by medium: search, social, "
+                        "email, ai, referral, (none) for direct visits, or utm_medium.",
+                        by("medium", "app_sessions_started_total"), "{{medium}}"))
+        .with_panel(top("Campaigns", "Visits started in the period by utm_campaign. Needs "
+                        "web_analytics.campaign_label: true (the label is opt-in).",
+                        by("campaign", "app_sessions_started_total", ', campaign!="(none)"'),
+                        "{{campaign}}"))
+        .with_panel(top("Bounce rate by source", "Bounced over all visits that ended in the "
+                        "period, per source (needs source in web_analytics.session_labels, the "
+                        "default).",
+                        f"topk(10, (sum by (source) (increase({bounced}{{{svc}}}{period})) or "
+                        f"0 * sum by (source) (increase({closed}{{{svc}}}{period}))) / "
+                        f"sum by (source) (increase({closed}{{{svc}}}{period})))",
+                        "{{source}}", width=12, unit="percentunit"))
+        .with_panel(top("Visit duration by source", "Mean duration of the visits that ended "
+                        "in the period, per source.",
+                        f"topk(10, sum by (source) (increase(app_session_duration_seconds_sum"
+                        f"{{{svc}}}{period})) / sum by (source) (increase("
+                        f"app_session_duration_seconds_count{{{svc}}}{period})))",
+                        "{{source}}", width=12, unit="s"))
+        .with_row(dash.Row("Devices and places"))
+        .with_panel(top("Devices", "Visits started in the period by device class: desktop, "
+                        "mobile, tablet (bots are left out unless web_analytics.bots: include).",
+                        by("device", "app_sessions_started_by_client_total"), "{{device}}",
+                        width=6))
+        .with_panel(top("Browsers", "Visits started in the period by browser.",
+                        by("browser", "app_sessions_started_by_client_total"), "{{browser}}",
+                        width=6))
+        .with_panel(top("Operating systems", "Visits started in the period by operating "
+                        "system.", by("os", "app_sessions_started_by_client_total"), "{{os}}",
+                        width=6))
+        .with_panel(top("Countries", "Visits that ended in the period by country "
+                        "(geo.country.iso_code, e.g. from the OpenTelemetry Collector's geoip "
+                        "processor; needs country in web_analytics.session_labels, the default).",
+                        by("country", closed), "{{country}}", width=6))
+        .with_row(dash.Row("Goals"))
+        .with_panel(top("Goals", "Conversions in the period by type (app_conversions_total).",
+                        by("type", "app_conversions_total"), "{{type}}", width=12))
+        .with_panel(compared(stat_panel(
+            "Converted visits", "Share of the visits that ended in the period with at least "
+            "one conversion event.", "percentunit",
+            ratio("app_sessions_converted_total", closed), "converted", width=12,
+            decimals=1, instant=True),
+            change(ratio("app_sessions_converted_total", closed),
+                   ratio("app_sessions_converted_total", closed, before))))
+        .with_panel(bar_panel("Bots", "Events of bots in the period by bot (user agent "
+                              "family); they count as neither visits nor users.", "short",
+                              by("bot", "app_bot_events_total"), "{{bot}}", width=24,
+                              height=6))
+    )
+
+
 def exporter_health(cfg: Config) -> dash.Dashboard:
     """What the exporter receives, loses, stores and saves."""
     p = "kpi_exporter_"
@@ -653,6 +847,7 @@ def exporter_health(cfg: Config) -> dash.Dashboard:
 DASHBOARDS = {
     "kpi-product-analytics.json": product_analytics,
     "kpi-business.json": business_kpis,
+    "kpi-web-analytics.json": web_analytics,
     "kpi-ai-performance.json": ai_performance,
     "kpi-exporter-health.json": exporter_health,
 }

@@ -103,9 +103,14 @@ def lint_dashboard(d: dict[str, Any], tag: str) -> list[str]:
                            "variable")
             if not _RANGE_FUNCS.search(expr) and range_selectors(expr):
                 out.append(f"{where}: range selector outside a range function in {expr!r}")
+            # over time: [$__rate_interval]; a total over the dashboard's period (an instant
+            # query): [$__range]
+            allowed = ("$__rate_interval", "$__range") if t.get("instant") else (
+                "$__rate_interval",)
             for r in range_selectors(expr):
-                if r != "$__rate_interval":
-                    out.append(f"{where}: use [$__rate_interval], not [{r}], in {expr!r}")
+                if r not in allowed:
+                    out.append(f"{where}: use [{'] or ['.join(allowed)}], not [{r}], in "
+                               f"{expr!r}")
             if "$job" not in expr:
                 out.append(f"{where}: query {t.get('refId')} ignores the job variable")
     return out

@@ -644,7 +644,45 @@ def recording_rule_cases(cfg: Config) -> list[Case]:
         expr(Names.rejected_ratio, _sample({**job, "signal": "log"}, 0.05)),
         expr(Names.unmatched_ratio, _sample({**job, "signal": "log"}, 0.1)),
     ]
-    return [exporter, ai, slo_case, genai_case(cfg), genai_switch_case(cfg)]
+    # visits of one service over two replicas, sampled every 10 minutes for 26 hours (the
+    # 1d windows fill): 100 visits close per sample, 40 of them bounces; 250 page views (2.5
+    # per visit); every visit lasts between 60s and 120s, 3000s in all (30s on average)
+    w = {"service_name": "shop"}
+    api = {"service_name": "api"}
+    dur = "app_session_duration_seconds"
+    samples = 160
+    web = Case("Web analytics: visits, bounce rate, views per visit, visit duration", [
+        series("app_sessions_closed_total", {**a, **w, "source": "Google"},
+               Values().ramp(60, samples)),
+        series("app_sessions_closed_total", {**a2, **w, "source": "Direct / None"},
+               Values().ramp(40, samples)),
+        series("app_sessions_bounced_total", {**a, **w, "source": "Google"},
+               Values().ramp(40, samples)),
+        series("app_session_page_views_sum", {**a, **w}, Values().ramp(150, samples)),
+        series("app_session_page_views_sum", {**a2, **w}, Values().ramp(100, samples)),
+        series("app_session_page_views_count", {**a, **w}, Values().ramp(60, samples)),
+        series("app_session_page_views_count", {**a2, **w}, Values().ramp(40, samples)),
+        series(f"{dur}_sum", {**a, **w}, Values().ramp(3000, samples)),
+        series(f"{dur}_count", {**a, **w}, Values().ramp(100, samples)),
+        *[series(f"{dur}_bucket", {**a, **w, "le": le},
+                 Values().ramp(0 if le in ("0.0", "60.0") else 100, samples))
+          for le in ("0.0", "60.0", "120.0", "+Inf")],
+        # a service whose visits never bounce: its bounce rate is 0, not missing
+        series("app_sessions_closed_total", {**a, **api}, Values().ramp(20, samples)),
+    ], interval="10m")
+    at = 25 * 60
+    web.exprs = []
+    for window in ("1h", "1d"):
+        web.exprs += [
+            expr(Names.visits(window), _sample({**job, **w}, round(100 / 600, 4)),
+                 _sample({**job, **api}, round(20 / 600, 4)), at=at),
+            expr(Names.bounce_rate(window), _sample({**job, **w}, 0.4),
+                 _sample({**job, **api}, 0), at=at),
+            expr(Names.views_per_visit(window), _sample({**job, **w}, 2.5), at=at),
+            expr(Names.visit_duration(window), _sample({**job, **w}, 30), at=at),
+            expr(Names.visit_duration(window, "p50"), _sample({**job, **w}, 90), at=at),
+        ]
+    return [exporter, ai, slo_case, genai_case(cfg), genai_switch_case(cfg), web]
 
 
 def genai_case(cfg: Config) -> Case:

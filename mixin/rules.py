@@ -12,7 +12,11 @@ from typing import Any
 
 from mixin.config import CONFIG, Config
 
-__all__ = ["build", "sel", "le_label", "SLO_WINDOWS", "Names", "GenAiSeries", "GENAI"]
+__all__ = ["build", "sel", "le_label", "SLO_WINDOWS", "WEB_WINDOWS", "Names", "GenAiSeries",
+           "GENAI"]
+
+# The windows the web analytics figures are recorded over.
+WEB_WINDOWS = ("1h", "1d")
 
 # The windows of the multiwindow, multi-burn-rate SLO alerts.
 SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -64,6 +68,26 @@ class Names:
     genai_cost_per_success = "job_model:gen_ai_cost_usd_per_successful_operation:ratio1h"
     evaluation_pass = "job_evaluation:gen_ai_evaluation_pass:ratio_rate5m"
     received = "job_signal:kpi_exporter_records_received:rate5m"
+
+    @staticmethod
+    def visits(window: str) -> str:
+        """Visits closed per second over ``window`` (1h, 1d), per service."""
+        return f"job_service:app_sessions_closed:rate{window}"
+
+    @staticmethod
+    def bounce_rate(window: str) -> str:
+        """Bounced over closed visits over ``window``, per service."""
+        return f"job_service:app_sessions_bounced:ratio_rate{window}"
+
+    @staticmethod
+    def views_per_visit(window: str) -> str:
+        """Page views per closed visit over ``window``, per service."""
+        return f"job_service:app_session_page_views:mean_rate{window}"
+
+    @staticmethod
+    def visit_duration(window: str, stat: str = "mean") -> str:
+        """Mean or median (``p50``) duration of the visits closed over ``window``."""
+        return f"job_service:app_session_duration_seconds:{stat}_rate{window}"
     rejected_ratio = "job_signal:kpi_exporter_records_rejected:ratio_rate5m"
     unmatched_ratio = "job_signal:kpi_exporter_records_unmatched:ratio_rate5m"
 
@@ -356,6 +380,26 @@ def exporter_rules(cfg: Config) -> list[dict[str, Any]]:
     ]
 
 
+def web_rules(cfg: Config) -> list[dict[str, Any]]:
+    """Visits, bounce rate, views per visit and visit duration (mean and median), per service,
+    from the exact visit counters; replicas add up."""
+    by = "job, service_name"
+    rules = []
+    for w in WEB_WINDOWS:
+        closed = f"rate(app_sessions_closed_total{sel(cfg)}[{w}])"
+        rules.append(_rule(Names.visits(w), f"sum by ({by}) ({closed})\n"))
+        rules.append(_rule(Names.bounce_rate(w), _share(
+            f"rate(app_sessions_bounced_total{sel(cfg)}[{w}])", closed, by)))
+        for metric, name in (("app_session_page_views", Names.views_per_visit(w)),
+                             ("app_session_duration_seconds", Names.visit_duration(w))):
+            rules.append(_rule(name, f"sum by ({by}) (rate({metric}_sum{sel(cfg)}[{w}]))\n/\n"
+                                     f"sum by ({by}) (rate({metric}_count{sel(cfg)}[{w}]))\n"))
+        rules.append(_rule(Names.visit_duration(w, "p50"), (
+            f"histogram_quantile(0.5, sum by ({by}, le) "
+            f"(rate(app_session_duration_seconds_bucket{sel(cfg)}[{w}])))\n")))
+    return rules
+
+
 def build(cfg: Config = CONFIG) -> dict[str, Any]:
     """The recording rule file, as a document for YAML."""
     return {"groups": [
@@ -364,4 +408,5 @@ def build(cfg: Config = CONFIG) -> dict[str, Any]:
         {"name": "kpi-exporter-genai.rules", "rules": genai_rules(cfg)},
         {"name": "kpi-exporter-genai-cost.rules", "rules": genai_cost_rules(cfg)},
         {"name": "kpi-exporter-slo.rules", "rules": slo_rules(cfg)},
+        {"name": "kpi-exporter-web.rules", "rules": web_rules(cfg)},
     ]}

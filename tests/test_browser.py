@@ -22,9 +22,15 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from exporter.records import Record
-from tests.helpers import ROOT, Scrape, free_port
+from tests.helpers import ROOT, Scrape, eventually, free_port
 
 EXAMPLE = ROOT / "examples" / "browser"
+# What the tabs present themselves as: a desktop Chrome (headless Chromium's own user agent
+# says HeadlessChrome, which the exporter counts as a bot).
+DESKTOP_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/131.0.0.0 Safari/537.36")
+PHONE_UA = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.6778.81 Mobile Safari/537.36")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-extensions",
@@ -136,14 +142,24 @@ class Chromium:
             return [e["params"] for e in self.events
                     if e.get("sessionId") == session and e.get("method") == method]
 
-    def open(self, url: str) -> str:
-        """Opens ``url`` in a new tab with network events on; returns the tab's session id."""
+    def open(self, url: str, user_agent: str | None = DESKTOP_UA, referrer: str = "",
+             width: int = 1280) -> str:
+        """Opens ``url`` in a new tab with network events on; returns the tab's session id.
+        ``user_agent`` None keeps headless Chromium's own; ``width`` is the window's CSS
+        width; ``referrer`` the page's document.referrer."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"]
         self.send("Network.enable", session=session)
         self.send("Page.enable", session=session)
-        self.send("Page.navigate", {"url": url}, session=session)
+        if user_agent:
+            self.send("Network.setUserAgentOverride", {"userAgent": user_agent},
+                      session=session)
+        self.send("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 576},
+            session=session)
+        params = {"url": url, **({"referrer": referrer} if referrer else {})}
+        self.send("Page.navigate", params, session=session)
         self.wait_event(lambda e: e.get("sessionId") == session
                         and e.get("method") == "Page.loadEventFired")
         return str(session)
@@ -267,6 +283,11 @@ def test_page_events_arrive_from_an_allowed_origin(browser, exporter_factory, si
         ("app_events_total", frozenset({"event": "app.page_view", **svc}.items())): 3,
         ("app_events_total", frozenset({"event": "app.feature_used", **svc}.items())): 4,
         ("app_events_total", frozenset({"event": "app.conversion", **svc}.items())): 1,
+        # one visit, started: no referrer, a desktop Chrome
+        ("app_sessions_started_total", frozenset({"source": "Direct / None", "medium": "(none)",
+                                                  **svc}.items())): 1,
+        ("app_sessions_started_by_client_total", frozenset({
+            "device": "desktop", "browser": "Chrome", "os": "Windows", **svc}.items())): 1,
     }
     assert web_samples(exporter.scrape()) == pytest.approx(expected)
     assert set(web_samples(exporter.scrape())) == set(expected)
@@ -353,3 +374,113 @@ def test_page_keeps_events_while_the_exporter_is_down_and_sends_them_later(
     assert s.value("app_page_views_total", route="/profile", service_name="web-example") == 1
     assert s.value("app_feature_usage_total", feature="profile", action="edit",
                    service_name="web-example") == 1
+
+
+WEB_VISIT = """
+(async () => {
+  const click = (sel) => document.querySelector(sel).click();
+  click('nav button[data-route="/workouts"]');
+  click('[data-feature="workout"][data-action="create"]');
+  click('nav button[data-route="/nutrition"]');
+  window.analytics.endSession();
+  const delivered = await window.analytics.flush();
+  return { delivered, stats: { ...window.analytics.stats } };
+})()
+"""
+
+
+def test_a_visit_from_a_campaign_on_a_phone_is_counted_when_the_page_ends_it(
+        browser, exporter_factory, sites):
+    allowed, _ = sites
+    exporter = exporter_factory(
+        f"server:\n  cors:\n    allowed_origins: ['{allowed.origin}']\n"
+        f"web_analytics:\n  campaign_label: true\n")
+    records: list[Record] = []
+    exporter.pipeline.add_observer(lambda batch: records.extend(batch.records))
+    tab = browser.open(f"{allowed.origin}/index.html?endpoint={exporter.otlp_url}"
+                       f"&utm_source=newsletter&utm_medium=email&utm_campaign=spring"
+                       f"&email=someone%40example.com",
+                       user_agent=PHONE_UA, referrer="http://mail.google.com/mail/u/0/",
+                       width=390)
+    out = browser.evaluate(tab, WEB_VISIT)
+    assert out["delivered"] is True and out["stats"]["sent"] == 5, out
+
+    landing = records[0].attributes
+    assert landing["url.full"] == f"{allowed.origin}/index.html"  # no query, no fragment
+    # only the campaign parameters leave the page: not the endpoint, not the e-mail address
+    assert landing["url.query"] == "utm_source=newsletter&utm_medium=email&utm_campaign=spring"
+    # browsers pass on only the origin of a cross-origin referrer (the default policy)
+    assert landing["app.referrer"] == "http://mail.google.com/"
+    assert landing["app.screen.class"] == "mobile"
+    assert all(r.attributes.get("user_agent.original") == PHONE_UA for r in records)
+    assert [r.name for r in records][-1] == "app.session.end"
+    assert len({r.attributes["session.id"] for r in records}) == 1
+    # derived at ingest: utm_source beats the referrer; the device from the user agent
+    assert (landing["app.acquisition.source"], landing["app.acquisition.medium"],
+            landing["app.acquisition.campaign"]) == ("newsletter", "email", "spring")
+    assert (landing["app.device.class"], landing["user_agent.name"],
+            landing["user_agent.os.name"]) == ("mobile", "Chrome", "Android")
+
+    svc = {"service_name": "web-example"}
+
+    def closed() -> Scrape | None:
+        s = exporter.scrape()
+        return s if s.value("app_sessions_closed_total", source="newsletter", device="mobile",
+                            country="unknown", **svc) == 1 else None
+    s = eventually(closed, timeout=15)
+    assert s, exporter.scrape().text
+    assert s.value("app_sessions_started_total", source="newsletter", medium="email",
+                   campaign="spring", **svc) == 1
+    assert s.value("app_sessions_started_by_client_total", device="mobile", browser="Chrome",
+                   os="Android", **svc) == 1
+    labels = {"source": "newsletter", "device": "mobile", "country": "unknown", **svc}
+    assert s.value("app_session_page_views_sum", **labels) == 3
+    assert s.value("app_sessions_bounced_total", **labels) is None
+    assert s.value("app_session_entries_total", route="/", **svc) == 1
+    assert s.value("app_session_exits_total", route="/nutrition", **svc) == 1
+    assert s.value("kpi_exporter_sessions_closed_total", reason="end") == 1
+
+
+def test_headless_chromium_is_a_bot_and_no_visitor(browser, exporter_factory, sites):
+    allowed, _ = sites
+    exporter = exporter_factory(
+        f"server:\n  cors:\n    allowed_origins: ['{allowed.origin}']\n")
+    tab = browser.open(f"{allowed.origin}/index.html?endpoint={exporter.otlp_url}",
+                       user_agent=None)
+    out = browser.evaluate(tab, CLICK_THROUGH)
+    assert out["delivered"] is True, out
+    s = exporter.scrape()
+    assert s.value("app_bot_events_total", bot="HeadlessChrome",
+                   service_name="web-example") == 8
+    assert not s.matching("app_page_views_total") and not s.matching("app_sessions_started_total")
+    assert s.value("app_active_users", window="5m") == 0
+    assert s.value("app_events_total", event="app.page_view", service_name="web-example") == 3
+
+
+def test_a_session_idle_for_the_timeout_ends_and_a_new_one_starts(browser, exporter_factory,
+                                                                   sites):
+    allowed, _ = sites
+    exporter = exporter_factory(
+        f"server:\n  cors:\n    allowed_origins: ['{allowed.origin}']\n")
+    records: list[Record] = []
+    exporter.pipeline.add_observer(lambda batch: records.extend(batch.records))
+    tab = browser.open(f"{allowed.origin}/index.html?endpoint={exporter.otlp_url}")
+    out = browser.evaluate(tab, f"""
+      (async () => {{
+        const {{ createAnalytics }} = await import('./kpi-analytics.js');
+        sessionStorage.clear();
+        const a = createAnalytics({{ endpoint: '{exporter.otlp_url}', sessionTimeoutMs: 300,
+                                    serviceName: 'idle-test' }});
+        a.trackPageView('/one');
+        const first = a.identity.sessionId;
+        await new Promise((r) => setTimeout(r, 500));
+        a.trackPageView('/two');
+        const delivered = await a.flush();
+        a.close();
+        return {{ delivered, first, second: a.identity.sessionId }};
+      }})()""")
+    assert out["delivered"] and out["first"] != out["second"], out
+    mine = [(r.name, r.attributes["session.id"]) for r in records
+            if r.attributes.get("service.name") == "idle-test"]
+    assert mine == [("app.page_view", out["first"]), ("app.session.end", out["first"]),
+                    ("app.page_view", out["second"])]

@@ -149,7 +149,7 @@ def _yaml_keys(node) -> set[str]:
 def test_example_config_passes_and_documents_every_option():
     import yaml
 
-    from exporter import config, privacy, rules, state, windows
+    from exporter import config, privacy, rules, state, web_analytics, windows
     from exporter.genai import config as genai_config
 
     r = run_cli("check-config", "config.example.yaml")
@@ -158,7 +158,7 @@ def test_example_config_passes_and_documents_every_option():
     text = (ROOT / "config.example.yaml").read_text()
     # every key any section of the config accepts: the modules' *_KEYS tuples
     accepted = set()
-    for module in (config, rules, windows, state, privacy, genai_config):
+    for module in (config, rules, windows, state, privacy, genai_config, web_analytics):
         for name, value in vars(module).items():
             if re.fullmatch(r"_[A-Z_]*KEYS", name) and isinstance(value, tuple):
                 accepted |= set(value)

@@ -33,6 +33,7 @@ SUMMARY_METRICS = {
     "gen_ai_span_finish_reasons_total", "gen_ai_span_cost_usd_total",
     "gen_ai_client_operation_duration_seconds_count", "gen_ai_client_token_usage_sum",
     "gen_ai_client_cost_usd_total",
+    "app_sessions_started_total", "app_sessions_started_by_client_total",
 }
 
 
@@ -256,3 +257,34 @@ def test_demo_openmetrics_history_is_reproducible_and_consistent(tmp_path):
 def test_demo_openmetrics_refuses_a_short_backfill(tmp_path):
     r = run_cli("--openmetrics", str(tmp_path / "x.om"), "--backfill", "10m")
     assert r.returncode == 2 and "at least 1h" in r.stderr
+
+
+def test_demo_visits_close_with_the_figures_its_summary_prints(exporter_factory):
+    from exporter.demo import CLIENTS, LANDINGS
+    from tests.helpers import eventually
+
+    e: InProcessExporter = exporter_factory("windows: {session_timeout: 2s}\n")
+    summary = run_demo(DemoOptions(endpoint=e.otlp_url, rate=1500, duration=2, users=60,
+                                   seed=8), progress=False)
+    assert summary.delivered_all
+    figures = summary.visit_figures()
+    assert figures["visits"] == summary.sessions > 30
+    assert 0 < figures["bounces"] < figures["visits"]
+
+    def closed() -> Scrape | None:
+        s = e.scrape()
+        return s if s.value("kpi_exporter_open_sessions") == 0 else None
+    s = eventually(closed, timeout=20)
+    assert s
+
+    def total(name: str) -> float:
+        return sum(s.matching(name).values())
+    assert total("app_sessions_closed_total") == figures["visits"]
+    assert total("app_sessions_bounced_total") == figures["bounces"]
+    assert total("app_session_page_views_sum") == figures["page_views"]
+    # every source, device class and country of the demo's mix shows up
+    sources = {dict(k)["source"] for k in s.matching("app_sessions_closed_total")}
+    assert sources == {x[2] for x in LANDINGS}
+    devices = {dict(k)["device"] for k in s.matching("app_sessions_started_by_client_total")}
+    assert devices == {x[1] for x in CLIENTS}
+    assert "bounce rate" in summary.render() and "views per visit" in summary.render()

@@ -63,6 +63,19 @@ TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
 JOB = CONFIG.selector_labels()["job"]
 # What Grafana would put for $__rate_interval with a 1s scrape interval and a short range.
 RATE_INTERVAL = "30s"
+# The dashboard's period ($__range) the web analytics totals cover, and compare with the one
+# before: short enough for the stack's first minutes to hold two of them.
+RANGE = "40s"
+# Visits close after this much silence, so that the closed-visit panels fill.
+SESSION_TIMEOUT = "3s"
+UAS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+       "Chrome/131.0.0.0 Safari/537.36",
+       "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+       "like Gecko) Version/18.1 Mobile/15E148 Safari/604.1")
+LANDINGS = (("https://www.google.com/", ""), ("", "utm_source=newsletter&utm_medium=email&"
+                                                   "utm_campaign=spring"),
+            ("https://news.ycombinator.com/", ""))
+CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 # Alerts this test drives over the threshold; their for: is shortened to keep it quick.
 ERROR_ALERTS = (f"{CONFIG.alert_prefix}AiModelErrorRateHigh",
                 f"{CONFIG.alert_prefix}GenAiErrorRateHigh")
@@ -188,15 +201,25 @@ class Traffic:
     def event(self, name: str, user: int, **attributes: Any) -> None:
         self.logger.emit(event_name=name, attributes={
             "user.id": f"user-{user}", "session.id": f"session-{user}-{self.rounds // 20}",
-            **attributes})
+            "user_agent.original": UAS[user % 2], **attributes})
 
     def round(self) -> None:
         r = self.random
         for _ in range(4):
             user = r.randrange(40)
-            self.event("app.page_view", user, **{"url.path": r.choice(["/home", "/workouts/:id"])})
+            referrer, query = LANDINGS[user % 3]
+            route = r.choice(["/home", "/workouts/:id"])
+            self.event("app.page_view", user, **{
+                "url.path": route, "url.full": "https://fit.example.com" + route.replace(
+                    ":id", "7") + ("?" + query if query else ""), "app.referrer": referrer,
+                "geo.country.iso_code": ("DE", "US")[user % 2]})
             self.event("app.feature_used", user, **{"app.feature": r.choice(["search", "plan"]),
                                                      "app.action": r.choice(["open", "save"])})
+        self.event("app.page_view", 99, **{"url.path": "/home", "user_agent.original": CRAWLER})
+        # a visitor who leaves after one page: a bounce
+        self.logger.emit(event_name="app.page_view", attributes={
+            "session.id": f"bounce-{self.rounds}", "url.path": "/home",
+            "user_agent.original": UAS[0]})
         user = r.randrange(40)
         self.event("app.conversion", user, **{"app.conversion.type": "subscribe",
                                                "app.conversion.value": 9.99,
@@ -411,7 +434,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (tmp / "exporter.yaml").write_text(
             f"state:\n  dir: {tmp / 'state'}\n  interval: 1s\n"
             f"genai:\n  prices:\n    - {{model: {MODEL}, provider: {PRICED_PROVIDER}, "
-            f"input_per_mtok: 1.5, output_per_mtok: 6, cache_read_per_mtok: 0.5}}\n")
+            f"input_per_mtok: 1.5, output_per_mtok: 6, cache_read_per_mtok: 0.5}}\n"
+            f"windows:\n  session_timeout: {SESSION_TIMEOUT}\n"
+            f"web_analytics:\n  campaign_label: true\n")
         exporter = ProcessExporter(["--config", str(tmp / "exporter.yaml")])
         started.append(exporter)
         traffic = Traffic(exporter.otlp_url)
@@ -519,6 +544,7 @@ def test_every_dashboard_query_returns_data(stack):
             assert values["model"] == MODEL
         for panel, target in lint.panel_targets(d):
             expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL)
+            expr = expr.replace("$__range", RANGE)
             for k, v in values.items():
                 expr = expr.replace(f"${k}", v)
             assert "$" not in expr, f"{name} / {panel['title']}: unfilled variable in {expr}"

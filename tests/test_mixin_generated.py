@@ -33,7 +33,7 @@ def test_checked_in_files_match_the_generator():
 
 def test_generator_emits_every_kind_of_file():
     files = generate.files()
-    assert len([p for p in files if p.startswith(layout.DASHBOARDS_DIR)]) == 4
+    assert len([p for p in files if p.startswith(layout.DASHBOARDS_DIR)]) == 5
     for path in (layout.DATASOURCE_PROVISIONING, layout.DASHBOARD_PROVISIONING,
                  layout.PROMETHEUS_CONFIG, layout.RECORDING_RULES, layout.ALERT_RULES,
                  layout.ALERTMANAGER_CONFIG, layout.RUNBOOKS):

@@ -12,6 +12,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from exporter.sessions.metrics import VisitMetrics
+from exporter.web_analytics import WebAnalyticsConfig
 from mixin import alerts, layout, lint
 from mixin.config import CONFIG
 from tests.helpers import ROOT, ProcessExporter
@@ -32,7 +34,7 @@ def _runbooks() -> str:
 
 def test_dashboards_follow_the_conventions():
     dashboards = _dashboards()
-    assert len(dashboards) == 4
+    assert len(dashboards) == 5
     assert lint.lint_dashboards(dashboards, CONFIG.dashboard_tag) == []
 
 
@@ -90,6 +92,20 @@ def test_dashboards_cover_what_the_brief_asks_for():
         assert "${traces}" in panel["links"][0]["url"]
     traces = next(v for v in ai["templating"]["list"] if v["name"] == "traces")
     assert traces["type"] == "textbox" and traces["query"] == CONFIG.traces_datasource_uid
+    web = d["kpi-web-analytics.json"]
+    top_row = [p for p in web["panels"] if p["gridPos"]["y"] == 1]
+    assert [p["title"] for p in top_row] == ["Unique visitors (24h)", "Visits", "Pageviews",
+                                             "Views per visit", "Bounce rate", "Visit duration"]
+    for p in top_row:  # each against the period before
+        assert p["type"] == "stat" and len(p["targets"]) == 2
+        assert "offset" in p["targets"][1]["expr"]
+    assert {"Visitors and visits", "Top pages", "Entry pages", "Exit pages", "Sources",
+            "Campaigns", "Devices", "Browsers", "Operating systems", "Countries",
+            "Goals"} <= titles["kpi-web-analytics.json"]
+    for rule in ("app_sessions_bounced:ratio_rate1h", "app_session_page_views:mean_rate1h",
+                 "app_session_duration_seconds:mean_rate1h",
+                 "app_session_duration_seconds:p50_rate1h"):
+        assert rule in exprs["kpi-web-analytics.json"]
     health = exprs["kpi-exporter-health.json"]
     for metric in ("kpi_exporter_state_saves_total", "kpi_exporter_state_save_duration_seconds",
                    "kpi_exporter_metric_overflow_updates_total", "kpi_exporter_records_rejected_total",
@@ -110,6 +126,9 @@ DASHBOARD_BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "fixed rate window": (lambda d: _first_panel(d)["targets"][0].update(
         expr=_first_panel(d)["targets"][0]["expr"].replace("$__rate_interval", "5m")),
         "not [5m]"),
+    "period total over time": (lambda d: _first_panel(d)["targets"][0].update(
+        expr=_first_panel(d)["targets"][0]["expr"].replace("$__rate_interval", "$__range")),
+        "not [$__range]"),
     "DS_PROMETHEUS": (lambda d: _first_panel(d).update(
         datasource={"type": "prometheus", "uid": "${DS_PROMETHEUS}"}), "DS_PROMETHEUS"),
     "no uid": (lambda d: d.pop("uid"), "stable uid"),
@@ -205,6 +224,10 @@ def _served_names(tmp_path: Path) -> set[str]:
         names.add(r["metric"])
         if r["type"] == "histogram":
             names |= {r["metric"] + s for s in ("_bucket", "_count", "_sum")}
+    for d in VisitMetrics(WebAnalyticsConfig()).definitions.values():  # once visits start and close
+        names.add(d.name)
+        if d.type == "histogram":
+            names |= {d.name + s for s in ("_bucket", "_count", "_sum")}
     return names
 
 

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from exporter import sdk
+from exporter.enrich import DERIVED
 from exporter.records import Record
 from tests.helpers import ROOT, InProcessExporter, Scrape, eventually, free_port
 
@@ -91,9 +92,10 @@ def test_every_call_arrives_as_its_event_with_its_attributes(exporter, client):
     for name, attrs in expected.items():
         records = captured.named(name)
         assert len(records) == 1, name
-        # the OpenTelemetry SDK's own resource attributes are not ours to check
+        # the OpenTelemetry SDK's own resource attributes are not ours to check, nor what
+        # the exporter derives (a page view's source)
         got = {k: v for k, v in records[0].attributes.items()
-               if not k.startswith(("telemetry.", "service.instance."))}
+               if not k.startswith(("telemetry.", "service.instance.")) and k not in DERIVED}
         assert got == {**attrs, **identity}, name
     conversions = sorted((r.attributes for r in captured.named("app.conversion")),
                          key=lambda a: a["app.conversion.type"])
@@ -156,6 +158,11 @@ def test_every_call_updates_the_default_metrics_exactly(exporter, client):
         want("app_active_users", 1, window=window)
         want("app_sessions", 1, window=window)
         want("app_conversion_rate_ratio", 1, window=window)
+    # one visit started (it closes after windows.session_timeout), from no referrer and an
+    # unknown client: a server-side SDK sends no user agent
+    want("app_sessions_started_total", 1, source="Direct / None", medium="(none)", **svc)
+    want("app_sessions_started_by_client_total", 1, device="unknown", browser="unknown",
+         os="unknown", **svc)
     assert got == pytest.approx(expected)
     assert set(got) == set(expected)
 

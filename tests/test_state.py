@@ -106,6 +106,9 @@ def manager(app, directory):
     m = StateManager(Path(directory), StateMetrics(registry))
     m.add("store", app.store)
     m.add("windows", app.windows, salted=True)
+    if app.sessions is not None:
+        m.add("visits", app.sessions.metrics.store)
+        m.add("sessions", app.sessions.store, salted=True)
     m.fingerprint = app.hasher.fingerprint
     return m, registry
 

@@ -5,6 +5,13 @@
 // batch that cannot be delivered (network error, exporter down, 429 or 5xx) goes back to the
 // front of the queue and is retried with backoff; the queue is bounded, oldest dropped first.
 //
+// Web analytics (docs/browser.md): every event carries the browser's user agent (a resource
+// attribute); every page view carries the page's referrer, its URL without query or fragment,
+// the campaign parameters of its query (utm_*, gclid, msclkid, ref, source: nothing else of
+// the query leaves the page) and the screen class (mobile, tablet, desktop). A session ends
+// after 30 minutes without events (sessionTimeoutMs), as in Plausible and PostHog; a new one
+// then starts, and the old one's end is sent as app.session.end.
+//
 //   import { createAnalytics } from './kpi-analytics.js';
 //   const analytics = createAnalytics({ endpoint: 'https://otlp.example.com', serviceName: 'web' });
 //   analytics.identify({ userId: 'u-123' });
@@ -13,7 +20,11 @@
 //
 // The exporter must list this page's origin in server.cors.allowed_origins (see docs/browser.md).
 
-const SCOPE = { name: 'kpi-analytics-browser', version: '0.1.0' };
+const SCOPE = { name: 'kpi-analytics-browser', version: '0.2.0' };
+const SESSION_KEY = 'kpi-analytics.session';
+// the query parameters that say where a visit came from; every other one stays in the page
+const CAMPAIGN_PARAMS = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term',
+  'gclid', 'msclkid', 'ref', 'source'];
 const RETRYABLE = new Set([408, 429, 500, 502, 503, 504]);
 // keepalive requests (used while the page is being hidden) may carry at most 64 KiB
 const KEEPALIVE_LIMIT = 60 * 1024;
@@ -47,18 +58,43 @@ function randomId() {
   return Array.from({ length: 32 }, () => Math.floor(Math.random() * 16).toString(16)).join('');
 }
 
-function tabSessionId() {
-  // one session per tab: survives reloads, not shared with other tabs
+// One session per tab (it survives reloads, other tabs have their own), with the time of its
+// last event: { id, last } in sessionStorage, or in memory where storage is refused.
+let memorySession = null;
+
+function loadSession() {
   try {
-    let id = sessionStorage.getItem('kpi-analytics.session');
-    if (!id) {
-      id = randomId();
-      sessionStorage.setItem('kpi-analytics.session', id);
-    }
-    return id;
-  } catch {
-    return randomId();
+    const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+    if (saved && typeof saved.id === 'string' && typeof saved.last === 'number') return saved;
+  } catch { /* private mode, or an old format */ }
+  return memorySession;
+}
+
+function saveSession(session) {
+  memorySession = session;
+  try { sessionStorage.setItem(SESSION_KEY, JSON.stringify(session)); } catch { /* private mode */ }
+}
+
+function screenClass() {
+  // Plausible's breakpoints, by the window's CSS width
+  const w = typeof innerWidth === 'number' ? innerWidth : 1024;
+  return w < 576 ? 'mobile' : w < 992 ? 'tablet' : 'desktop';
+}
+
+function pageAttributes() {
+  if (typeof location === 'undefined') return {};
+  const params = new URLSearchParams(location.search);
+  const kept = new URLSearchParams();
+  for (const key of CAMPAIGN_PARAMS) {
+    if (params.has(key)) kept.set(key, params.get(key));
   }
+  const query = kept.toString();
+  return {
+    'url.full': location.origin + location.pathname,
+    'url.query': query || undefined,
+    'app.referrer': (typeof document !== 'undefined' && document.referrer) || undefined,
+    'app.screen.class': screenClass(),
+  };
 }
 
 /**
@@ -71,6 +107,7 @@ function tabSessionId() {
  * @param {number} [options.flushIntervalMs=5000] how often to send queued events
  * @param {number} [options.maxBatch=100] events per request
  * @param {number} [options.maxQueue=1000] events held while the exporter is unreachable
+ * @param {number} [options.sessionTimeoutMs=1800000] inactivity after which a new session starts
  */
 export function createAnalytics(options = {}) {
   const endpoint = (options.endpoint || 'http://localhost:4318').replace(/\/+$/, '') + '/v1/logs';
@@ -79,6 +116,8 @@ export function createAnalytics(options = {}) {
       'service.name': options.serviceName || 'web',
       'telemetry.sdk.name': SCOPE.name,
       'telemetry.sdk.language': 'webjs',
+      // on every event, so that the exporter tells bots from people whatever they send
+      'user_agent.original': typeof navigator !== 'undefined' ? navigator.userAgent : undefined,
       ...(options.resourceAttributes || {}),
     }),
   };
@@ -86,9 +125,11 @@ export function createAnalytics(options = {}) {
   const flushIntervalMs = options.flushIntervalMs ?? 5000;
   const maxBatch = options.maxBatch ?? 100;
   const maxQueue = options.maxQueue ?? 1000;
+  const sessionTimeoutMs = options.sessionTimeoutMs ?? 30 * 60 * 1000;
 
   let queue = [];
-  let identity = { userId: null, sessionId: tabSessionId() };
+  let session = loadSession();
+  let identity = { userId: null, sessionId: session ? session.id : null };
   let sending = null;
   let backoffUntil = 0;
   let backoffMs = 0;
@@ -160,12 +201,45 @@ export function createAnalytics(options = {}) {
     return sending;
   }
 
+  function record(eventName, attrs) {
+    const t = nowUnixNano();
+    return { timeUnixNano: t, observedTimeUnixNano: t, eventName, attributes: keyValues(attrs) };
+  }
+
+  function endSession(reason) {
+    // the end of the current session, sent as its own event (the exporter closes the visit)
+    if (!identity.sessionId) return;
+    const attrs = { 'session.id': identity.sessionId, 'app.session.end_reason': reason };
+    if (identity.userId) attrs['user.id'] = identity.userId;
+    enqueue([record('app.session.end', attrs)], false);
+  }
+
+  function startSession(now) {
+    identity.sessionId = randomId();
+    session = { id: identity.sessionId, last: now };
+    saveSession(session);
+  }
+
+  function touchSession() {
+    // a session idle for the timeout is over: it ends, and a new one starts
+    const now = Date.now();
+    if (!identity.sessionId) {
+      startSession(now);
+    } else if (session && session.id === identity.sessionId && now - session.last > sessionTimeoutMs) {
+      endSession('timeout');
+      startSession(now);
+    } else {
+      session = { id: identity.sessionId, last: now };
+      saveSession(session);
+    }
+  }
+
   function emit(eventName, attributes) {
+    touchSession();
     const attrs = { ...attributes };
     if (identity.userId) attrs['user.id'] = identity.userId;
-    if (identity.sessionId) attrs['session.id'] = identity.sessionId;
-    const t = nowUnixNano();
-    enqueue([{ timeUnixNano: t, observedTimeUnixNano: t, eventName, attributes: keyValues(attrs) }], false);
+    attrs['session.id'] = identity.sessionId;
+    enqueue([record(eventName, attrs)], false);
     if (queue.length >= maxBatch && Date.now() >= backoffUntil) flush();
   }
 
@@ -183,8 +257,11 @@ export function createAnalytics(options = {}) {
   return {
     /** Any event of the vocabulary (or your own): name plus attributes. */
     track(eventName, attributes = {}) { emit(eventName, attributes); },
-    /** app.page_view for a route template such as '/workouts/:id' (never the concrete path). */
-    trackPageView(route, attributes = {}) { emit('app.page_view', { ...attributes, 'url.path': route }); },
+    /** app.page_view for a route template such as '/workouts/:id' (never the concrete path),
+     * with the page's referrer, URL, campaign parameters and screen class. */
+    trackPageView(route, attributes = {}) {
+      emit('app.page_view', { ...pageAttributes(), ...attributes, 'url.path': route });
+    },
     /** app.feature_used: feature (workout, nutrition, ...) and action (view, create, ...). */
     trackFeature(feature, action, attributes = {}) {
       emit('app.feature_used', { ...attributes, 'app.feature': feature, 'app.action': action });
@@ -199,12 +276,25 @@ export function createAnalytics(options = {}) {
     /** Sets user.id (e.g. after login) and, optionally, replaces the tab's session.id. */
     identify({ userId, sessionId } = {}) {
       if (userId !== undefined) identity.userId = userId;
-      if (sessionId !== undefined) identity.sessionId = sessionId;
+      if (sessionId !== undefined) {
+        identity.sessionId = sessionId;
+        session = { id: sessionId, last: Date.now() };
+        saveSession(session);
+      }
     },
-    /** Forgets the user (e.g. on logout) and starts a new session. */
+    /** Ends the current session now (app.session.end); the next event starts a new one. */
+    endSession() {
+      endSession('ended');
+      identity.sessionId = null;
+      session = null;
+      try { sessionStorage.removeItem(SESSION_KEY); } catch { /* private mode */ }
+      memorySession = null;
+    },
+    /** Forgets the user (e.g. on logout): the session ends and a new one starts. */
     reset() {
-      identity = { userId: null, sessionId: randomId() };
-      try { sessionStorage.setItem('kpi-analytics.session', identity.sessionId); } catch { /* private mode */ }
+      endSession('reset');
+      identity = { userId: null, sessionId: null };
+      startSession(Date.now());
     },
     flush,
     /** Stops the timer; call flush() first to send what is queued. */

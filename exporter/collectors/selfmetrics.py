@@ -7,7 +7,7 @@ record); per-metric series counts come from the store at scrape time.
 from __future__ import annotations
 
 import platform
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics,
@@ -96,8 +96,9 @@ class SelfMetrics:
 class StoreStatsCollector(Collector):
     """Series, overflow and expiry per mapped metric, and the rule lookup cache."""
 
-    def __init__(self, store: Store, cache_stats: Callable[[], tuple[int, int]]):
-        self._store = store
+    def __init__(self, store: Store, cache_stats: Callable[[], tuple[int, int]],
+                 more_stores: Sequence[Store] = ()):
+        self._stores = [store, *more_stores]
         self._cache_stats = cache_stats
 
     def collect(self) -> Iterator[Metric]:
@@ -111,11 +112,12 @@ class StoreStatsCollector(Collector):
         expired = CounterMetricFamily(P + "metric_series_expired", "Series removed after being "
                                       "idle longer than their rule's series_ttl.",
                                       labels=["metric"])
-        store = self._store
-        with store.lock:
-            rows = [(s.definition.name, len(s.series), s.definition.max_series,
-                     s.overflow_updates, s.expired, s.streams_evicted)
-                    for s in store.metrics.values()]
+        rows = []
+        for store in self._stores:
+            with store.lock:
+                rows += [(s.definition.name, len(s.series), s.definition.max_series,
+                          s.overflow_updates, s.expired, s.streams_evicted)
+                         for s in store.metrics.values()]
         evicted = CounterMetricFamily(P + "metric_streams_evicted", "Cumulative OTLP streams "
                                       "forgotten because a metric had more than 4 x max_series "
                                       "of them; a forgotten stream starts again from its next "

@@ -35,7 +35,11 @@ BOUND_STDDEVS = 3
 
 WINDOW_METRICS = ("app_active_users", "app_sessions", "app_conversion_rate_ratio")
 _WINDOWS_KEYS = ("enabled", "store", "redis_prefix", "redis_buffer", "durations", "precision", "max_future",
-                 "user_attribute", "session_attribute", "conversion_events", "breakdowns")
+                 "user_attribute", "session_attribute", "conversion_events", "breakdowns",
+                 "session_timeout", "max_open_sessions")
+# A visit ends after this long without events (Plausible's and PostHog's 30 minutes).
+DEFAULT_SESSION_TIMEOUT = 1800.0
+_SESSION_TIMEOUT_RANGE = (1.0, 86400.0)
 MEMORY_STORE = "memory"
 STORE_ENV = "KPI_EXPORTER_WINDOWS_STORE"
 # Redis and Valkey HyperLogLogs have 2**14 registers, fixed by the server; their standard
@@ -163,6 +167,10 @@ class WindowsConfig:
     session_attribute: str = "session.id"
     conversion_events: tuple[str, ...] = ("app.conversion",)
     breakdowns: tuple[BreakdownSpec, ...] = ()
+    # Visits: how long without events ends one, and how many may be open at once (the
+    # oldest are closed early beyond it).
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT
+    max_open_sessions: int = 250_000
 
     @property
     def identity_keys(self) -> tuple[str, ...]:
@@ -290,6 +298,27 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str],
                        "event names, like [app.conversion]")
     if events is not None:
         cfg.conversion_events = events
+    if "session_timeout" in raw:
+        low, high = _SESSION_TIMEOUT_RANGE
+        try:
+            timeout = parse_duration(raw["session_timeout"])
+        except ValueError as exc:
+            problems.append(f"{where}: session_timeout: {exc}")
+        else:
+            if not low <= timeout <= high:
+                problems.append(f"{where}: session_timeout: a visit ends after between 1s and "
+                                f"1d without events (default 30m, as Plausible and PostHog), "
+                                f"got {raw['session_timeout']!r}")
+            else:
+                cfg.session_timeout = timeout
+    if "max_open_sessions" in raw:
+        n = raw["max_open_sessions"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 100 <= n <= 100_000_000:
+            problems.append(f"{where}: max_open_sessions: expected the number of visits that "
+                            f"may be open at once (about 200 bytes each in the memory store), "
+                            f"an integer from 100 to 100000000 (default 250000), got {n!r}")
+        else:
+            cfg.max_open_sessions = n
 
     names = {w.name for w in cfg.windows}
     breakdowns = raw.get("breakdowns", [])
