@@ -119,7 +119,7 @@ def test_lookup_is_most_specific_first_and_understands_matomo_placeholders():
 
 
 def test_matomo_lists_are_vendored_with_their_license():
-    data = resources.files("exporter.acquisition").joinpath("data")
+    data = resources.files("exporter.acquisition").joinpath("lists")
     names = {p.name for p in data.iterdir()}
     assert {"SearchEngines.yml", "Socials.yml", "AIAssistants.yml", "LICENSE",
             "README.md"} <= names

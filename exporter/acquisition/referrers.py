@@ -1,5 +1,5 @@
 """Referrer host names to source names: Matomo's public-domain lists of search engines,
-social networks and AI assistants (``data/``), a short list of webmail and app hosts of our
+social networks and AI assistants (``lists/``), a short list of webmail and app hosts of our
 own, and the hosts a config adds.
 
 A host is looked up most specific first: ``l.facebook.com``, then ``facebook.com``; at one
@@ -154,7 +154,7 @@ class ReferrerTable:
 
 
 def _load(name: str) -> Any:
-    text = resources.files("exporter.acquisition").joinpath(f"data/{name}").read_text("utf-8")
+    text = resources.files("exporter.acquisition").joinpath(f"lists/{name}").read_text("utf-8")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
 
