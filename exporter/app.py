@@ -187,19 +187,27 @@ class App:
         is refused and the running config stays. Returns (accepted, message)."""
         with self._reload_lock:
             m = self.metrics
+            old = self.pipeline.config
             try:
                 config = load_config(self.config_path, overrides=self.config_overrides)
+                filters = _filters(config, self.started_config, self.hasher, self.enricher)
+                kept, dropped = self.pipeline.reconfigure(config, filters,
+                                                          PriceBook(config.genai, self.unpriced))
+                self.unpriced.max_label_length = config.max_label_value_length
             except ConfigError as exc:
                 m.reloads.labels("failure").inc()
                 m.last_reload_ok.set(0)
                 log.error("config reload refused, keeping the running config: %s",
                           "; ".join(exc.problems))
-                return False, str(exc)
-            old = self.pipeline.config
-            filters = _filters(config, self.started_config, self.hasher, self.enricher)
-            self.unpriced.max_label_length = config.max_label_value_length
-            kept, dropped = self.pipeline.reconfigure(config, filters,
-                                                      PriceBook(config.genai, self.unpriced))
+                return False, ("config reload refused, the running config stays:\n"
+                               + "\n".join(exc.problems))
+            except Exception:  # noqa: BLE001 - a reload must never take the exporter down
+                m.reloads.labels("failure").inc()
+                m.last_reload_ok.set(0)
+                log.exception("config reload failed with an unexpected error, keeping the "
+                              "running config")
+                return False, ("config reload failed with an unexpected error (a bug; the "
+                               "exporter's log has the traceback), the running config stays")
             m.reloads.labels("success").inc()
             m.last_reload_ok.set(1)
             m.last_reload_time.set_to_current_time()

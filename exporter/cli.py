@@ -65,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log verbosity (default info)")
 
     check = sub.add_parser(
-        "check-config", help="validate a config file",
-        description="Validates a config file and its rules. Prints every problem with the line "
-                    "and key, and exits 1 if there is any.")
-    check.add_argument("file", metavar="FILE")
+        "check-config", help="validate config files",
+        description="Validates config files and their rules. Prints every problem as "
+                    "FILE:LINE: KEY: what is expected, and exits 1 if any file has one.")
+    check.add_argument("files", metavar="FILE", nargs="+")
 
     check_web = sub.add_parser(
         "check-web-config", help="validate a web config file (TLS, basic auth)",
@@ -163,18 +163,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file, env={})
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{args.file}: {len(exc.problems)} problem(s); the exporter would refuse this config",
-              file=sys.stderr)
-        return 1
-    print(f"{args.file}: OK, {config.user_rule_count} rules of your own"
-          f"{' plus the built-in rules' if config.default_rules else ''}; "
-          f"{config.describe().split(': ', 1)[1]}")
-    return 0
+    failed = 0
+    for path in args.files:
+        try:
+            config = load_config(path, env={})
+        except ConfigError as exc:
+            failed += 1
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            print(f"{path}: {len(exc.problems)} problem(s); the exporter would refuse this "
+                  f"config", file=sys.stderr)
+            continue
+        print(f"{path}: OK, {config.user_rule_count} rules of your own"
+              f"{' plus the built-in rules' if config.default_rules else ''}; "
+              f"{config.describe().split(': ', 1)[1]}")
+    return 1 if failed else 0
 
 
 def _check_web_config(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ config file, built-in defaults. Every problem is reported with the file, line an
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Any, Mapping as TMapping
 
 from exporter import yamlload
-from exporter.configcheck import get_bool, get_names
+from exporter.configcheck import (at, get_bool, get_int, get_names, get_section, get_text,
+                                  open_section, problem, show, unknown_keys)
+from exporter.fsutil import read_limited
 from exporter.genai.config import GenAIConfig, parse_genai
 from exporter.privacy import SALT_ENV, PrivacyConfig, parse_privacy
-from exporter.rules import Rule, RuleError, unknown_keys, parse_rules
+from exporter.rules import Rule, RuleError, parse_rules
 from exporter.state import StateConfig, parse_state
 from exporter.web_analytics import WebAnalyticsConfig, parse_web_analytics
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
@@ -39,9 +43,22 @@ _SERVER_KEYS = ("otlp_listen", "otlp_grpc_listen", "metrics_listen", "reuse_port
 _AUTH_KEYS = ("bearer_tokens", "bearer_token_file")
 _CORS_KEYS = ("allowed_origins", "max_age")
 _LIMIT_KEYS = ("max_series_per_metric", "max_label_value_length")
-_SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "kb": 1000,
-               "mb": 1000 ** 2, "gb": 1000 ** 3}
+_SIZE_RE = re.compile(r"^(\d{1,15})\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$",
+                      re.IGNORECASE | re.ASCII)
+_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4,
+               "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4}
+_MAX_SIZE = 1024 ** 4
+_ORIGIN_RE = re.compile(r"^https?://[^/\s]+$")
+_HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?$", re.ASCII)
+# A config or token file beyond these sizes is a mistake (or a device that never ends).
+MAX_CONFIG_SIZE = 16 * 1024 * 1024
+MAX_TOKEN_FILE_SIZE = 1024 * 1024
+# waitress starts every worker thread up front; past this, add processes instead.
+MAX_THREADS = 1024
+# Browsers cap a preflight's cache at 2 hours (Chromium) or 24 hours (Firefox).
+MAX_CORS_MAX_AGE = 86400
+# A bearer token travels in an HTTP header: visible ASCII, no spaces.
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
 
 
 class ConfigError(ValueError):
@@ -61,10 +78,12 @@ def _locate(source: str, problem: str) -> str:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """'HOST:PORT' (or ':PORT', or '[::1]:PORT') as (host, port); ValueError otherwise."""
-    m = re.match(r"^(?:\[([^\]]+)\]|([^:\[\]]*)):(\d{1,5})$", value.strip())
-    if not m or not 0 <= int(m.group(3)) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT (for example 0.0.0.0:4318 or 127.0.0.1:9464)")
+    """'HOST:PORT' (or ':PORT', or '[::1]:PORT') as (host, port); ValueError otherwise. HOST
+    is an IP address or a host name."""
+    m = re.match(r"^(?:\[([^\]]+)\]|([^:\[\]]*)):(\d{1,5})$", value.strip(), re.ASCII)
+    if not m or not 0 <= int(m.group(3)) <= 65535 or not _valid_host(m.group(1) or m.group(2)):
+        raise ValueError(f"{show(value)} is not HOST:PORT (for example 0.0.0.0:4318 or "
+                         f"127.0.0.1:9464; HOST is an IP address or a host name, PORT 0 to 65535)")
     host = m.group(1) or m.group(2) or "0.0.0.0"
     return host, int(m.group(3))
 
@@ -77,15 +96,28 @@ def parse_listen_or_none(value: str) -> tuple[str, int] | None:
         return None
 
 
+def _valid_host(host: str) -> bool:
+    if not host:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return len(host) <= 253 and _HOSTNAME_RE.match(host) is not None
+
+
 def parse_size(value: Any) -> int:
     """A byte size: an integer, or a string like '64MiB'; ValueError otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_SIZE:
         return value
     if isinstance(value, str):
         m = _SIZE_RE.match(value.strip())
         if m:
-            return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
-    raise ValueError(f"{value!r} is not a size: write bytes, or a number with KiB, MiB or GiB")
+            size = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+            if 0 < size <= _MAX_SIZE:
+                return size
+    raise ValueError(f"{show(value)} is not a size: write bytes, or a number with KiB, MiB or "
+                     f"GiB (more than 0, at most 1TiB)")
 
 
 @dataclass
@@ -153,8 +185,14 @@ def _load_yaml(text: str, source: str) -> Any:
         raise ConfigError([str(exc)], source) from None
 
 
+@functools.cache
+def _default_rules_doc() -> Any:
+    # Parsed once per process: every load and reload reads the same packaged file.
+    return _load_yaml(default_rules_text(), "built-in rules")
+
+
 def _default_rules(limits: dict[str, Any]) -> list[Rule]:
-    doc = _load_yaml(default_rules_text(), "built-in rules")
+    doc = _default_rules_doc()
     try:
         return parse_rules(doc.get("rules"), limits, source="built-in")
     except RuleError as exc:  # a packaging bug, not a user error
@@ -162,8 +200,23 @@ def _default_rules(limits: dict[str, Any]) -> list[Rule]:
 
 
 def _read_token_file(path: str) -> list[str]:
-    text = Path(path).read_text("utf-8")
+    """The tokens of a token file (one a line, # comments); OSError or ValueError (with what
+    to do) when it cannot be used."""
+    if "\x00" in path:
+        raise ValueError("a path cannot contain a NUL character")
+    try:
+        text = read_limited(path, MAX_TOKEN_FILE_SIZE).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _check_tokens(tokens: list[str], source: str, problems: list[str]) -> None:
+    bad = sum(1 for t in tokens if not _TOKEN_RE.match(t))
+    if bad:
+        problems.append(f"{source}: {bad} token(s) hold spaces, control or non-ASCII characters; "
+                        f"a bearer token travels in an HTTP header: use visible ASCII only, "
+                        f"like the output of `openssl rand -hex 32`")
 
 
 def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
@@ -175,64 +228,84 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     that win over everything else.
     """
     env = os.environ if env is None else env
+    overrides = overrides or {}
     source = path or "built-in defaults"
     doc: Any = {}
     if path:
         try:
-            text = Path(path).read_text("utf-8")
+            data = read_limited(path, MAX_CONFIG_SIZE)
         except OSError as exc:
             raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], path) from None
+        except ValueError as exc:  # too large, or a NUL in the path
+            raise ConfigError([f"cannot read the config file: {exc}"], path) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ConfigError([f"line {line}: the file is not UTF-8 text (byte {exc.start}); "
+                               f"save it as UTF-8"], path) from None
         doc = _load_yaml(text, path)
         if doc is None:
             doc = {}
         if not isinstance(doc, dict):
-            raise ConfigError(["the config file must be a YAML mapping with keys like 'server' "
-                               "and 'rules'"], path)
+            raise ConfigError([f"the config file must be a YAML mapping with keys like 'server' "
+                               f"and 'rules', got {show(doc)}"], path)
     problems: list[str] = unknown_keys(doc, _TOP_KEYS, "top level")
     cfg = Config(source=source, raw=dict(doc))
 
-    def section(key: str, allowed: tuple[str, ...], where: str, parent: Any = doc) -> dict[str, Any]:
-        value = parent.get(key) if isinstance(parent, dict) else None
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping")
-            return {}
-        line = yamlload.line_of(value)
-        problems.extend(unknown_keys(value, allowed, f"{where}" + (f" (line {line})" if line else "")))
+    def top(key: str, kind: type, what: str) -> Any:
+        value = doc.get(key)
+        if value is not None and not isinstance(value, kind):
+            problems.append(problem(doc, key, "", f"expected {what}, got {show(value)}"))
+            return None
         return value
 
-    server = section("server", _SERVER_KEYS, "server")
-    limits = section("limits", _LIMIT_KEYS, "limits")
-    auth = section("auth", _AUTH_KEYS, "server.auth", server)
-    cors = section("cors", _CORS_KEYS, "server.cors", server)
+    server = open_section(top("server", dict, "a mapping with keys like 'otlp_listen'"),
+                          "server", _SERVER_KEYS, "'otlp_listen' and 'auth'", problems)[0]
+    limits = open_section(top("limits", dict, "a mapping with keys like "
+                                              "'max_series_per_metric'"),
+                          "limits", _LIMIT_KEYS, "'max_series_per_metric'", problems)[0]
+    auth = get_section(server, "auth", "server", _AUTH_KEYS, "'bearer_tokens'", problems)
+    cors = get_section(server, "cors", "server", _CORS_KEYS, "'allowed_origins'", problems)
     s = cfg.server
 
-    for key in ("otlp_listen", "metrics_listen"):
-        value = (overrides or {}).get(key) or env.get(f"KPI_EXPORTER_{key.upper()}") or server.get(key)
-        if value is None:
+    for key, flag in (("otlp_listen", "--otlp-listen"), ("metrics_listen", "--metrics-listen")):
+        env_key = f"KPI_EXPORTER_{key.upper()}"
+        if overrides.get(key):
+            value, name, where = overrides[key], flag, ""
+        elif env.get(env_key):
+            value, name, where = env[env_key], env_key, ""
+        elif key in server:
+            value, name, where = server[key], f"server.{key}", at(server, key)
+        else:
+            continue
+        if not isinstance(value, str):
+            problems.append(f"{where}{name}: expected HOST:PORT as a string, like "
+                            f"0.0.0.0:4318, got {show(value)}")
             continue
         try:
-            parse_listen(str(value))
-            setattr(s, key, str(value))
+            parse_listen(value)
+            setattr(s, key, value)
         except ValueError as exc:
-            problems.append(f"server.{key}: {exc}")
+            problems.append(f"{where}{name}: {exc}")
     # gRPC: "" (flag, environment or file) turns the listener off.
-    grpc_listen = (overrides or {}).get("otlp_grpc_listen")
+    grpc_listen, grpc_name = overrides.get("otlp_grpc_listen"), "--otlp-grpc-listen"
     if grpc_listen is None:
-        grpc_listen = env.get("KPI_EXPORTER_OTLP_GRPC_LISTEN")
+        grpc_listen, grpc_name = (env.get("KPI_EXPORTER_OTLP_GRPC_LISTEN"),
+                                  "KPI_EXPORTER_OTLP_GRPC_LISTEN")
     if grpc_listen is None:
-        grpc_listen = server.get("otlp_grpc_listen")
+        grpc_listen, grpc_name = (server.get("otlp_grpc_listen"),
+                                  f"{at(server, 'otlp_grpc_listen')}server.otlp_grpc_listen")
     if grpc_listen is not None:
         if not isinstance(grpc_listen, str):
-            problems.append(f"server.otlp_grpc_listen: expected HOST:PORT as a string, or '' "
-                            f"for no gRPC listener, got {grpc_listen!r}")
+            problems.append(f"{grpc_name}: expected HOST:PORT as a string, or '' for no gRPC "
+                            f"listener, got {show(grpc_listen)}")
         elif grpc_listen.strip():
             try:
                 parse_listen(grpc_listen)
                 s.otlp_grpc_listen = grpc_listen.strip()
             except ValueError as exc:
-                problems.append(f"server.otlp_grpc_listen: {exc}; or '' for no gRPC listener")
+                problems.append(f"{grpc_name}: {exc}; or '' for no gRPC listener")
         else:
             s.otlp_grpc_listen = ""
     addresses = {key: parse_listen_or_none(getattr(s, key)) for key in
@@ -241,93 +314,111 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
             and addresses["otlp_grpc_listen"][1] != 0:
         for key in ("otlp_listen", "metrics_listen"):
             if addresses.get(key) == addresses["otlp_grpc_listen"]:
-                problems.append(f"server.otlp_grpc_listen: {s.otlp_grpc_listen} is also "
-                                f"{key}; gRPC needs its own port (the OTLP default is 4317)")
-    s.reuse_port = bool((overrides or {}).get("reuse_port")) or get_bool(
+                problems.append(f"{grpc_name}: {s.otlp_grpc_listen} is also {key}; gRPC needs "
+                                f"its own port (the OTLP default is 4317)")
+    s.reuse_port = bool(overrides.get("reuse_port")) or get_bool(
         server, "reuse_port", "server", problems, s.reuse_port)
     if s.reuse_port and parse_listen_or_none(s.otlp_listen) == parse_listen_or_none(
             s.metrics_listen):
-        problems.append("server.reuse_port: shares otlp_listen with other processes, so "
-                        "metrics_listen needs its own address (each process's /metrics is "
-                        "scraped on its own port)")
-    web_file = (overrides or {}).get("web_config_file") or env.get(
-        "KPI_EXPORTER_WEB_CONFIG_FILE") or server.get("web_config_file")
+        problems.append(f"{at(server, 'reuse_port')}server.reuse_port: shares otlp_listen with "
+                        f"other processes, so metrics_listen needs its own address (each "
+                        f"process's /metrics is scraped on its own port)")
+    web_file, web_name = overrides.get("web_config_file"), "--web.config.file"
+    if not web_file:
+        web_file, web_name = env.get("KPI_EXPORTER_WEB_CONFIG_FILE"), "KPI_EXPORTER_WEB_CONFIG_FILE"
+    if not web_file:
+        web_file, web_name = (server.get("web_config_file"),
+                              f"{at(server, 'web_config_file')}server.web_config_file")
     if web_file is not None and not isinstance(web_file, str):
-        problems.append(f"server.web_config_file: expected the path of a web config file, "
-                        f"got {web_file!r}")
+        problems.append(f"{web_name}: expected the path of a web config file, got "
+                        f"{show(web_file)}")
     elif web_file:
         s.web_config_file = web_file
         try:
             s.web = load_web_config(web_file)
         except WebConfigError as exc:
-            problems.extend(f"server.web_config_file: {p}" for p in exc.problems)
+            problems.extend(f"{web_name}: {p}" for p in exc.problems)
     if "max_body_size" in server:
         try:
             s.max_body_size = parse_size(server["max_body_size"])
         except ValueError as exc:
-            problems.append(f"server.max_body_size: {exc}")
-    for key in ("max_concurrent_requests", "threads"):
-        if key in server:
-            v = server[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                problems.append(f"server.{key}: expected a positive integer, got {v!r}")
-            else:
-                setattr(s, key, v)
+            problems.append(problem(server, "max_body_size", "server", str(exc)))
+    s.max_concurrent_requests = get_int(server, "max_concurrent_requests", "server", problems,
+                                        s.max_concurrent_requests)
+    s.threads = get_int(server, "threads", "server", problems, s.threads, high=MAX_THREADS,
+                        hint=" (past that, run more processes)")
 
     tokens = list(get_names(auth, "bearer_tokens", "server.auth", problems,
                             "non-empty strings") or ())
-    token_file = env.get("KPI_EXPORTER_BEARER_TOKEN_FILE") or auth.get("bearer_token_file")
-    if token_file:
+    _check_tokens(tokens, f"{at(auth, 'bearer_tokens')}server.auth.bearer_tokens", problems)
+    token_files = []
+    if env.get("KPI_EXPORTER_BEARER_TOKEN_FILE"):
+        token_files.append((env["KPI_EXPORTER_BEARER_TOKEN_FILE"], "KPI_EXPORTER_BEARER_TOKEN_FILE"))
+    else:
+        name = get_text(auth, "bearer_token_file", "server.auth", problems, "",
+                        "the path of a file with one token a line")
+        if name:
+            token_files.append((name, f"{at(auth, 'bearer_token_file')}"
+                                      f"server.auth.bearer_token_file"))
+    for name, where in token_files:
         try:
-            tokens += _read_token_file(str(token_file))
+            from_file = _read_token_file(name)
         except OSError as exc:
-            problems.append(f"server.auth.bearer_token_file: cannot read {token_file!r}: "
-                            f"{exc.strerror or exc}")
+            problems.append(f"{where}: cannot read {name!r}: {exc.strerror or exc}")
+            continue
+        except ValueError as exc:
+            problems.append(f"{where}: cannot read {name!r}: {exc}")
+            continue
+        _check_tokens(from_file, f"{where}: {name!r}", problems)
+        tokens += from_file
     if env.get("KPI_EXPORTER_BEARER_TOKEN"):
+        _check_tokens([env["KPI_EXPORTER_BEARER_TOKEN"]], "KPI_EXPORTER_BEARER_TOKEN", problems)
         tokens.append(env["KPI_EXPORTER_BEARER_TOKEN"])
     s.bearer_tokens = tuple(tokens)
 
     origins = get_names(cors, "allowed_origins", "server.cors", problems,
                         "origins like 'https://app.example.com' (or '*')")
     if origins is not None:
-        bad = [o for o in origins if o != "*" and not re.match(r"^https?://[^/]+$", o)]
+        bad = [o for o in origins if o != "*" and not _ORIGIN_RE.match(o)]
         if bad:
-            problems.append(f"server.cors.allowed_origins: {bad[0]!r} is not an origin: write "
-                            f"scheme://host[:port] with no path, or '*'")
-        s.cors_allowed_origins = tuple(origins)
-    if "max_age" in cors:
-        v = cors["max_age"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            problems.append(f"server.cors.max_age: expected seconds as an integer, got {v!r}")
+            problems.append(problem(cors, "allowed_origins", "server.cors",
+                                    f"{show(bad[0])} is not an origin: write "
+                                    f"scheme://host[:port] with no path, or '*'"))
         else:
-            s.cors_max_age = v
+            s.cors_allowed_origins = tuple(origins)
+    s.cors_max_age = get_int(cors, "max_age", "server.cors", problems, s.cors_max_age, low=0,
+                             high=MAX_CORS_MAX_AGE, hint=" seconds (browsers cap it lower)")
 
     for key in _LIMIT_KEYS:
-        if key in limits:
-            v = limits[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                problems.append(f"limits.{key}: expected a positive integer, got {v!r}")
-            else:
-                setattr(cfg, key, v)
+        setattr(cfg, key, get_int(limits, key, "limits", problems, getattr(cfg, key)))
 
-    cfg.default_rules = get_bool(doc, "default_rules", "top level", problems, True)
+    cfg.default_rules = get_bool(doc, "default_rules", "", problems, True)
     rule_limits = {"max_series_per_metric": cfg.max_series_per_metric}
     user_rules: list[Rule] = []
     try:
-        user_rules = parse_rules(doc.get("rules"), rule_limits, source=source)
+        user_rules = parse_rules(top("rules", list, "a list of rules"), rule_limits,
+                                 source=source)
     except RuleError as exc:
         problems.extend(exc.problems)
-    cfg.windows = parse_windows(doc.get("windows"), user_rules, problems, env, overrides)
-    cfg.web_analytics = parse_web_analytics(doc.get("web_analytics"), user_rules, problems)
-    cfg.privacy = parse_privacy(doc.get("privacy"), env, cfg.windows.identity_keys, user_rules,
-                                problems)
+    cfg.windows = parse_windows(top("windows", dict, "a mapping with keys like 'durations'"),
+                                user_rules, problems, env, overrides)
+    cfg.web_analytics = parse_web_analytics(
+        top("web_analytics", dict, "a mapping with keys like 'session_labels'"), user_rules,
+        problems)
+    windows = doc.get("windows") if isinstance(doc.get("windows"), dict) else {}
+    identity_where = {getattr(cfg.windows, k): f"{at(windows, k)}windows.{k}"
+                      for k in ("user_attribute", "session_attribute") if k in windows}
+    cfg.privacy = parse_privacy(top("privacy", dict, "a mapping with keys like 'salt'"), env,
+                                cfg.windows.identity_keys, user_rules, problems, identity_where)
     if cfg.windows.enabled and cfg.windows.shared and cfg.privacy.salt is None:
-        problems.append(f"windows.store: the replicas sharing {cfg.windows.store_display} must "
-                        f"hash identities with one salt, and a salt generated in each state "
-                        f"directory differs: set privacy.salt or {SALT_ENV} to the same secret "
-                        f"on every replica (for example the output of `openssl rand -hex 32`)")
-    cfg.state = parse_state(doc.get("state"), env, overrides or {}, problems)
-    cfg.genai = parse_genai(doc.get("genai"), problems)
+        problems.append(f"{at(windows, 'store')}windows.store: the replicas sharing "
+                        f"{cfg.windows.store_display} must hash identities with one salt, and a "
+                        f"salt generated in each state directory differs: set privacy.salt or "
+                        f"{SALT_ENV} to the same secret on every replica (for example the output "
+                        f"of `openssl rand -hex 32`)")
+    cfg.state = parse_state(top("state", dict, "a mapping with keys like 'dir'"), env,
+                            overrides, problems)
+    cfg.genai = parse_genai(top("genai", dict, "a mapping with keys like 'prices'"), problems)
     if problems:
         raise ConfigError(problems, source if path else "")
     cfg.user_rule_count = len(user_rules)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from exporter import naming
-from exporter.configcheck import get_bool, get_names, open_section
+from exporter.configcheck import get_bool, get_names, open_section, problem, show
 from exporter.fsutil import fsync_dir
 from exporter.records import METRIC, Batch, Record
 from exporter.rules import Rule, label_str
@@ -76,13 +76,16 @@ def denied_by(key: str, patterns: Iterable[str]) -> str | None:
 
 
 def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ...],
-                  user_rules: list[Rule], problems: list[str]) -> PrivacyConfig:
+                  user_rules: list[Rule], problems: list[str],
+                  identity_where: Mapping[str, str] | None = None) -> PrivacyConfig:
     """Parses the ``privacy`` section; problems name the key and what to do.
 
     ``identity_keys`` are the attributes the KPI windows read: the denylist must not drop
     them. ``user_rules`` are checked for attributes the denylist would remove before they
-    could be used. The salt's value in ``raw`` is replaced by a placeholder, so that the
-    parsed document a Config keeps never holds it.
+    could be used; ``identity_where`` says where each identity key was configured ('line 9:
+    windows.user_attribute'), for a default denylist pattern that matches it. The salt's value
+    in ``raw`` is replaced by a placeholder, so that the parsed document a Config keeps never
+    holds it.
     """
     cfg = PrivacyConfig()
     raw, where = open_section(raw, "privacy", _PRIVACY_KEYS, "'salt' and 'attribute_denylist'",
@@ -98,10 +101,12 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
     elif raw.get("salt") is not None:
         salt = raw["salt"]
         if not isinstance(salt, str) or len(salt) < MIN_SALT_LENGTH:
-            problems.append(f"{where}: salt: expected a string of at least {MIN_SALT_LENGTH} "
-                            f"random characters, for example the output of "
-                            f"`openssl rand -hex 32`; or leave it out and the exporter "
-                            f"generates one in the state directory")
+            # never quote the value: it is meant to be a secret
+            problems.append(problem(raw, "salt", where,
+                                    f"expected a string of at least {MIN_SALT_LENGTH} random "
+                                    f"characters, for example the output of `openssl rand -hex "
+                                    f"32`; or leave it out and the exporter generates one in "
+                                    f"the state directory"))
         else:
             cfg.salt, cfg.salt_source = salt, "privacy.salt"
     if "salt" in raw:
@@ -116,10 +121,16 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
 
     for key in identity_keys:
         p = denied_by(key, cfg.denylist)
-        if p is not None:
-            problems.append(f"{where}: the denylist pattern {p!r} matches {key!r}, which the KPI "
-                            f"windows count (as a salted hash); narrow the pattern, or set "
-                            f"windows.user_attribute / windows.session_attribute")
+        if p is None:
+            continue
+        if p in cfg.attribute_denylist or key not in (identity_where or {}):
+            head = problem(raw, "attribute_denylist" if p in cfg.attribute_denylist
+                           else "default_denylist", where, "")
+        else:  # a built-in pattern: the attribute chosen in the windows section is the cause
+            head = f"{(identity_where or {})[key]}: "
+        problems.append(f"{head}the denylist pattern {show(p)} matches {show(key)}, which the KPI "
+                        f"windows count (as a salted hash); narrow the pattern, or set "
+                        f"windows.user_attribute / windows.session_attribute")
     for rule in user_rules:
         used = [a for spec in rule.labels for a in spec.attributes]
         used += [key for key, _text, _pred in rule.conditions]
@@ -129,9 +140,10 @@ def parse_privacy(raw: Any, env: Mapping[str, str], identity_keys: tuple[str, ..
             p = denied_by(a, cfg.denylist)
             if p is not None:
                 problems.append(
-                    f"{rule.title}: attribute {a!r} is dropped at ingest by the privacy denylist "
-                    f"(pattern {p!r}), so this rule would never see it; use another attribute, "
-                    f"or change privacy.attribute_denylist / privacy.default_denylist")
+                    (f"line {rule.line}: " if rule.line else "") +
+                    f"{rule.title}: attribute {show(a)} is dropped at ingest by the privacy "
+                    f"denylist (pattern {show(p)}), so this rule would never see it; use another "
+                    f"attribute, or change privacy.attribute_denylist / privacy.default_denylist")
     return cfg
 
 

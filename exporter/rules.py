@@ -7,7 +7,6 @@ may feed several rules. Every problem is found at load time and names the rule a
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import math
@@ -16,12 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from exporter import naming
+from exporter.configcheck import (as_finite, at, get_duration, get_int, get_number, get_text,
+                                  is_scalar, parse_duration, path, problem, show, unknown_keys)
 from exporter.records import LOG, METRIC, SIGNALS, SPAN, SPAN_KINDS, STATUS_CODES, Record
 from exporter.yamlload import line_of
 
 __all__ = [
     "Rule", "MetricDef", "LabelSpec", "ValueSpec", "RuleError", "parse_rules", "RecordError",
     "DEFAULT_BUCKETS", "label_str", "parse_duration", "COST_PARTS", "COST_DATA_POINT",
+    "unknown_keys", "compile_regex",
 ]
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
@@ -32,8 +34,6 @@ _SIGNAL_ALIASES = {"log": LOG, "logs": LOG, "event": LOG, "events": LOG, "span":
                    "metrics": METRIC}
 _FIELDS = ("name", "signal", "span_kind", "span_status")
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # What a `value: {cost: PART}` rule prices: a span's input tokens not read from or written to
 # a cache, its cache reads, its cache writes, its output tokens, a per-request fee; or a
 # metric point's tokens at the price of its gen_ai.token.type.
@@ -60,17 +60,6 @@ class RecordError(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
-
-
-def parse_duration(value: Any) -> float:
-    """'90s', '10m', '1h', '7d' (or a number of seconds) in seconds; ValueError otherwise."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value.strip())
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(f"{value!r} is not a duration: write a number and a unit, like 30s, 10m, 1h, 7d")
 
 
 def label_str(value: Any) -> str:
@@ -343,16 +332,6 @@ _CONDITION_KEYS = ("equals", "not_equals", "in", "not_in", "regex", "exists", "g
                    "lt", "lte")
 
 
-def unknown_keys(keys: Any, allowed: tuple[str, ...], where: str) -> list[str]:
-    out = []
-    for key in keys:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
-            out.append(f"{where}: unknown key {key!r}{hint}")
-    return out
-
-
 def _as_number(x: Any) -> float | None:
     if isinstance(x, bool):
         return None
@@ -364,6 +343,16 @@ def _as_number(x: Any) -> float | None:
     except (ValueError, OverflowError):
         return None
     return None
+
+
+def compile_regex(pattern: str) -> tuple[re.Pattern[str] | None, str]:
+    """``pattern`` compiled, or None and why it is not a usable regular expression."""
+    try:
+        return re.compile(pattern), ""
+    except re.error as exc:
+        return None, f"not a valid regular expression: {exc}"
+    except (OverflowError, RecursionError):  # a huge repeat count, thousands of nested groups
+        return None, "not a usable regular expression: too large or nested too deeply"
 
 
 def _equals(target: str, positive: bool) -> Predicate:
@@ -382,34 +371,60 @@ def _regex(rx: re.Pattern[str]) -> Predicate:
     return lambda v: v is not None and rx.fullmatch(label_str(v)) is not None
 
 
-def _compile_condition(key: str, spec: Any, where: str, problems: list[str]
+def _clip(text: str) -> str:
+    """A name or pattern as the landing page and ``explain`` show it."""
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _is_value(x: Any) -> bool:
+    """A value an attribute can be compared with: a string, a finite number or true/false."""
+    return x is not None and is_scalar(x)
+
+
+_VALUE = "a string, a number or true/false"
+
+
+def _compile_condition(key: str, attrs: dict[Any, Any], where: str, problems: list[str]
                        ) -> list[tuple[str, str, Predicate]]:
+    spec = attrs[key]
     if not isinstance(spec, dict):
         # shorthand: `key: value` means equals
+        if not _is_value(spec):
+            problems.append(problem(attrs, key, where, f"expected {_VALUE}, or a condition like "
+                                                       f"{{in: [a, b]}}, got {show(spec)}"))
+            return []
         spec = {"equals": spec}
-    problems.extend(unknown_keys(spec, _CONDITION_KEYS, where))
+    cw = path(where, key)
+    problems.extend(unknown_keys(spec, _CONDITION_KEYS, cw))
     out: list[tuple[str, str, Predicate]] = []
     for op, arg in spec.items():
         if op not in _CONDITION_KEYS:
             continue
-        text = f"{op} {arg!r}"
+        text = f"{op} {show(arg)}"
         if op in ("equals", "not_equals"):
+            if not _is_value(arg):
+                problems.append(problem(spec, op, cw, f"expected {_VALUE}, got {show(arg)}"))
+                continue
             out.append((key, text, _equals(label_str(arg), op == "equals")))
         elif op in ("in", "not_in"):
-            if not isinstance(arg, list) or not arg:
-                problems.append(f"{where}.{op}: expected a non-empty list of values")
+            if not isinstance(arg, list) or not arg or not all(_is_value(a) for a in arg):
+                problems.append(problem(spec, op, cw, f"expected a non-empty list of values "
+                                                      f"({_VALUE}), got {show(arg)}"))
                 continue
             out.append((key, text, _member(frozenset(label_str(a) for a in arg), op == "in")))
         elif op == "regex":
-            try:
-                rx = re.compile(str(arg))
-            except re.error as exc:
-                problems.append(f"{where}.regex: {arg!r} is not a valid regular expression: {exc}")
+            if not isinstance(arg, str):
+                problems.append(problem(spec, op, cw, f"expected a regular expression as a "
+                                                      f"string, got {show(arg)}"))
                 continue
-            out.append((key, f"to match /{arg}/", _regex(rx)))
+            rx, why = compile_regex(arg)
+            if rx is None:
+                problems.append(problem(spec, op, cw, f"{show(arg)} is {why}"))
+                continue
+            out.append((key, f"to match /{_clip(arg)}/", _regex(rx)))
         elif op == "exists":
             if not isinstance(arg, bool):
-                problems.append(f"{where}.exists: expected true or false, got {arg!r}")
+                problems.append(problem(spec, op, cw, f"expected true or false, got {show(arg)}"))
                 continue
             if arg:
                 out.append((key, "it to exist", lambda v: v is not None))
@@ -417,8 +432,8 @@ def _compile_condition(key: str, spec: Any, where: str, problems: list[str]
                 out.append((key, "it to be absent", lambda v: v is None))
         else:
             bound = _as_number(arg)
-            if bound is None:
-                problems.append(f"{where}.{op}: expected a number, got {arg!r}")
+            if bound is None or not math.isfinite(bound):
+                problems.append(problem(spec, op, cw, f"expected a finite number, got {show(arg)}"))
                 continue
             cmp: Callable[[float, float], bool] = {
                 "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
@@ -433,76 +448,107 @@ def _compile_condition(key: str, spec: Any, where: str, problems: list[str]
     return out
 
 
-def _parse_labels(raw: Any, where: str, metric_type: str, problems: list[str]
+def _parse_labels(rule: dict[Any, Any], where: str, metric_type: str, problems: list[str]
                   ) -> tuple[LabelSpec, ...]:
+    raw = rule.get("labels")
     if raw is None:
         return ()
     if not isinstance(raw, dict):
-        problems.append(f"{where}: expected a mapping of label name to attribute")
+        problems.append(problem(rule, "labels", where, f"expected a mapping of label name to "
+                                                       f"attribute, got {show(raw)}"))
         return ()
+    where = path(where, "labels")
     specs = []
     for label, spec in raw.items():
-        lw = f"{where}.{label}"
-        problems.extend(f"{lw}: {p}" for p in naming.check_label_name(str(label), metric_type))
+        if not isinstance(label, str):
+            problems.append(problem(raw, label, where, "a label name must be a string like "
+                                                       "'route'"))
+            continue
+        lw = path(where, label)
+        before = len(problems)
+        problems.extend(f"{at(raw, label)}{lw}: {p}"
+                        for p in naming.check_label_name(label, metric_type))
         if isinstance(spec, str):
             spec = {"attribute": spec}
-        if not isinstance(spec, dict):
-            problems.append(f"{lw}: expected an attribute name or a mapping with 'attribute', "
-                            f"'field' or 'value'")
+            holder, key = raw, label  # problems with the shorthand point at the label's line
+        elif isinstance(spec, dict):
+            holder, key = spec, "attribute"
+        else:
+            problems.append(problem(raw, label, where, f"expected an attribute name or a mapping "
+                                                       f"with 'attribute', 'field' or 'value', "
+                                                       f"got {show(spec)}"))
             continue
         problems.extend(unknown_keys(spec, _LABEL_KEYS, lw))
         sources = [k for k in ("attribute", "field", "value") if k in spec]
-        if len(sources) != 1 and not ("attribute" in spec and "field" in spec):
-            problems.append(f"{lw}: give exactly one of 'attribute', 'field' or 'value'")
+        if len(sources) != 1 and set(sources) != {"attribute", "field"}:
+            problems.append(f"{at(raw, label)}{lw}: give exactly one of 'attribute', 'field' or "
+                            f"'value'")
             continue
         attrs_raw = spec.get("attribute", [])
-        attrs = (attrs_raw,) if isinstance(attrs_raw, str) else tuple(attrs_raw or ())
-        if not all(isinstance(a, str) and a for a in attrs):
-            problems.append(f"{lw}.attribute: expected an attribute name or a list of them")
+        attrs = [attrs_raw] if isinstance(attrs_raw, str) else attrs_raw
+        if not isinstance(attrs, list) or ("attribute" in spec and not attrs) or \
+                not all(isinstance(a, str) and a for a in attrs):
+            problems.append(f"{at(holder, key)}{path(lw, 'attribute')}: expected an attribute "
+                            f"name or a list of them, got {show(attrs_raw)}")
             continue
         for a in attrs:
             if naming.is_identity_attribute(a):
                 problems.append(
-                    f"{lw}: attribute {a!r} identifies a person, device or session and cannot "
-                    f"be a label (one series per identity floods Prometheus and leaks identities). "
-                    f"Count distinct users and sessions with the KPI windows instead: "
-                    f"app_active_users and app_sessions (docs/kpis.md)"
+                    f"{at(holder, key)}{lw}: attribute {show(a)} identifies a person, device or "
+                    f"session and cannot be a label (one series per identity floods Prometheus "
+                    f"and leaks identities). Count distinct users and sessions with the KPI "
+                    f"windows instead: app_active_users and app_sessions (docs/kpis.md)"
                 )
-        fld = spec.get("field", "")
+        fld = get_text(spec, "field", lw, problems, "", f"one of {', '.join(_FIELDS)}")
         if fld and fld not in _FIELDS:
-            problems.append(f"{lw}.field: {fld!r} is not one of {', '.join(_FIELDS)}")
-        constant = spec.get("value")
-        default = spec.get("default", "")
-        err = spec.get("on_error_status")
+            problems.append(problem(spec, "field", lw, f"{show(fld)} is not one of "
+                                                       f"{', '.join(_FIELDS)}"))
+        for k in ("value", "on_error_status"):
+            if k in spec and not _is_value(spec[k]):
+                problems.append(problem(spec, k, lw, f"expected {_VALUE}, got {show(spec[k])}"))
+        if "default" in spec and not is_scalar(spec["default"]):
+            problems.append(problem(spec, "default", lw, f"expected {_VALUE}, got "
+                                                         f"{show(spec['default'])}"))
         transform = _parse_transform(spec, lw, problems)
-        if transform is not None and constant is not None:
-            problems.append(f"{lw}: 'rewrite', 'allow' and 'other' apply to values taken from "
-                            f"an attribute or field, not to a constant 'value'")
+        if transform is not None and "value" in spec:
+            problems.append(f"{at(raw, label)}{lw}: 'rewrite', 'allow' and 'other' apply to "
+                            f"values taken from an attribute or field, not to a constant 'value'")
+        if len(problems) > before:
+            continue
+        constant = spec.get("value")
+        err = spec.get("on_error_status")
         specs.append(LabelSpec(
-            name=str(label), attributes=attrs, field=fld,
+            name=label, attributes=tuple(attrs), field=fld,
             constant=None if constant is None else label_str(constant),
-            default=label_str(default), on_error_status=None if err is None else label_str(err),
+            default=label_str(spec.get("default", "")),
+            on_error_status=None if err is None else label_str(err),
             transform=transform,
         ))
     return tuple(specs)
 
 
-def _compile_regex(raw: Any, where: str, problems: list[str]) -> re.Pattern[str] | None:
-    if not isinstance(raw, str) or not raw:
-        problems.append(f"{where}: expected a regular expression as text, got {raw!r}")
+def _pattern(raw: dict[Any, Any], key: str, where: str, problems: list[str]
+             ) -> re.Pattern[str] | None:
+    """``raw[key]`` compiled as a regular expression; None (and a problem) when it is not one."""
+    text = raw.get(key)
+    if not isinstance(text, str) or not text:
+        problems.append(problem(raw, key, where, f"expected a regular expression as text, got "
+                                                 f"{show(text)}"))
         return None
-    try:
-        return re.compile(raw)
-    except re.error as exc:
-        problems.append(f"{where}: {raw!r} is not a valid regular expression: {exc}")
-        return None
+    rx, why = compile_regex(text)
+    if rx is None:
+        problems.append(problem(raw, key, where, f"{show(text)} is {why}"))
+    return rx
 
 
-def _replacement(rx: re.Pattern[str], raw: Any, where: str, problems: list[str]) -> str | None:
+def _replacement(rx: re.Pattern[str], item: dict[Any, Any], where: str, problems: list[str]
+                 ) -> str | None:
     """A Prometheus-style replacement ($1, ${1}, ${name}, $$ for a dollar) as a template for
     :meth:`re.Match.expand`; None (and a problem) when it names a group the regex lacks."""
+    raw = item["replacement"]
     if not isinstance(raw, str):
-        problems.append(f"{where}: expected text such as '$1', got {raw!r}")
+        problems.append(problem(item, "replacement", where, f"expected text such as '$1', got "
+                                                            f"{show(raw)}"))
         return None
     bad: list[str] = []
 
@@ -517,218 +563,243 @@ def _replacement(rx: re.Pattern[str], raw: Any, where: str, problems: list[str])
 
     template = _REPLACEMENT_REF.sub(convert, raw.replace("\\", "\\\\"))
     if bad:
-        problems.append(f"{where}: {bad[0]} names a group the regex does not have "
-                        f"({rx.groups} numbered groups)")
+        problems.append(problem(item, "replacement", where,
+                                f"{show(bad[0])} names a group the regex does not have "
+                                f"({rx.groups} numbered groups)"))
         return None
     return template
 
 
-def _parse_transform(spec: dict[str, Any], where: str, problems: list[str]
+def _parse_transform(spec: dict[Any, Any], where: str, problems: list[str]
                      ) -> LabelTransform | None:
     if not any(k in spec for k in ("rewrite", "allow", "other")):
         return None
     rewrites: list[tuple[re.Pattern[str], str]] = []
     raw_rewrites = spec.get("rewrite", [])
     if not isinstance(raw_rewrites, list):
-        problems.append(f"{where}.rewrite: expected a list of {{regex, replacement}}")
+        problems.append(problem(spec, "rewrite", where, f"expected a list of {{regex, "
+                                                        f"replacement}}, got "
+                                                        f"{show(raw_rewrites)}"))
         raw_rewrites = []
+    rw = path(where, "rewrite")
     for i, item in enumerate(raw_rewrites):
-        iw = f"{where}.rewrite[{i}]"
+        iw = path(rw, i)
         if not isinstance(item, dict) or "regex" not in item or "replacement" not in item:
-            problems.append(f"{iw}: expected a mapping with 'regex' and 'replacement'")
+            problems.append(problem(raw_rewrites, i, rw, f"expected a mapping with 'regex' and "
+                                                         f"'replacement', got {show(item)}"))
             continue
         problems.extend(unknown_keys(item, _REWRITE_KEYS, iw))
-        rx = _compile_regex(item["regex"], f"{iw}.regex", problems)
+        rx = _pattern(item, "regex", iw, problems)
         if rx is None:
             continue
-        template = _replacement(rx, item["replacement"], f"{iw}.replacement", problems)
+        template = _replacement(rx, item, iw, problems)
         if template is not None:
             rewrites.append((rx, template))
     allow_values: frozenset[str] | None = None
     allow_pattern: re.Pattern[str] | None = None
     if "allow" in spec:
         allow = spec["allow"]
-        if isinstance(allow, list) and allow and all(
-                isinstance(a, (str, int, float, bool)) for a in allow):
+        if isinstance(allow, list) and allow and all(_is_value(a) for a in allow):
             allow_values = frozenset(label_str(a) for a in allow)
         elif isinstance(allow, dict) and set(allow) == {"regex"}:
-            allow_pattern = _compile_regex(allow["regex"], f"{where}.allow.regex", problems)
+            allow_pattern = _pattern(allow, "regex", path(where, "allow"), problems)
         else:
-            problems.append(f"{where}.allow: expected a non-empty list of values, or "
-                            f"{{regex: R}} that every kept value matches")
-    other = spec.get("other", "_OTHER")
-    if not isinstance(other, str):
-        problems.append(f"{where}.other: expected text, got {other!r}")
-        other = "_OTHER"
+            problems.append(problem(spec, "allow", where, f"expected a non-empty list of values, "
+                                                          f"or {{regex: R}} that every kept "
+                                                          f"value matches, got {show(allow)}"))
+    other = get_text(spec, "other", where, problems, "_OTHER", "text", empty=True)
     if "other" in spec and "allow" not in spec:
-        problems.append(f"{where}.other: only used with 'allow'")
+        problems.append(problem(spec, "other", where, "only used with 'allow'"))
     return LabelTransform(tuple(rewrites), allow_values, allow_pattern, other)
 
 
-def _parse_value(raw: Any, scale: float, where: str, problems: list[str]) -> ValueSpec:
+def _parse_value(rule: dict[Any, Any], scale: float, where: str, problems: list[str]
+                 ) -> ValueSpec:
+    raw = rule.get("value", 1)
     if raw is None:
         raw = 1
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return ValueSpec("constant", constant=float(raw) * scale)
-    if raw in ("duration", "data_point"):
-        return ValueSpec(str(raw), scale=scale)
-    if isinstance(raw, dict) and set(raw) == {"attribute"} and isinstance(raw["attribute"], str):
+    number = as_finite(raw)
+    if number is not None:
+        return ValueSpec("constant", constant=number * scale)
+    if isinstance(raw, str) and raw in ("duration", "data_point"):
+        return ValueSpec(raw, scale=scale)
+    if isinstance(raw, dict) and set(raw) == {"attribute"} and isinstance(raw["attribute"], str) \
+            and raw["attribute"]:
         return ValueSpec("attribute", attribute=raw["attribute"], scale=scale)
     if isinstance(raw, dict) and set(raw) == {"cost"}:
         part = raw["cost"]
-        if part in COST_PARTS or part == COST_DATA_POINT:
-            return ValueSpec("cost", part=str(part), scale=scale)
-        problems.append(f"{where}.cost: expected one of {', '.join(COST_PARTS)} (spans) or "
-                        f"{COST_DATA_POINT} (token usage metric points), got {part!r}")
+        if isinstance(part, str) and (part in COST_PARTS or part == COST_DATA_POINT):
+            return ValueSpec("cost", part=part, scale=scale)
+        problems.append(problem(raw, "cost", path(where, "value"),
+                                f"expected one of {', '.join(COST_PARTS)} (spans) or "
+                                f"{COST_DATA_POINT} (token usage metric points), got {show(part)}"))
         return ValueSpec("constant")
-    problems.append(f"{where}: expected a number, 'duration', 'data_point', "
-                    f"{{attribute: NAME}} or {{cost: PART}}, got {raw!r}")
+    problems.append(problem(rule, "value", where, f"expected a finite number, 'duration', "
+                                                  f"'data_point', {{attribute: NAME}} or "
+                                                  f"{{cost: PART}}, got {show(raw)}"))
     return ValueSpec("constant")
 
 
-def _parse_enum_list(raw: Any, names: tuple[str, ...], where: str, problems: list[str]
-                     ) -> frozenset[int] | None:
+def _parse_enum_list(match: dict[Any, Any], key: str, names: tuple[str, ...], where: str,
+                     problems: list[str]) -> frozenset[int] | None:
+    raw = match.get(key)
     if raw is None:
         return None
     items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        problems.append(problem(match, key, where, f"expected one or a list of "
+                                                   f"{', '.join(names)}, got {show(raw)}"))
+        return None
     out = set()
-    for item in items if isinstance(items, list) else [items]:
+    for item in items:
         if isinstance(item, str) and item.lower() in names:
             out.add(names.index(item.lower()))
         else:
-            problems.append(f"{where}: {item!r} is not one of {', '.join(names)}")
+            problems.append(problem(match, key, where, f"{show(item)} is not one of "
+                                                       f"{', '.join(names)}"))
     return frozenset(out)
 
 
-def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str]) -> Rule | None:
+def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str],
+                line: int = 0) -> Rule | None:
+    where = f"rules[{index}]"
     if not isinstance(raw, dict):
-        problems.append(f"rules[{index}]: expected a mapping with 'metric', 'type' and 'match'")
+        problems.append((f"line {line}: " if line else "") + f"{where}: expected a mapping with "
+                        f"'metric', 'type' and 'match', got {show(raw)}")
         return None
-    line = line_of(raw)
-    where = f"rules[{index}]" + (f" ({raw['metric']})" if isinstance(raw.get("metric"), str) else "")
+    line = line_of(raw) or line
+    name = raw.get("metric")
+    if isinstance(name, str) and 0 < len(name) <= 200:
+        where += f" ({name})"
     before = len(problems)
     problems.extend(unknown_keys(raw, _RULE_KEYS, where))
-    name = raw.get("metric")
-    mtype: str = str(raw.get("type"))
     if not isinstance(name, str) or not name:
-        problems.append(f"{where}: 'metric' (the Prometheus metric name) is required")
+        problems.append(problem(raw, "metric", where, f"the Prometheus metric name is required, "
+                                                      f"like app_signups_total; got {show(name)}"))
         name = "invalid"
-    type_known = mtype in METRIC_TYPES
+    raw_type = raw.get("type")
+    type_known = isinstance(raw_type, str) and raw_type in METRIC_TYPES
+    mtype: str = raw_type if isinstance(raw_type, str) and type_known else COUNTER
     if not type_known:
-        problems.append(f"{where}.type: expected one of {', '.join(METRIC_TYPES)}, got {mtype!r}")
-        mtype = COUNTER
+        problems.append(problem(raw, "type", where, f"expected one of {', '.join(METRIC_TYPES)}, "
+                                                    f"got {show(raw_type)}"))
     match = raw.get("match")
     if not isinstance(match, dict) or "signal" not in match:
-        problems.append(f"{where}.match: required, with at least 'signal' (log, span or metric)")
+        problems.append(problem(raw, "match", where, "required, with at least 'signal' (log, "
+                                                     "span or metric)"))
         match = {"signal": "log"}
-    problems.extend(unknown_keys(match, _MATCH_KEYS, where + ".match"))
-    signal = _SIGNAL_ALIASES.get(str(match.get("signal")).lower())
+    mw = path(where, "match")
+    problems.extend(unknown_keys(match, _MATCH_KEYS, mw))
+    sig = match.get("signal")
+    signal = _SIGNAL_ALIASES.get(sig.lower()) if isinstance(sig, str) else None
     if signal is None:
-        problems.append(f"{where}.match.signal: expected one of {', '.join(SIGNALS)}, "
-                        f"got {match.get('signal')!r}")
+        problems.append(problem(match, "signal", mw, f"expected one of {', '.join(SIGNALS)}, "
+                                                     f"got {show(sig)}"))
         signal = LOG
     name_exact: str | None = None
     name_pattern: re.Pattern[str] | None = None
     name_source = ""
     if "name" in match and "name_regex" in match:
-        problems.append(f"{where}.match: give 'name' or 'name_regex', not both")
+        problems.append(problem(match, "name_regex", mw, "give 'name' or 'name_regex', not both"))
     elif "name" in match:
-        n = match["name"]
-        if not isinstance(n, str) or not n:
-            problems.append(f"{where}.match.name: expected a non-empty name or glob")
-        elif _GLOB_CHARS.search(n):
-            name_pattern = re.compile(fnmatch.translate(n))
-            name_source = f"glob {n!r}"
-        else:
+        n = get_text(match, "name", mw, problems, "", "a non-empty name or glob")
+        if n and _GLOB_CHARS.search(n):
+            name_pattern, why = compile_regex(fnmatch.translate(n))
+            if name_pattern is None:
+                problems.append(problem(match, "name", mw, f"{show(n)} is {why}"))
+            name_source = f"glob {_clip(n)!r}"
+        elif n:
             name_exact = n
-            name_source = repr(n)
+            name_source = repr(_clip(n))
     elif "name_regex" in match:
-        try:
-            name_pattern = re.compile(str(match["name_regex"]))
-            name_source = f"regex /{match['name_regex']}/"
-        except re.error as exc:
-            problems.append(f"{where}.match.name_regex: not a valid regular expression: {exc}")
+        rx = get_text(match, "name_regex", mw, problems, "", "a regular expression")
+        if rx:
+            name_pattern, why = compile_regex(rx)
+            if name_pattern is None:
+                problems.append(problem(match, "name_regex", mw, f"{show(rx)} is {why}"))
+            name_source = f"regex /{_clip(rx)}/"
     conditions: list[tuple[str, str, Predicate]] = []
-    attrs = match.get("attributes") or {}
-    if not isinstance(attrs, dict):
-        problems.append(f"{where}.match.attributes: expected a mapping of attribute to condition")
-        attrs = {}
-    for key, spec in attrs.items():
-        conditions += _compile_condition(str(key), spec, f"{where}.match.attributes.{key}", problems)
-    span_kinds = _parse_enum_list(match.get("span_kind"), SPAN_KINDS, where + ".match.span_kind",
-                                  problems)
-    span_statuses = _parse_enum_list(match.get("span_status"), STATUS_CODES,
-                                     where + ".match.span_status", problems)
+    attrs = match.get("attributes")
+    if attrs is not None and not isinstance(attrs, dict):
+        problems.append(problem(match, "attributes", mw, f"expected a mapping of attribute to "
+                                                         f"condition, got {show(attrs)}"))
+    elif attrs:
+        aw = path(mw, "attributes")
+        for key in attrs:
+            if not isinstance(key, str) or not key:
+                problems.append(problem(attrs, key, aw, "an attribute name must be a non-empty "
+                                                        "string"))
+                continue
+            conditions += _compile_condition(key, attrs, aw, problems)
+    span_kinds = _parse_enum_list(match, "span_kind", SPAN_KINDS, mw, problems)
+    span_statuses = _parse_enum_list(match, "span_status", STATUS_CODES, mw, problems)
     if signal != SPAN and (span_kinds is not None or span_statuses is not None):
-        problems.append(f"{where}.match: span_kind and span_status apply to spans only")
-    scale = raw.get("scale", 1)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale == 0:
-        problems.append(f"{where}.scale: expected a non-zero number, got {scale!r}")
-        scale = 1
-    value = _parse_value(raw.get("value"), float(scale), where + ".value", problems)
+        problems.append(problem(match, "span_kind" if "span_kind" in match else "span_status",
+                                mw, "span_kind and span_status apply to spans only"))
+    scale = get_number(raw, "scale", where, problems, 1.0, "a finite, non-zero number")
+    if scale == 0:
+        problems.append(problem(raw, "scale", where, "expected a finite, non-zero number, got 0"))
+        scale = 1.0
+    value = _parse_value(raw, scale, where, problems)
     if value.kind == "duration" and signal != SPAN:
-        problems.append(f"{where}.value: 'duration' is only known for spans")
+        problems.append(problem(raw, "value", where, "'duration' is only known for spans"))
     if value.kind == "data_point" and signal != METRIC:
-        problems.append(f"{where}.value: 'data_point' is only known for metric data points")
+        problems.append(problem(raw, "value", where, "'data_point' is only known for metric "
+                                                     "data points"))
     if value.kind == "cost":
         if "scale" in raw:
-            problems.append(f"{where}.scale: a cost is in USD; 'scale' does not apply to it")
+            problems.append(problem(raw, "scale", where, "a cost is in USD; 'scale' does not "
+                                                         "apply to it"))
         if mtype != COUNTER:
-            problems.append(f"{where}.value: a cost feeds a counter (USD add up), not a {mtype}")
+            problems.append(problem(raw, "value", where, f"a cost feeds a counter (USD add up), "
+                                                         f"not a {mtype}"))
         if value.part == COST_DATA_POINT and signal != METRIC:
-            problems.append(f"{where}.value: {{cost: {COST_DATA_POINT}}} prices token usage "
-                            f"metric points; for spans name the part: "
-                            f"{', '.join(COST_PARTS)}")
+            problems.append(problem(raw, "value", where,
+                                    f"{{cost: {COST_DATA_POINT}}} prices token usage metric "
+                                    f"points; for spans name the part: {', '.join(COST_PARTS)}"))
         elif value.part != COST_DATA_POINT and signal != SPAN:
-            problems.append(f"{where}.value: {{cost: {value.part}}} prices a span's token "
-                            f"usage; for metric points use {{cost: {COST_DATA_POINT}}}")
+            problems.append(problem(raw, "value", where,
+                                    f"{{cost: {value.part}}} prices a span's token usage; for "
+                                    f"metric points use {{cost: {COST_DATA_POINT}}}"))
     if value.kind == "constant" and (not math.isfinite(value.constant)
                                      or (mtype == COUNTER and value.constant < 0)):
-        problems.append(f"{where}.value: a constant value must be finite, and not negative "
-                        f"for a counter (counters only go up)")
+        problems.append(problem(raw, "value" if "value" in raw else "scale", where,
+                                "a constant value must be finite, and not negative for a "
+                                "counter (counters only go up)"))
     if mtype == GAUGE and value.kind == "constant":
-        problems.append(f"{where}.value: a gauge set to a constant says nothing; take the value "
-                        f"from an attribute, the duration or the data point")
-    labels = _parse_labels(raw.get("labels"), where + ".labels", mtype, problems)
+        problems.append(problem(raw, "value", where, "a gauge set to a constant says nothing; "
+                                                     "take the value from an attribute, the "
+                                                     "duration or the data point"))
+    labels = _parse_labels(raw, where, mtype, problems)
     unit_hint = "seconds" if value.kind == "duration" and value.scale == 1 else None
     if type_known:  # the name rules depend on the type; don't pile guesses on a typo
-        problems.extend(f"{where}.metric: {p}"
+        problems.extend(f"{at(raw, 'metric')}{path(where, 'metric')}: {p}"
                         for p in naming.check_metric_name(name, mtype, unit_hint))
     buckets: tuple[float, ...] = ()
     if mtype == HISTOGRAM:
         rb = raw.get("buckets")
+        numbers = [as_finite(b) for b in rb] if isinstance(rb, list) else []
         if rb is None and value.kind == "data_point":
-            problems.append(f"{where}.buckets: a histogram fed by data points needs its "
-                            f"buckets: list some of the instrumentation's bucket bounds")
+            problems.append(problem(raw, "type", where, "a histogram fed by data points needs "
+                                                        "its buckets: list some of the "
+                                                        "instrumentation's bucket bounds"))
         elif rb is None:
             buckets = DEFAULT_BUCKETS
-        elif (not isinstance(rb, list) or not rb
-              or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
-                         and math.isfinite(b) for b in rb)):
-            problems.append(f"{where}.buckets: expected a non-empty list of finite numbers")
-        elif any(b >= c for b, c in zip(rb, rb[1:])):
-            problems.append(f"{where}.buckets: bucket bounds must be strictly increasing")
+        elif not numbers or any(b is None for b in numbers):
+            problems.append(problem(raw, "buckets", where, f"expected a non-empty list of finite "
+                                                           f"numbers, got {show(rb)}"))
+        elif any(b >= c for b, c in zip(numbers, numbers[1:])):  # type: ignore[operator]
+            problems.append(problem(raw, "buckets", where, "bucket bounds must be strictly "
+                                                           "increasing"))
         else:
-            buckets = tuple(float(b) for b in rb)
+            buckets = tuple(b for b in numbers if b is not None)
     elif "buckets" in raw:
-        problems.append(f"{where}.buckets: only histograms have buckets")
-    max_series = raw.get("max_series", limits.get("max_series_per_metric", 2000))
-    if isinstance(max_series, bool) or not isinstance(max_series, int) or max_series < 1:
-        problems.append(f"{where}.max_series: expected a positive integer, got {max_series!r}")
-        max_series = 2000
-    ttl = 0.0
-    if "series_ttl" in raw:
-        try:
-            ttl = parse_duration(raw["series_ttl"])
-        except ValueError as exc:
-            problems.append(f"{where}.series_ttl: {exc}")
-    help_text = raw.get("help", "")
-    if not isinstance(help_text, str):
-        problems.append(f"{where}.help: expected a string")
-        help_text = ""
+        problems.append(problem(raw, "buckets", where, "only histograms have buckets"))
+    max_series = get_int(raw, "max_series", where, problems,
+                         limits.get("max_series_per_metric", 2000))
+    ttl = get_duration(raw, "series_ttl", where, problems, 0.0)
+    help_text = get_text(raw, "help", where, problems, "", "a string", empty=True)
     if len(problems) > before:
-        if line:
-            problems[before:] = [f"line {line}: {p}" for p in problems[before:]]
         return None
     metric = MetricDef(name=name, type=mtype, help=help_text,
                        label_names=tuple(s.name for s in labels), buckets=buckets,
@@ -750,10 +821,10 @@ def parse_rules(raw_rules: Any, limits: dict[str, Any] | None = None,
     if raw_rules is None:
         raw_rules = []
     if not isinstance(raw_rules, list):
-        raise RuleError(["rules: expected a list of rules"])
+        raise RuleError([f"rules: expected a list of rules, got {show(raw_rules)}"])
     rules: list[Rule] = []
     for i, raw in enumerate(raw_rules):
-        rule = _parse_rule(i, raw, limits or {}, problems)
+        rule = _parse_rule(i, raw, limits or {}, problems, line_of(raw_rules, i))
         if rule is not None:
             rule.source = source
             rules.append(rule)
@@ -766,6 +837,7 @@ def parse_rules(raw_rules: Any, limits: dict[str, Any] | None = None,
         a, b = seen.metric, rule.metric
         if not a.same_shape(b) or a.max_series != b.max_series or a.series_ttl != b.series_ttl:
             problems.append(
+                (f"line {rule.line}: " if rule.line else "") +
                 f"{rule.title}: feeds {b.name!r} like {seen.title} but with a different "
                 f"{'type' if a.type != b.type else 'label set' if a.label_names != b.label_names else 'bucket list' if a.buckets != b.buckets else 'max_series or series_ttl'}"
                 f" ({a.type} {list(a.label_names)} vs {b.type} {list(b.label_names)}); rules "

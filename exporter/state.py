@@ -23,9 +23,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 from exporter import __version__
 from exporter.collectors.selfmetrics import StateMetrics
-from exporter.configcheck import get_bool, open_section
+from exporter.configcheck import at, get_bool, get_duration, open_section, path, problem, show
 from exporter.fsutil import fsync_dir
-from exporter.rules import parse_duration
 
 __all__ = [
     "StateConfig", "parse_state", "StateError", "SnapshotError", "StateManager", "StatePart",
@@ -64,23 +63,27 @@ def parse_state(raw: Any, env: Mapping[str, str], overrides: Mapping[str, Any],
     cfg = StateConfig()
     raw, where = open_section(raw, "state", _STATE_KEYS, "'dir' and 'interval'", problems)
     cfg.enabled = get_bool(raw, "enabled", where, problems, cfg.enabled)
-    directory = overrides.get("state_dir") or env.get(STATE_DIR_ENV) or raw.get("dir")
+    if overrides.get("state_dir"):
+        directory, name, holder = overrides["state_dir"], "--state-dir", None
+    elif env.get(STATE_DIR_ENV):
+        directory, name, holder = env[STATE_DIR_ENV], STATE_DIR_ENV, None
+    else:
+        directory, name, holder = raw.get("dir"), path(where, "dir"), raw
     if directory is not None:
+        line = at(holder, "dir") if holder is not None else ""
         if not isinstance(directory, str) or not directory.strip():
-            problems.append(f"{where}: dir: expected a directory path, got {directory!r}")
+            problems.append(f"{line}{name}: expected a directory path, got {show(directory)}")
+        elif "\x00" in directory:
+            problems.append(f"{line}{name}: a path cannot contain a NUL character")
         else:
             cfg.dir = directory
-    if "interval" in raw:
-        try:
-            interval = parse_duration(raw["interval"])
-        except ValueError as exc:
-            problems.append(f"{where}: interval: {exc}")
-        else:
-            if interval < 1:
-                problems.append(f"{where}: interval: save at most once a second (got "
-                                f"{raw['interval']!r}); 30s is the default")
-            else:
-                cfg.interval = interval
+    interval = get_duration(raw, "interval", where, problems, cfg.interval)
+    if interval < 1:
+        problems.append(problem(raw, "interval", where, f"save at most once a second (got "
+                                                        f"{show(raw['interval'])}); 30s is the "
+                                                        f"default"))
+    else:
+        cfg.interval = interval
     return cfg
 
 

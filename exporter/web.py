@@ -4,17 +4,26 @@ landing page, health and readiness, and ``POST /-/reload``."""
 from __future__ import annotations
 
 import html
+import logging
 import threading
 from typing import Any, Callable, Iterable
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from werkzeug.exceptions import HTTPException, NotFound
 
 from exporter import __version__
 from exporter.config import Config
 from exporter.server import WSGIApp
 
 __all__ = ["create_web_app"]
+
+log = logging.getLogger("kpi_exporter")
+
+_PATHS = "/metrics, /, /-/healthy, /-/ready and POST /-/reload"
+
+
+_TEXT = "text/plain; charset=utf-8"
 
 
 def _landing(cfg: Config) -> str:
@@ -73,7 +82,23 @@ def create_web_app(registry: CollectorRegistry, config: Callable[[], Config],
     @app.post("/-/reload")
     def reload() -> Response:
         ok, message = do_reload()
-        return Response(message + "\n", status=200 if ok else 400, content_type="text/plain")
+        return Response(message + "\n", status=200 if ok else 400, content_type=_TEXT)
+
+    # Every error in plain text, like the rest of the listener, never a framework HTML page.
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        detail = (f"{request.path} is not served here; this listener serves {_PATHS}"
+                  if isinstance(exc, NotFound) else exc.description)
+        # the exception's own headers (the Allow of a 405) but not its HTML content type
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return Response(f"{exc.code} {exc.name}: {detail}\n", status=exc.code or 500,
+                        headers=headers, content_type=_TEXT)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.error("error serving %s %s", request.method, request.path, exc_info=exc)
+        return Response("500 Internal Server Error: the exporter failed on this request; its "
+                        "log has the details\n", status=500, content_type=_TEXT)
 
     def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/metrics":

@@ -9,9 +9,9 @@ from typing import Any
 
 from exporter.acquisition import SourceRule
 from exporter.acquisition.referrers import MEDIUMS, normalize_host
-from exporter.configcheck import get_bool, get_names, open_section
+from exporter.configcheck import (at, get_bool, get_int, get_names, open_section, path,
+                                  problem, show, unknown_keys)
 from exporter.rules import Rule
-from exporter.yamlload import line_of
 
 __all__ = ["WebAnalyticsConfig", "parse_web_analytics", "DIMENSIONS", "SESSION_LABEL_CHOICES",
            "EXCLUDE", "INCLUDE", "VISIT_METRICS"]
@@ -30,7 +30,8 @@ VISIT_METRICS = ("app_sessions_started_total", "app_sessions_started_by_client_t
                  "app_session_exits_total")
 
 _WEB_ANALYTICS_KEYS = ("enabled", "page_view_events", "session_end_events", "session_labels",
-             "campaign_label", "internal_hosts", "sources", "bots", "max_values", "max_routes")
+                       "campaign_label", "internal_hosts", "sources", "bots", "max_values",
+                       "max_routes")
 _SOURCE_KEYS = ("host", "utm_source", "source", "medium")
 _HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
@@ -59,18 +60,6 @@ class WebAnalyticsConfig:
     max_routes: int = 500
 
 
-def _int(raw: dict[str, Any], key: str, where: str, problems: list[str], low: int, high: int,
-         default: int, meaning: str) -> int:
-    if key not in raw:
-        return default
-    v = raw[key]
-    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-        problems.append(f"{where}: {key}: expected {meaning}, an integer from {low} to {high} "
-                        f"(default {default}), got {v!r}")
-        return default
-    return v
-
-
 def _host(value: Any) -> str | None:
     if not isinstance(value, str) or any(c in value for c in "/:@?#"):
         return None
@@ -78,51 +67,53 @@ def _host(value: Any) -> str | None:
     return host if _HOST_RE.match(host) else None
 
 
-def _sources(raw: Any, problems: list[str]) -> tuple[SourceRule, ...]:
-    if raw is None:
+def _sources(raw: dict[Any, Any], where: str, problems: list[str]) -> tuple[SourceRule, ...]:
+    entries = raw.get("sources")
+    if entries is None:
         return ()
-    if not isinstance(raw, list):
-        problems.append("web_analytics: sources: expected a list of {host: ..., source: ..., "
-                        "medium: ...} mappings")
+    if not isinstance(entries, list):
+        problems.append(problem(raw, "sources", where, f"expected a list of {{host: ..., source: "
+                                                       f"..., medium: ...}} mappings, got "
+                                                       f"{show(entries)}"))
         return ()
     out = []
-    for i, entry in enumerate(raw):
-        line = line_of(entry)
-        where = f"web_analytics.sources[{i}]" + (f" (line {line})" if line else "")
+    sw = path(where, "sources")
+    for i, entry in enumerate(entries):
+        ew = path(sw, i)
         if not isinstance(entry, dict):
-            problems.append(f"{where}: expected a mapping like {{host: news.example.org, "
-                            f"source: Example News, medium: referral}}")
+            problems.append(problem(entries, i, sw, f"expected a mapping like {{host: "
+                                                    f"news.example.org, source: Example News, "
+                                                    f"medium: referral}}, got {show(entry)}"))
             continue
-        bad = [k for k in entry if k not in _SOURCE_KEYS]
-        if bad:
-            problems.append(f"{where}: unknown key {bad[0]!r}; known keys: "
-                            f"{', '.join(_SOURCE_KEYS)}")
-            continue
+        before = len(problems)
+        problems.extend(unknown_keys(entry, _SOURCE_KEYS, ew))
         host, utm = entry.get("host"), entry.get("utm_source")
         if (host is None) == (utm is None):
-            problems.append(f"{where}: give either host (a referrer host name, its sub-domains "
-                            f"included) or utm_source (a utm_source value), not both or neither")
-            continue
+            problems.append(f"{at(entries, i)}{ew}: give either host (a referrer host name, its "
+                            f"sub-domains included) or utm_source (a utm_source value), not "
+                            f"both or neither")
         clean_host = None
         if host is not None:
             clean_host = _host(host)
             if clean_host is None:
-                problems.append(f"{where}: host: expected a host name like news.example.org "
-                                f"(no scheme, path or port), got {host!r}")
-                continue
+                problems.append(problem(entry, "host", ew, f"expected a host name like "
+                                                           f"news.example.org (no scheme, path "
+                                                           f"or port), got {show(host)}"))
         if utm is not None and (not isinstance(utm, str) or not utm.strip()):
-            problems.append(f"{where}: utm_source: expected a non-empty string, got {utm!r}")
-            continue
+            problems.append(problem(entry, "utm_source", ew, f"expected a non-empty string, got "
+                                                             f"{show(utm)}"))
         source, medium = entry.get("source"), entry.get("medium", "referral")
         if not isinstance(source, str) or not source.strip():
-            problems.append(f"{where}: source: expected the source's display name, like "
-                            f"'Example News', got {source!r}")
-            continue
+            problems.append(problem(entry, "source", ew, f"expected the source's display name, "
+                                                         f"like 'Example News', got "
+                                                         f"{show(source)}"))
         if not isinstance(medium, str) or not re.match(r"^[a-z0-9_()-]{1,40}$", medium):
-            problems.append(f"{where}: medium: expected a lower-case word like "
-                            f"{', '.join(MEDIUMS)} or cpc, got {medium!r}")
+            problems.append(problem(entry, "medium", ew, f"expected a lower-case word like "
+                                                         f"{', '.join(MEDIUMS)} or cpc, got "
+                                                         f"{show(medium)}"))
+        if len(problems) > before:
             continue
-        out.append(SourceRule(source.strip(), medium, clean_host,
+        out.append(SourceRule(str(source).strip(), str(medium), clean_host,
                               utm.strip() if isinstance(utm, str) else None))
     return tuple(out)
 
@@ -138,8 +129,8 @@ def parse_web_analytics(raw: Any, user_rules: list[Rule],
     page_views = get_names(raw, "page_view_events", where, problems,
                            "event names, like [app.page_view]")
     if page_views == ():
-        problems.append(f"{where}: page_view_events: name at least one event (the default is "
-                        f"[app.page_view])")
+        problems.append(problem(raw, "page_view_events", where, "name at least one event (the "
+                                                                "default is [app.page_view])"))
     page_views = page_views or d.page_view_events
     ends = get_names(raw, "session_end_events", where, problems,
                      "event names, like [app.session.end, session.end]")
@@ -147,18 +138,20 @@ def parse_web_analytics(raw: Any, user_rules: list[Rule],
         ends = d.session_end_events
     overlap = set(page_views) & set(ends)
     if overlap:
-        problems.append(f"{where}: {sorted(overlap)[0]!r} is both a page view and a session end "
-                        f"event; an event is one or the other")
+        problems.append(problem(raw, "session_end_events", where,
+                                f"{show(sorted(overlap)[0])} is both a page view and a session "
+                                f"end event; an event is one or the other"))
     labels = get_names(raw, "session_labels", where, problems,
                        f"visit dimensions from {', '.join(SESSION_LABEL_CHOICES)}")
     if labels is None:
         labels = d.session_labels
     for label in labels:
         if label not in SESSION_LABEL_CHOICES:
-            problems.append(f"{where}: session_labels: {label!r} is not a visit dimension; "
-                            f"choose from {', '.join(SESSION_LABEL_CHOICES)}")
+            problems.append(problem(raw, "session_labels", where,
+                                    f"{show(label)} is not a visit dimension; choose from "
+                                    f"{', '.join(SESSION_LABEL_CHOICES)}"))
     if len(set(labels)) != len(labels):
-        problems.append(f"{where}: session_labels: a dimension is listed twice")
+        problems.append(problem(raw, "session_labels", where, "a dimension is listed twice"))
     campaign = get_bool(raw, "campaign_label", where, problems, d.campaign_label)
     hosts = get_names(raw, "internal_hosts", where, problems,
                       "host names, like [www.example.com, shop.example.com]") or ()
@@ -166,26 +159,29 @@ def parse_web_analytics(raw: Any, user_rules: list[Rule],
     for h in hosts:
         clean = _host(h)
         if clean is None:
-            problems.append(f"{where}: internal_hosts: {h!r} is not a host name (write "
-                            f"www.example.com: no scheme, path or port)")
+            problems.append(problem(raw, "internal_hosts", where,
+                                    f"{show(h)} is not a host name (write www.example.com: no "
+                                    f"scheme, path or port)"))
         else:
             clean_hosts.append(clean)
     bots = raw.get("bots", d.bots)
-    if bots not in (EXCLUDE, INCLUDE):
-        problems.append(f"{where}: bots: expected {EXCLUDE!r} (bots count only in "
-                        f"app_bot_events_total) or {INCLUDE!r} (they count as visitors), "
-                        f"got {bots!r}")
+    if not isinstance(bots, str) or bots not in (EXCLUDE, INCLUDE):
+        problems.append(problem(raw, "bots", where,
+                                f"expected {EXCLUDE!r} (bots count only in app_bot_events_total) "
+                                f"or {INCLUDE!r} (they count as visitors), got {show(bots)}"))
         bots = d.bots
-    max_values = _int(raw, "max_values", where, problems, 2, 5_000, d.max_values,
-                      "the distinct values each visit dimension may take")
-    max_routes = _int(raw, "max_routes", where, problems, 2, 60_000, d.max_routes,
-                      "the distinct entry and exit routes")
+    max_values = get_int(raw, "max_values", where, problems, d.max_values, low=2, high=5_000,
+                         hint=f" (the distinct values each visit dimension may take; default "
+                              f"{d.max_values})")
+    max_routes = get_int(raw, "max_routes", where, problems, d.max_routes, low=2, high=60_000,
+                         hint=f" (the distinct entry and exit routes; default {d.max_routes})")
     if enabled:
         for rule in user_rules:
             if rule.metric.name in VISIT_METRICS:
-                problems.append(f"{rule.title}: {rule.metric.name!r} is a visit metric "
+                problems.append((f"line {rule.line}: " if rule.line else "") +
+                                f"{rule.title}: {rule.metric.name!r} is a visit metric "
                                 f"(docs/kpis.md); rename the rule's metric, or set "
                                 f"web_analytics.enabled: false")
     return WebAnalyticsConfig(enabled, tuple(page_views), tuple(ends),
-                     tuple(dict.fromkeys(labels)), campaign, tuple(clean_hosts),
-                     _sources(raw.get("sources"), problems), bots, max_values, max_routes)
+                              tuple(dict.fromkeys(labels)), campaign, tuple(clean_hosts),
+                              _sources(raw, where, problems), bots, max_values, max_routes)

@@ -12,6 +12,7 @@ relative to the web config file's directory, as in the toolkit.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import yamlload
+from exporter.fsutil import read_limited
 
 __all__ = ["WebConfig", "TLSSettings", "WebConfigError", "load_web_config", "peer_sans",
            "file_stamp", "BCRYPT_HASH"]
@@ -208,15 +210,16 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert_file: str | None, cert: str,
 
 def _go_duration(value: Any) -> float | None:
     """A Go duration ('1s', '100ms', '1m30s', or an integer of nanoseconds) in seconds."""
+    seconds: float | None = None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value / 1e9
-    if isinstance(value, str):
+        seconds = value / 1e9 if value < 2 ** 63 else None  # Go durations are int64 nanoseconds
+    elif isinstance(value, str):
         text = value.strip()
         if text == "0":
             return 0.0
         if _GO_DURATION.match(text):
-            return sum(float(n) * _DURATION_UNITS[u] for n, u in _GO_DURATION_PART.findall(text))
-    return None
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _GO_DURATION_PART.findall(text))
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 class _Checker:
@@ -275,13 +278,12 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     name = str(path)
     check = _Checker(name)
     try:
-        with open(name, "rb") as f:
-            data = f.read(MAX_WEB_CONFIG_SIZE + 1)
+        data = read_limited(name, MAX_WEB_CONFIG_SIZE)
     except OSError as exc:
         raise WebConfigError([f"{name}: cannot read the web config file: "
                               f"{exc.strerror or exc}"]) from None
-    if len(data) > MAX_WEB_CONFIG_SIZE:
-        raise WebConfigError([f"{name}: over {MAX_WEB_CONFIG_SIZE} bytes: not a web config file"])
+    except ValueError as exc:  # a NUL in the path, or a file that never ends
+        raise WebConfigError([f"{name}: cannot read the web config file: {exc}"]) from None
     try:
         doc = yamlload.load(data.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -18,9 +18,10 @@ RULE = "rules:\n  - metric: app_x_total\n    type: counter\n    match: {signal: 
 BROKEN = [
     # (config text, text the message must contain)
     ("rules: [\n", ":2: expected the node content"),
-    ("server: {otlp_listen: 4318}\n", "is not HOST:PORT"),
+    ("server: {otlp_listen: 4318}\n", "server.otlp_listen: expected HOST:PORT"),
+    ("server: {otlp_listen: 'x:4318:1'}\n", "is not HOST:PORT"),
     ("server: {max_body_size: lots}\n", "is not a size"),
-    ("server: {threads: 0}\n", "server.threads: expected a positive integer"),
+    ("server: {threads: 0}\n", "server.threads: expected an integer from 1 to 1024"),
     ("servr: {}\n", "did you mean 'server'"),
     ("server:\n  cors: {allowed_origins: ['https://a.example.com/path']}\n", "is not an origin"),
     ("limits: {max_series_per_metric: -1}\n", "limits.max_series_per_metric"),
@@ -49,7 +50,7 @@ BROKEN = [
     ("rules:\n  - metric: app_x_total\n    type: counter\n"
      "    match: {signal: log, name_regex: '(['}\n", "not a valid regular expression"),
     (RULE.replace("name: app.x}", "name: app.x, attributes: {n: {gt: many}}}"),
-     "expected a number"),
+     "match.attributes.n.gt: expected a finite number, got 'many'"),
     (RULE.replace("name: app.x}", "name: app.x, attributes: {n: {inn: [1]}}}"),
      "did you mean 'in'"),
     ("rules:\n  - metric: h_seconds\n    type: histogram\n    match: {signal: span}\n"
@@ -88,6 +89,97 @@ BROKEN = [
     ("rules:\n  - metric: c_total\n    type: counter\n    match: {signal: span}\n"
      "    value: {cost: input}\n    scale: 100\n", "a cost is in USD; 'scale' does not apply"),
 ]
+
+
+# Configs that once ended in a traceback (or, accepted, broke the exporter at start) instead
+# of being refused, and what the refusal says now.
+ONCE_CRASHED = [
+    (RULE + "    labels: {foo: {attribute: 5}}\n",
+     ":5: rules[0] (app_x_total).labels.foo.attribute: expected an attribute name or a list of "
+     "them, got 5"),
+    (RULE + "    labels: {foo: {attribute: a, default: [1, {2: 3}]}}\n",
+     ":5: rules[0] (app_x_total).labels.foo.default: expected a string, a number or true/false"),
+    (RULE + "    labels: {foo: {value: {a: 1, 2: b}}}\n",
+     ":5: rules[0] (app_x_total).labels.foo.value: expected a string, a number or true/false"),
+    (RULE.replace("name: app.x}", "name: app.x, attributes: {k: {in: [a, [b, {c: 1, 2: d}]]}}}"),
+     ":4: rules[0] (app_x_total).match.attributes.k.in: expected a non-empty list of values"),
+    (RULE + "    scale: 1" + "0" * 400 + "\n", ":5: rules[0] (app_x_total).scale: expected a "
+                                                 "finite, non-zero number, got 1000"),
+    (RULE + "    value: 1" + "0" * 400 + "\n", ":5: rules[0] (app_x_total).value: expected a "
+                                                 "finite number"),
+    ("rules:\n  - metric: h_seconds\n    type: histogram\n    match: {signal: span}\n"
+     "    value: duration\n    buckets: [1, 1" + "0" * 400 + "]\n",
+     ":6: rules[0] (h_seconds).buckets: expected a non-empty list of finite numbers"),
+    ("windows:\n  durations: [.inf]\n", ":2: windows.durations[0]: inf is not a window"),
+    ("windows:\n  breakdowns:\n    - attribute: app.plan\n      windows: [.inf]\n",
+     ":4: windows.breakdowns[0].windows: inf is not one of windows.durations"),
+    ("state:\n  interval: 1.0e+300\n", ":2: state.interval: 1e+300 is not a duration"),
+    ("server:\n  threads: 1000000000\n", ":2: server.threads: expected an integer from 1 to 1024"),
+    ("server:\n  otlp_listen: 'ü.example:4318'\n", ":2: server.otlp_listen: 'ü.example:4318' is "
+                                                  "not HOST:PORT"),
+    ("server:\n  auth:\n    bearer_token_file: /dev/zero\n",
+     ":3: server.auth.bearer_token_file: cannot read '/dev/zero': it is larger than 1 MiB"),
+    ("server:\n  auth:\n    bearer_token_file: \"a\\0b\"\n",
+     ":3: server.auth.bearer_token_file: cannot read 'a\\x00b': a path cannot contain a NUL"),
+    ("state:\n  dir: \"a\\0b\"\n", ":2: state.dir: a path cannot contain a NUL character"),
+    ("server:\n  threads: " + "9" * 5000 + "\n", ":2: cannot read '99999"),
+    ("a: !!float x\n", ":1: 'x' is not a valid !!float"),
+    ("a: !!bool maybe\n", ":1: 'maybe' is not a valid !!bool"),
+    ("a: !!timestamp x\n", ":1: 'x' is not a valid !!timestamp"),
+    ("a: !!seq {b: 1}\n", ":1: a !!seq must be a list"),
+    ("a: !!binary aGk=\n", ":1: the tag '!!binary' is not supported in a config"),
+    ("? [a, b]\n: 1\n", ":1: a key must be a plain value such as a name"),
+    ("rules: " + "[" * 5000 + "]" * 5000 + "\n", ":1: nested more than 64 levels deep"),
+    ("rules:\n  - &r [*r]\n", ":2: found unconstructable recursive node"),
+    # an alias bomb: a billion strings by reference, refused by type before anything walks it
+    ("b0: &b0 [x, x, x, x, x, x, x, x, x, x]\n"
+     + "".join(f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 10)}]\n" for i in range(1, 9))
+     + RULE + "    labels: {x: {attribute: a, default: *b8}}\n",
+     ":14: rules[0] (app_x_total).labels.x.default: expected a string, a number or true/false"),
+]
+
+
+@pytest.mark.parametrize("text,needle", ONCE_CRASHED,
+                         ids=[f"once_crashed{i}" for i in range(len(ONCE_CRASHED))])
+def test_configs_that_once_crashed_the_loader_are_refused_with_their_line(tmp_path, text, needle):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    message = "\n".join(err.value.problems)
+    assert f"{path}{needle}" in message
+    assert all(re.match(rf"{re.escape(str(path))}:\d+: ", p) for p in err.value.problems), message
+
+
+def test_files_that_are_not_utf8_are_refused_with_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"server:\n  otlp_listen: \xff\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [f"{path}:2: the file is not UTF-8 text (byte 23); save it as "
+                                  f"UTF-8"]
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"\xfe\xff\n")
+    path.write_text(f"server:\n  auth:\n    bearer_token_file: {tokens}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [f"{path}:3: server.auth.bearer_token_file: cannot read "
+                                  f"{str(tokens)!r}: not UTF-8 text (byte 0)"]
+
+
+def test_every_problem_names_the_line_of_its_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("server:\n  threads: many\n  cors:\n    max_age: -1\nlimits:\n"
+                    "  max_series_per_metric: 0\nwindows:\n  precision: 99\n"
+                    "  user_attribute: user.email\nstate:\n  enabled: sometimes\n"
+                    "default_rules: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert [p.split(": ", 2)[:2] for p in err.value.problems] == [
+        [f"{path}:2", "server.threads"], [f"{path}:4", "server.cors.max_age"],
+        [f"{path}:6", "limits.max_series_per_metric"], [f"{path}:12", "default_rules"],
+        [f"{path}:8", "windows.precision"], [f"{path}:9", "windows.user_attribute"],
+        [f"{path}:11", "state.enabled"]]
 
 
 @pytest.mark.parametrize("text,needle", BROKEN, ids=[f"broken{i}" for i in range(len(BROKEN))])

@@ -136,7 +136,7 @@ RULE = "rules:\n  - metric: app_x_total\n    type: counter\n"
 
 @pytest.mark.parametrize("text, env, message", [
     ("privacy: {salt: tiny-salt-x}\n", {},
-     "privacy (line 1): salt: expected a string of at least 16"),
+     "c.yaml:1: privacy.salt: expected a string of at least 16"),
     ("", {"KPI_EXPORTER_SALT": "tiny-salt-x"}, "KPI_EXPORTER_SALT: the salt is shorter than 16"),
     ("privacy: {attribute_denylist: ['user.*']}\n", {},
      "the denylist pattern 'user.*' matches 'user.id', which the KPI windows count"),

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import signal
 import subprocess
 import sys
+import threading
 
 import requests
+from prometheus_client import CollectorRegistry
 
 from tests.helpers import ROOT, eventually
 
@@ -260,3 +263,54 @@ def test_explain_shows_what_a_genai_span_costs(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "gen_ai_span_cost_usd_total{" not in r.stdout
     assert "no input token usage of a model with a known price" in r.stdout
+
+
+def test_errors_of_the_metrics_listener_are_plain_text(exporter):
+    r = requests.get(exporter.metrics_url + "/nope", timeout=5)
+    assert r.status_code == 404 and r.headers["Content-Type"].startswith("text/plain")
+    assert r.text == ("404 Not Found: /nope is not served here; this listener serves /metrics, "
+                      "/, /-/healthy, /-/ready and POST /-/reload\n")
+    r = requests.get(exporter.metrics_url + "/-/reload", timeout=5)
+    assert r.status_code == 405 and r.headers["Content-Type"].startswith("text/plain")
+    assert r.text.startswith("405 Method Not Allowed: ") and "<" not in r.text
+    assert "POST" in r.headers["Allow"]
+
+
+def test_a_failing_page_answers_500_in_plain_text_and_logs_why(caplog):
+    from werkzeug.test import Client
+
+    from exporter.web import create_web_app
+
+    def broken_config():
+        raise RuntimeError("the landing page broke")
+
+    app = create_web_app(CollectorRegistry(), broken_config, threading.Event(),
+                         lambda: (True, "reloaded"))
+    with caplog.at_level(logging.ERROR, logger="kpi_exporter"):
+        r = Client(app).get("/")
+    assert r.status_code == 500 and r.headers["Content-Type"].startswith("text/plain")
+    assert r.get_data(as_text=True) == ("500 Internal Server Error: the exporter failed on this "
+                                        "request; its log has the details\n")
+    assert "the landing page broke" in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_reload_that_fails_unexpectedly_is_refused_and_the_old_config_kept(
+        exporter_factory, monkeypatch, caplog):
+    import exporter.app
+
+    e = exporter_factory(CUSTOM)
+
+    def failing_load(*_args, **_kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(exporter.app, "load_config", failing_load)
+    with caplog.at_level(logging.ERROR, logger="kpi_exporter"):
+        r = requests.post(e.metrics_url + "/-/reload", timeout=5)
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("text/plain")
+    assert r.text == ("config reload failed with an unexpected error (a bug; the exporter's log "
+                      "has the traceback), the running config stays\n")
+    assert "disk on fire" in caplog.text and "Traceback" in caplog.text
+    e.post("/v1/logs", signup())
+    s = e.scrape()
+    assert s.value("app_signups_total", plan="pro") == 1
+    assert s.value("kpi_exporter_config_reloads_total", outcome="failure") == 1

@@ -374,7 +374,8 @@ def test_state_dir_precedence(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("state: {interval: 0.5s}\n", "state (line 1): interval: save at most once a second"),
+    ("state:\n  interval: 0.5s\n", "c.yaml:2: state.interval: save at most once a second"),
+    ("state: {interval: 99999d}\n", "state.interval: '99999d' is not a duration"),
     ("state: {interval: often}\n", "interval: 'often' is not a duration"),
     ("state: {dir: 7}\n", "dir: expected a directory path"),
     ("state: {enable: false}\n", "did you mean 'enabled'"),

@@ -289,10 +289,13 @@ def write(tmp_path, text):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("windows: {durations: [5m, fortnight]}\n", "windows (line 1): durations: 'fortnight' is "
-                                                "not a duration"),
-    ("windows: {durations: [5s]}\n", "between 10s and 400d"),
-    ("windows: {precision: 30}\n", "precision: expected an integer from 8 to 18"),
+    ("windows: {durations: [5m, fortnight]}\n", "c.yaml:1: windows.durations[1]: 'fortnight' is "
+                                                "not a window"),
+    ("windows:\n  durations:\n    - 5m\n    - 5s\n", "c.yaml:4: windows.durations[1]: '5s' is "
+                                                   "not a window: write a whole number of "
+                                                   "seconds from 10s to 400d"),
+    ("windows: {durations: [.inf]}\n", "windows.durations[0]: inf is not a window"),
+    ("windows: {precision: 30}\n", "windows.precision: expected an integer from 8 to 18"),
     ("windows: {durations: [1h], breakdowns: [{attribute: user.id}]}\n",
      "a breakdown needs a bounded attribute"),
     ("windows: {breakdowns: [{attribute: app.platform, windows: [2h]}]}\n",

@@ -13,13 +13,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.configcheck import get_bool, open_section
-from exporter.rules import unknown_keys
-from exporter.yamlload import line_of
+from exporter.configcheck import (as_finite, at, get_bool, open_section, problem, show,
+                                  unknown_keys)
 
 __all__ = ["GenAIConfig", "PriceOverride", "parse_genai"]
 
@@ -51,37 +49,32 @@ class GenAIConfig:
     prices: tuple[PriceOverride, ...] = ()
 
 
-def _price(raw: dict[str, Any], key: str, where: str, problems: list[str]) -> float | None:
-    value = raw.get(key)
-    number = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:  # an integer past any float
-            number = None
-    if number is None or not math.isfinite(number) or number < 0:
-        problems.append(f"{where}.{key}: expected USD per million tokens as a number of 0 or "
-                        f"more (for example 2.5), got {value!r}")
+def _price(raw: dict[Any, Any], key: str, where: str, problems: list[str]) -> float | None:
+    number = as_finite(raw.get(key))
+    if number is None or number < 0:
+        problems.append(problem(raw, key, where, f"expected USD per million tokens as a number "
+                                                 f"of 0 or more (for example 2.5), got "
+                                                 f"{show(raw.get(key))}"))
         return None
     return number
 
 
-def _name(raw: dict[str, Any], key: str, where: str, problems: list[str],
+def _name(raw: dict[Any, Any], key: str, where: str, problems: list[str],
           example: str) -> str | None:
     value = raw.get(key)
     if not isinstance(value, str) or not value.strip():
-        problems.append(f"{where}.{key}: expected {example}, got {value!r}")
+        problems.append(problem(raw, key, where, f"expected {example}, got {show(value)}"))
         return None
     return value.strip()
 
 
-def _parse_price(index: int, raw: Any, problems: list[str]) -> PriceOverride | None:
+def _parse_price(entries: list[Any], index: int, problems: list[str]) -> PriceOverride | None:
+    raw = entries[index]
     where = f"genai.prices[{index}]"
     if not isinstance(raw, dict):
-        problems.append(f"{where}: expected a mapping with 'model', 'input_per_mtok' and "
-                        f"'output_per_mtok', got {raw!r}")
+        problems.append(f"{at(entries, index)}{where}: expected a mapping with 'model', "
+                        f"'input_per_mtok' and 'output_per_mtok', got {show(raw)}")
         return None
-    line = line_of(raw)
     before = len(problems)
     problems.extend(unknown_keys(raw, _PRICE_KEYS, where))
     model = _name(raw, "model", where, problems, "the model name as the instrumentation "
@@ -93,11 +86,8 @@ def _parse_price(index: int, raw: Any, problems: list[str]) -> PriceOverride | N
     prices = {key: _price(raw, key, where, problems) for key in _REQUIRED_PRICES}
     prices.update({key: _price(raw, key, where, problems) for key in _OPTIONAL_PRICES
                    if key in raw})
-    if len(problems) > before:
-        if line:
-            problems[before:] = [f"line {line}: {p}" for p in problems[before:]]
+    if len(problems) > before or model is None:
         return None
-    assert model is not None
     return PriceOverride(
         model=model, provider=provider,
         input_per_mtok=prices["input_per_mtok"] or 0.0,
@@ -115,23 +105,20 @@ def parse_genai(raw: Any, problems: list[str]) -> GenAIConfig:
     if entries is None:
         return GenAIConfig(builtin)
     if not isinstance(entries, list):
-        line = line_of(raw)
-        problems.append(f"{'line ' + str(line) + ': ' if line else ''}genai.prices: expected "
-                        f"a list of {{model, input_per_mtok, output_per_mtok}} mappings, got "
-                        f"{entries!r}")
+        problems.append(problem(raw, "prices", where, f"expected a list of {{model, "
+                                                      f"input_per_mtok, output_per_mtok}} "
+                                                      f"mappings, got {show(entries)}"))
         return GenAIConfig(builtin)
     prices: list[PriceOverride] = []
     seen: dict[tuple[str | None, str], int] = {}
-    for i, item in enumerate(entries):
-        price = _parse_price(i, item, problems)
+    for i in range(len(entries)):
+        price = _parse_price(entries, i, problems)
         if price is None:
             continue
         key = (None if price.provider is None else price.provider.lower(), price.model.lower())
         if key in seen:
-            line = line_of(item)
-            problems.append(f"{'line ' + str(line) + ': ' if line else ''}genai.prices[{i}]: "
-                            f"model {price.model!r}"
-                            f"{' of provider ' + repr(price.provider) if price.provider else ''}"
+            problems.append(f"{at(entries, i)}genai.prices[{i}]: model {show(price.model)}"
+                            f"{' of provider ' + show(price.provider) if price.provider else ''}"
                             f" is priced twice (also genai.prices[{seen[key]}]); keep one")
             continue
         seen[key] = i

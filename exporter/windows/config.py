@@ -11,9 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 import datasketches
 
 from exporter import naming
-from exporter.configcheck import get_bool, get_names, open_section
-from exporter.rules import Rule, label_str, parse_duration, unknown_keys
-from exporter.yamlload import line_of
+from exporter.configcheck import (at, get_bool, get_duration, get_int, get_names, get_text,
+                                  is_scalar, open_section, parse_duration, path, problem, show,
+                                  unknown_keys)
+from exporter.rules import Rule, label_str
 
 __all__ = [
     "WindowSpec", "BreakdownSpec", "WindowsConfig", "parse_windows", "window_spec",
@@ -213,7 +214,7 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str],
     raw, where = open_section(raw, "windows", _WINDOWS_KEYS, "'durations' and 'breakdowns'",
                               problems)
     cfg.enabled = get_bool(raw, "enabled", where, problems, cfg.enabled)
-    store, store_source = raw.get("store"), f"{where}: store"
+    store, store_source = raw.get("store"), f"{at(raw, 'store')}{path(where, 'store')}"
     if store is not None and isinstance(store, str) and "@" in store:
         raw["store"] = redact_url(store)  # the parsed document a Config keeps holds no password
     if (env or {}).get(STORE_ENV):
@@ -223,162 +224,149 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str],
     if store is not None:
         if not isinstance(store, str) or not store.strip():
             problems.append(f"{store_source}: expected 'memory' or a redis:// URL, got "
-                            f"{store!r}")
+                            f"{show(store)}")
         elif store.strip() != MEMORY_STORE:
-            problem = _check_store_url(store.strip())
-            if problem:
-                problems.append(f"{store_source}: {problem}")
+            wrong = _check_store_url(store.strip())
+            if wrong:
+                problems.append(f"{store_source}: {wrong}")
             else:
                 cfg.store = store.strip()
-    if "redis_buffer" in raw:
-        n = raw["redis_buffer"]
-        if isinstance(n, bool) or not isinstance(n, int) or not 100 <= n <= 10_000_000:
-            problems.append(f"{where}: redis_buffer: expected the number of events to hold "
-                            f"while the store is unreachable, an integer from 100 to "
-                            f"10000000 (default 250000), got {n!r}")
-        else:
-            cfg.redis_buffer = n
+    cfg.redis_buffer = get_int(raw, "redis_buffer", where, problems, cfg.redis_buffer, low=100,
+                               high=10_000_000, hint=" (the events to hold while the store is "
+                                                     "unreachable; default 250000)")
     if "redis_prefix" in raw:
         prefix = raw["redis_prefix"]
         if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-            problems.append(f"{where}: redis_prefix: expected up to 64 letters, digits and "
-                            f"'_.:/-' (no braces: they would change the keys' Cluster slots), "
-                            f"like 'kpi:' or 'shop-prod:kpi:', got {prefix!r}")
+            problems.append(problem(raw, "redis_prefix", where,
+                                    f"expected up to 64 letters, digits and '_.:/-' (no braces: "
+                                    f"they would change the keys' Cluster slots), like 'kpi:' or "
+                                    f"'shop-prod:kpi:', got {show(prefix)}"))
         else:
             cfg.redis_prefix = prefix
     if "durations" in raw:
         durations = raw["durations"]
         if not isinstance(durations, list) or not durations:
-            problems.append(f"{where}: durations: expected a list of durations like "
-                            f"[5m, 1h, 1d, 7d, 30d]")
+            problems.append(problem(raw, "durations", where, f"expected a list of durations like "
+                                                             f"[5m, 1h, 1d, 7d, 30d], got "
+                                                             f"{show(durations)}"))
         else:
             specs: dict[int, WindowSpec] = {}
-            for d in durations:
-                try:
-                    seconds = parse_duration(d)
-                except ValueError as exc:
-                    problems.append(f"{where}: durations: {exc}")
+            for i, d in enumerate(durations):
+                seconds = _window_seconds(d)
+                if seconds is None:
+                    problems.append(problem(durations, i, path(where, "durations"),
+                                            f"{show(d)} is not a window: write a whole number "
+                                            f"of seconds from 10s to 400d, like 5m, 1h or 7d"))
                     continue
-                if seconds != int(seconds) or not 10 <= seconds <= _MAX_WINDOW:
-                    problems.append(f"{where}: durations: {d!r} must be a whole number of "
-                                    f"seconds between 10s and 400d")
-                    continue
-                specs[int(seconds)] = window_spec(int(seconds))
+                specs[seconds] = window_spec(seconds)
             cfg.windows = tuple(specs[s] for s in sorted(specs))
-    if "precision" in raw:
-        p = raw["precision"]
-        if isinstance(p, bool) or not isinstance(p, int) or not 8 <= p <= 18:
-            problems.append(f"{where}: precision: expected an integer from 8 to 18 (log2 of the "
-                            f"sketch registers; 14 gives {relative_error_bound(14):.1%}), "
-                            f"got {p!r}")
-        else:
-            cfg.precision = p
-            if cfg.shared and p != REDIS_PRECISION:
-                problems.append(f"{where}: precision: a Redis or Valkey store keeps "
-                                f"HyperLogLogs of 2**{REDIS_PRECISION} registers (fixed by the "
-                                f"server, {REDIS_ERROR_BOUND:.1%} error "
-                                f"bound); precision applies to the memory store only, so "
-                                f"remove it or set it to {REDIS_PRECISION}")
-    if "max_future" in raw:
-        try:
-            cfg.max_future = parse_duration(raw["max_future"])
-        except ValueError as exc:
-            problems.append(f"{where}: max_future: {exc}")
+    cfg.precision = get_int(raw, "precision", where, problems, cfg.precision, low=8, high=18,
+                            hint=f" (log2 of the sketch registers; 14 gives "
+                                 f"{relative_error_bound(14):.1%})")
+    if cfg.shared and "precision" in raw and cfg.precision != REDIS_PRECISION:
+        problems.append(problem(raw, "precision", where,
+                                f"a Redis or Valkey store keeps HyperLogLogs of "
+                                f"2**{REDIS_PRECISION} registers (fixed by the server, "
+                                f"{REDIS_ERROR_BOUND:.1%} error bound); precision applies to the "
+                                f"memory store only, so remove it or set it to "
+                                f"{REDIS_PRECISION}"))
+    cfg.max_future = get_duration(raw, "max_future", where, problems, cfg.max_future)
     for key in ("user_attribute", "session_attribute"):
-        if key in raw:
-            v = raw[key]
-            if not isinstance(v, str) or not v:
-                problems.append(f"{where}: {key}: expected an attribute name, got {v!r}")
-            else:
-                setattr(cfg, key, v)
+        setattr(cfg, key, get_text(raw, key, where, problems, getattr(cfg, key),
+                                   "an attribute name"))
     if cfg.user_attribute == cfg.session_attribute:
-        problems.append(f"{where}: user_attribute and session_attribute are both "
-                        f"{cfg.user_attribute!r}; sessions and users need their own attributes")
+        problems.append(problem(raw, "session_attribute", where,
+                                f"user_attribute and session_attribute are both "
+                                f"{show(cfg.user_attribute)}; sessions and users need their own "
+                                f"attributes"))
     events = get_names(raw, "conversion_events", where, problems,
                        "event names, like [app.conversion]")
     if events is not None:
         cfg.conversion_events = events
     if "session_timeout" in raw:
         low, high = _SESSION_TIMEOUT_RANGE
-        try:
-            timeout = parse_duration(raw["session_timeout"])
-        except ValueError as exc:
-            problems.append(f"{where}: session_timeout: {exc}")
+        timeout = get_duration(raw, "session_timeout", where, problems, cfg.session_timeout)
+        if not low <= timeout <= high:
+            problems.append(problem(raw, "session_timeout", where,
+                                    f"a visit ends after between 1s and 1d without events "
+                                    f"(default 30m, as Plausible and PostHog), got "
+                                    f"{show(raw['session_timeout'])}"))
         else:
-            if not low <= timeout <= high:
-                problems.append(f"{where}: session_timeout: a visit ends after between 1s and "
-                                f"1d without events (default 30m, as Plausible and PostHog), "
-                                f"got {raw['session_timeout']!r}")
-            else:
-                cfg.session_timeout = timeout
-    if "max_open_sessions" in raw:
-        n = raw["max_open_sessions"]
-        if isinstance(n, bool) or not isinstance(n, int) or not 100 <= n <= 100_000_000:
-            problems.append(f"{where}: max_open_sessions: expected the number of visits that "
-                            f"may be open at once (about 200 bytes each in the memory store), "
-                            f"an integer from 100 to 100000000 (default 250000), got {n!r}")
-        else:
-            cfg.max_open_sessions = n
+            cfg.session_timeout = timeout
+    cfg.max_open_sessions = get_int(raw, "max_open_sessions", where, problems,
+                                    cfg.max_open_sessions, low=100, high=100_000_000,
+                                    hint=" (visits open at once, about 200 bytes each in the "
+                                         "memory store; default 250000)")
 
     names = {w.name for w in cfg.windows}
     breakdowns = raw.get("breakdowns", [])
     if not isinstance(breakdowns, list):
-        problems.append(f"{where}: breakdowns: expected a list of "
-                        f"{{attribute: ..., label: ...}} mappings")
+        problems.append(problem(raw, "breakdowns", where, f"expected a list of {{attribute: ..., "
+                                                          f"label: ...}} mappings, got "
+                                                          f"{show(breakdowns)}"))
         breakdowns = []
     parsed: list[BreakdownSpec] = []
     for i, b in enumerate(breakdowns):
-        bw = f"windows.breakdowns[{i}]" + (f" (line {line_of(b)})" if line_of(b) else "")
+        bw = path(path(where, "breakdowns"), i)
         if not isinstance(b, dict):
-            problems.append(f"{bw}: expected a mapping like {{attribute: app.platform, "
-                            f"label: platform}}")
+            problems.append(problem(breakdowns, i, path(where, "breakdowns"),
+                                    f"expected a mapping like {{attribute: app.platform, "
+                                    f"label: platform}}, got {show(b)}"))
             continue
+        before = len(problems)
         problems.extend(unknown_keys(b, _BREAKDOWN_KEYS, bw))
-        attribute = b.get("attribute")
-        if not isinstance(attribute, str) or not attribute:
-            problems.append(f"{bw}: attribute: expected an attribute name like app.platform")
+        attribute = get_text(b, "attribute", bw, problems, "",
+                             "an attribute name like app.platform")
+        if not attribute:
+            if "attribute" not in b:
+                problems.append(f"{at(breakdowns, i)}{bw}: attribute: required, an attribute "
+                                f"name like app.platform")
             continue
         if naming.is_identity_attribute(attribute) or attribute in cfg.identity_keys:
-            problems.append(f"{bw}: attribute {attribute!r} identifies a person, device or "
-                            f"session; a breakdown needs a bounded attribute such as a "
-                            f"platform or a plan tier")
+            problems.append(problem(b, "attribute", bw,
+                                    f"{show(attribute)} identifies a person, device or "
+                                    f"session; a breakdown needs a bounded attribute such as a "
+                                    f"platform or a plan tier"))
             continue
-        label = b.get("label", attribute.replace(".", "_").replace("-", "_"))
-        problems.extend(f"{bw}: {p}" for p in naming.check_label_name(str(label), "gauge"))
+        label = get_text(b, "label", bw, problems,
+                         attribute.replace(".", "_").replace("-", "_"), "a label name")
+        problems.extend(f"{at(b, 'label' if 'label' in b else 'attribute')}{bw}.label: {p}"
+                        for p in naming.check_label_name(label, "gauge"))
         if label == "window":
-            problems.append(f"{bw}: label 'window' is taken by the window itself; pick another")
-        max_values = b.get("max_values", 20)
-        if isinstance(max_values, bool) or not isinstance(max_values, int) or \
-                not 2 <= max_values <= 1000:
-            problems.append(f"{bw}: max_values: expected an integer from 2 to 1000 (each value "
-                            f"costs as much memory as the totals), got {max_values!r}")
-            max_values = 20
+            problems.append(problem(b, "label", bw, "'window' is taken by the window itself; "
+                                                    "pick another"))
+        max_values = get_int(b, "max_values", bw, problems, 20, low=2, high=1000,
+                             hint=" (each value costs as much memory as the totals)")
         default = b.get("default", "unknown")
+        if not is_scalar(default) or default is None:
+            problems.append(problem(b, "default", bw, f"expected a string, got {show(default)}"))
         bwindows = b.get("windows", sorted(names, key=lambda n: parse_duration(n)))
         if isinstance(bwindows, str):
             bwindows = [bwindows]
         chosen: list[str] = []
         if not isinstance(bwindows, list) or not bwindows:
-            problems.append(f"{bw}: windows: expected a list of window durations, like [1d, 7d] "
-                            f"(leave it out for every window)")
+            problems.append(problem(b, "windows", bw, f"expected a list of window durations, "
+                                                      f"like [1d, 7d] (leave it out for every "
+                                                      f"window), got {show(bwindows)}"))
         else:
             for w in bwindows:
-                try:
-                    n = format_duration(int(parse_duration(w)))
-                except ValueError as exc:
-                    problems.append(f"{bw}: windows: {exc}")
-                    continue
+                seconds = _window_seconds(w)
+                n = format_duration(seconds) if seconds is not None else None
                 if n not in names:
-                    problems.append(f"{bw}: windows: {w!r} is not one of windows.durations "
-                                    f"({', '.join(w.name for w in cfg.windows)})")
+                    problems.append(problem(b, "windows", bw,
+                                            f"{show(w)} is not one of windows.durations "
+                                            f"({', '.join(w.name for w in cfg.windows)})"))
                     continue
                 chosen.append(n)
-        parsed.append(BreakdownSpec(attribute, str(label), max_values, label_str(default),
+        if len(problems) > before:
+            continue
+        parsed.append(BreakdownSpec(attribute, label, max_values, label_str(default),
                                     tuple(dict.fromkeys(chosen))))
     labels = [b.label for b in parsed]
-    for label in {x for x in labels if labels.count(x) > 1}:
-        problems.append(f"{where}: breakdowns: the label {label!r} is used twice; give each "
-                        f"breakdown its own label")
+    for label in sorted({x for x in labels if labels.count(x) > 1}):
+        problems.append(problem(raw, "breakdowns", where, f"the label {show(label)} is used "
+                                                          f"twice; give each breakdown its own "
+                                                          f"label"))
     cfg.breakdowns = tuple(parsed)
 
     if cfg.enabled:
@@ -387,7 +375,19 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str],
             reserved.update(breakdown_metric_names(b.label))
         for rule in user_rules:
             if rule.metric.name in reserved:
-                problems.append(f"{rule.title}: {rule.metric.name!r} is a KPI window metric "
+                problems.append((f"line {rule.line}: " if rule.line else "") +
+                                f"{rule.title}: {rule.metric.name!r} is a KPI window metric "
                                 f"(docs/kpis.md); rename the rule's metric, or set "
                                 f"windows.enabled: false")
     return cfg
+
+
+def _window_seconds(value: Any) -> int | None:
+    """A window's length in whole seconds, 10s to 400d; None when it is not one."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        return None
+    if seconds != int(seconds) or not 10 <= seconds <= _MAX_WINDOW:
+        return None
+    return int(seconds)
