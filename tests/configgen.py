@@ -242,7 +242,7 @@ def _schema(weird: bool) -> st.SearchStrategy[Pairs]:
                      default=st.text(max_size=8), windows=st.lists(durations, max_size=3))
     return maps(
         server=maps(
-            otlp_listen=listens, metrics_listen=listens,
+            otlp_listen=listens, metrics_listen=listens, reuse_port=st.booleans(),
             max_body_size=st.sampled_from(["64MiB", "1KiB", 1048576, "10MB"]),
             max_concurrent_requests=st.integers(1, 64), threads=st.integers(1, 16),
             auth=maps(bearer_tokens=st.lists(st.text("abcdef0123456789", min_size=1,
@@ -255,7 +255,13 @@ def _schema(weird: bool) -> st.SearchStrategy[Pairs]:
         limits=maps(max_series_per_metric=st.integers(1, 100000),
                     max_label_value_length=st.integers(1, 1024)),
         windows=maps(
-            enabled=st.booleans(), durations=st.lists(durations, min_size=1, max_size=5),
+            enabled=st.booleans(),
+            store=st.sampled_from(["memory", "redis://127.0.0.1:1/0", "rediss://h:6380/0",
+                                   "redis://:secret@h:6379/1", "redis://h:6379/x",
+                                   "http://h:6379", "redis://"]),
+            redis_prefix=st.sampled_from(["kpi:", "shop-prod:kpi:", "", "{slot}"]),
+            redis_buffer=st.integers(100, 10_000_000),
+            durations=st.lists(durations, min_size=1, max_size=5),
             precision=st.integers(8, 18), max_future=durations,
             user_attribute=st.sampled_from(["user.id", "enduser.id", "app.user"]),
             session_attribute=st.sampled_from(["session.id", "app.session"]),
