@@ -307,7 +307,8 @@ def test_the_shared_store_needs_a_configured_salt(tmp_path: Path):
     ("windows: {store: 'rediss://r:6379/0?timeout=3'}", "unknown option 'timeout'"),
     ("windows: {store: 42}", "expected 'memory' or a redis:// URL"),
     ("windows: {redis_prefix: '{kpi}:'}", "no braces"),
-    ("windows: {redis_buffer: 10}", "redis_buffer: expected the number of events"),
+    ("windows: {redis_buffer: 10}", "windows.redis_buffer: expected an integer from 100 to "
+                                      "10000000 (the events to hold"),
     ("windows: {store: 'redis://r:6379/0', precision: 12}", "precision applies to the memory"),
     ("server: {reuse_port: true, otlp_listen: '127.0.0.1:4318', "
      "metrics_listen: '127.0.0.1:4318'}", "metrics_listen needs its own address"),
