@@ -564,7 +564,7 @@ def _replacement(rx: re.Pattern[str], item: dict[Any, Any], where: str, problems
     template = _REPLACEMENT_REF.sub(convert, raw.replace("\\", "\\\\"))
     if bad:
         problems.append(problem(item, "replacement", where,
-                                f"{show(bad[0])} names a group the regex does not have "
+                                f"{bad[0]} names a group the regex does not have "
                                 f"({rx.groups} numbered groups)"))
         return None
     return template
