@@ -34,8 +34,8 @@ from tests.helpers import ROOT, Scrape, eventually
 
 # Fixed examples (derandomize), no example database: every run, here and in CI, tries the
 # same configs. The numbers keep the file's share of `make test` near a minute on two cores.
-LOADER_EXAMPLES = 2500
-BUILD_EXAMPLES = 120
+LOADER_EXAMPLES = 2000
+BUILD_EXAMPLES = 100
 RELOAD_EXAMPLES = 60
 SIGHUP_CONFIGS = 6
 CLI_SHARE = 8  # one loader example in 8 is also checked with the real check-config command
