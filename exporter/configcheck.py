@@ -26,7 +26,19 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604
 # Longer than any window, TTL or interval means anything; far below what timers accept.
 MAX_DURATION = 3650 * 86400.0
 
-_repr = reprlib.Repr()
+class _Short(reprlib.Repr):
+    """reprlib's cut-short repr, also for the YAML loader's dict and list subclasses (reprlib
+    picks its method by type name, and would give them the full, unbounded repr)."""
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        return super().repr1(x, level)
+
+
+_repr = _Short()
 _repr.maxstring = 120
 _repr.maxother = 60
 _repr.maxlong = 40

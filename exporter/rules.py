@@ -400,18 +400,18 @@ def _compile_condition(key: str, attrs: dict[Any, Any], where: str, problems: li
     for op, arg in spec.items():
         if op not in _CONDITION_KEYS:
             continue
-        text = f"{op} {show(arg)}"
         if op in ("equals", "not_equals"):
             if not _is_value(arg):
                 problems.append(problem(spec, op, cw, f"expected {_VALUE}, got {show(arg)}"))
                 continue
-            out.append((key, text, _equals(label_str(arg), op == "equals")))
+            out.append((key, f"{op} {arg!r}", _equals(label_str(arg), op == "equals")))
         elif op in ("in", "not_in"):
             if not isinstance(arg, list) or not arg or not all(_is_value(a) for a in arg):
                 problems.append(problem(spec, op, cw, f"expected a non-empty list of values "
                                                       f"({_VALUE}), got {show(arg)}"))
                 continue
-            out.append((key, text, _member(frozenset(label_str(a) for a in arg), op == "in")))
+            out.append((key, f"{op} {arg!r}",
+                        _member(frozenset(label_str(a) for a in arg), op == "in")))
         elif op == "regex":
             if not isinstance(arg, str):
                 problems.append(problem(spec, op, cw, f"expected a regular expression as a "
@@ -444,7 +444,7 @@ def _compile_condition(key: str, attrs: dict[Any, Any], where: str, problems: li
                 n = _as_number(v)
                 return n is not None and c(n, b)
 
-            out.append((key, text, numeric))
+            out.append((key, f"{op} {arg!r}", numeric))
     return out
 
 

@@ -126,6 +126,9 @@ RAW = [
     "{a: " * 1500 + "1" + "}" * 1500, "'unclosed", "\"unclosed", "[a, b", "{a: 1",
     "[x, [y, [z, [1, {k: v}]]]]", "{[a, b]: 1}", "{? {a: 1}: 1}", "{a: 1, a: 2}",
     "{<<: 5}", "{<<: [1]}", "'" + "a" * 3000 + "'",
+    # an alias bomb: ten to the eighth strings, by reference
+    "[" + ", ".join(f"&bomb{i} [" + ", ".join([f"*bomb{i - 1}" if i else "x"] * 10) + "]"
+                    for i in range(9)) + "]",
 ]
 
 # Mapping keys: the config's own words, near misses, other types.

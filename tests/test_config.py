@@ -136,6 +136,10 @@ ONCE_CRASHED = [
      + "".join(f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 10)}]\n" for i in range(1, 9))
      + RULE + "    labels: {x: {attribute: a, default: *b8}}\n",
      ":14: rules[0] (app_x_total).labels.x.default: expected a string, a number or true/false"),
+    ("b0: &b0 [x, x, x, x, x, x, x, x, x, x]\n"
+     + "".join(f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 10)}]\n" for i in range(1, 9))
+     + RULE.replace("name: app.x}", "name: app.x, attributes: {k: {in: *b8, equals: *b8}}}"),
+     ":13: rules[0] (app_x_total).match.attributes.k.in: expected a non-empty list of values"),
 ]
 
 
