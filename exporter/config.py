@@ -332,6 +332,8 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     if web_file is not None and not isinstance(web_file, str):
         problems.append(f"{web_name}: expected the path of a web config file, got "
                         f"{show(web_file)}")
+    elif web_file and "\x00" in web_file:
+        problems.append(f"{web_name}: a path cannot contain a NUL character")
     elif web_file:
         s.web_config_file = web_file
         try:

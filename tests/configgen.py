@@ -246,6 +246,8 @@ def _schema(weird: bool) -> st.SearchStrategy[Pairs]:
     return maps(
         server=maps(
             otlp_listen=listens, metrics_listen=listens, reuse_port=st.booleans(),
+            otlp_grpc_listen=st.one_of(st.just(""), listens),
+            web_config_file=st.sampled_from(["", "/nonexistent/web.yml", "/dev/null"]),
             max_body_size=st.sampled_from(["64MiB", "1KiB", 1048576, "10MB"]),
             max_concurrent_requests=st.integers(1, 64), threads=st.integers(1, 16),
             auth=maps(bearer_tokens=st.lists(st.text("abcdef0123456789", min_size=1,

@@ -3,6 +3,7 @@ act on; the example config documents every option and passes."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -122,6 +123,8 @@ ONCE_CRASHED = [
     ("server:\n  auth:\n    bearer_token_file: \"a\\0b\"\n",
      ":3: server.auth.bearer_token_file: cannot read 'a\\x00b': a path cannot contain a NUL"),
     ("state:\n  dir: \"a\\0b\"\n", ":2: state.dir: a path cannot contain a NUL character"),
+    ("server:\n  web_config_file: \"a\\0b\"\n",
+     ":2: server.web_config_file: a path cannot contain a NUL character"),
     ("server:\n  threads: " + "9" * 5000 + "\n", ":2: cannot read '99999"),
     ("a: !!float x\n", ":1: 'x' is not a valid !!float"),
     ("a: !!bool maybe\n", ":1: 'maybe' is not a valid !!bool"),
@@ -153,6 +156,22 @@ def test_configs_that_once_crashed_the_loader_are_refused_with_their_line(tmp_pa
     message = "\n".join(err.value.problems)
     assert f"{path}{needle}" in message
     assert all(re.match(rf"{re.escape(str(path))}:\d+: ", p) for p in err.value.problems), message
+
+
+def test_files_a_config_names_never_keep_the_loader_waiting(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes to it: it reads as empty instead of blocking the open
+    path = tmp_path / "c.yaml"
+    path.write_text(f"server:\n  auth:\n    bearer_token_file: {fifo}\n"
+                    f"  web_config_file: {fifo}\n")
+    config = load_config(str(path), env={})
+    assert config.server.bearer_tokens == () and config.server.web is not None
+    assert load_config(str(fifo), env={}).user_rule_count == 0
+    path.write_text("server:\n  web_config_file: /dev/zero\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [f"{path}:2: server.web_config_file: /dev/zero: cannot read "
+                                  f"the web config file: it is larger than 1 MiB"]
 
 
 def test_files_that_are_not_utf8_are_refused_with_the_line(tmp_path):
