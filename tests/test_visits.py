@@ -305,8 +305,9 @@ def test_an_open_visit_takes_64_bytes_of_record_and_32_of_key():
 @pytest.mark.parametrize("text, problem", [
     ("windows: {session_timeout: 0s}", "session_timeout: a visit ends after between 1s"),
     ("windows: {session_timeout: soon}", "session_timeout: 'soon' is not a duration"),
-    ("windows: {max_open_sessions: 10}", "max_open_sessions: expected the number"),
-    ("windows: {max_open_sessions: true}", "max_open_sessions: expected the number"),
+    ("windows: {max_open_sessions: 10}", "windows.max_open_sessions: expected an integer from "
+                                         "100 to 100000000 (visits open at once"),
+    ("windows: {max_open_sessions: true}", "windows.max_open_sessions: expected an integer"),
     ("web_analytics: {enabled: yes please}", "enabled: expected true or false"),
     ("web_analytics: {session_labels: [source, planet]}",
      "session_labels: 'planet' is not a visit"),
@@ -315,8 +316,10 @@ def test_an_open_visit_takes_64_bytes_of_record_and_32_of_key():
     ("web_analytics: {page_view_events: [app.x], session_end_events: [app.x]}",
      "'app.x' is both a page view and a session end event"),
     ("web_analytics: {bots: maybe}", "bots: expected 'exclude'"),
-    ("web_analytics: {max_values: 1}", "max_values: expected the distinct values"),
-    ("web_analytics: {max_routes: 1000000}", "max_routes: expected the distinct entry"),
+    ("web_analytics: {max_values: 1}", "web_analytics.max_values: expected an integer from 2 "
+                                       "to 5000 (the distinct values"),
+    ("web_analytics: {max_routes: 1000000}", "web_analytics.max_routes: expected an integer "
+                                             "from 2 to 60000 (the distinct entry"),
     ("web_analytics: {internal_hosts: ['https://x.example/']}",
      "internal_hosts: 'https://x.example/'"),
     ("web_analytics: {sources: {host: x}}", "sources: expected a list"),
