@@ -229,6 +229,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from exporter.demo import DemoOptions, check_reachable, parse_duration, run_demo, write_json
+    from exporter.sdk import sdk_disabled
 
     try:
         duration = parse_duration(args.duration)
@@ -240,6 +241,11 @@ def _demo(args: argparse.Namespace) -> int:
         return _demo_history(args, backfill)
     if args.rate <= 0 or duration <= 0 or args.users < 1:
         print("kpi-exporter demo: --rate, --duration and --users must be positive", file=sys.stderr)
+        return 2
+    if sdk_disabled():
+        print("kpi-exporter demo: OTEL_SDK_DISABLED=true is set, which turns the OpenTelemetry "
+              "SDK off, so the demo would send nothing: run 'unset OTEL_SDK_DISABLED' (or set "
+              "it to false) and start it again", file=sys.stderr)
         return 2
     problem = check_reachable(args.endpoint)
     if problem:

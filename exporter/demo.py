@@ -215,9 +215,11 @@ class Summary:
         o = self.options
         s = self.stats
         rate = (self.events + self.spans) / self.elapsed if self.elapsed > 0 else 0.0
-        lines = [f"kpi-exporter demo: sent {self.events} events and {self.spans} GenAI spans to "
-                 f"{o.endpoint} in {self.elapsed:.1f}s ({rate:.0f}/s), "
-                 f'service_name="{o.service_name}", seed {self.seed}']
+        items = f"{self.events} events and {self.spans} GenAI spans"
+        what = (f"sent nothing: generated {items} for" if s is not None and s.disabled
+                else f"sent {items} to")
+        lines = [f"kpi-exporter demo: {what} {o.endpoint} in {self.elapsed:.1f}s "
+                 f"({rate:.0f}/s), service_name=\"{o.service_name}\", seed {self.seed}"]
         if s is not None:
             if s.disabled:
                 lines.append("  NOTHING was sent: OTEL_SDK_DISABLED=true turns the OpenTelemetry "

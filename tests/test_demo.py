@@ -218,15 +218,33 @@ def test_demo_reports_what_did_not_arrive(exporter_factory, tmp_path: Path):
     assert "NOT all delivered: 0/" in text and "refused" in text
 
 
-def test_demo_with_the_sdk_disabled_says_nothing_was_sent(exporter):
+def test_demo_with_the_sdk_disabled_refuses_to_start(exporter):
+    # The README's live run lasts ten minutes: with the SDK off it would send nothing for all
+    # of them, so the demo says why at once instead of running.
     r = subprocess.run([sys.executable, "-m", "exporter", "demo", "--endpoint", exporter.otlp_url,
-                        "--rate", "200", "--duration", "0.5s", "--seed", "3"], cwd=ROOT,
+                        "--rate", "200", "--duration", "10m", "--seed", "3"], cwd=ROOT,
                        env={**os.environ, "OTEL_SDK_DISABLED": "true",
                             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "NOTHING was sent: OTEL_SDK_DISABLED=true" in r.stdout
-    assert "accepted all" not in r.stdout
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "OTEL_SDK_DISABLED=true" in r.stderr and "unset OTEL_SDK_DISABLED" in r.stderr
+    assert r.stdout == ""  # no summary claiming events were sent
+    assert exporter.scrape().value("kpi_exporter_records_received_total", signal="log") is None
+
+
+def test_demo_summary_with_the_sdk_disabled_claims_nothing_sent(exporter, monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    client = sdk.Analytics(exporter.otlp_url, "kpi-demo", schedule_delay_millis=50,
+                           close_at_exit=False)
+    summary = run_demo(DemoOptions(endpoint=exporter.otlp_url, rate=200, duration=0.2, seed=3),
+                       progress=False, client=client)
+    client.shutdown(1)
+    assert summary.events > 0 and not summary.delivered_all
+    text = summary.render()
+    first = text.splitlines()[0]
+    assert first.startswith("kpi-exporter demo: sent nothing: generated"), first
+    assert f"generated {summary.events} events" in first
+    assert "NOTHING was sent: OTEL_SDK_DISABLED=true" in text and "accepted all" not in text
     assert exporter.scrape().value("kpi_exporter_records_received_total", signal="log") is None
 
 
