@@ -39,7 +39,7 @@ def _run_app(variables: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     # The app's own traces and metrics "stay what they were": here, nowhere.
     env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none",
-               OTEL_SERVICE_NAME="from-env", OTEL_EXPORTER_OTLP_LOGS_TIMEOUT="3", **variables)
+               OTEL_SERVICE_NAME="from-env", **variables)
     return subprocess.run([sys.executable, "-c", APP], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -68,6 +68,9 @@ def test_without_the_protocol_python_builds_the_grpc_exporter(exporter: InProces
     variables = _doc_variables()
     del variables["OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"]
     variables["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] = f"{exporter.otlp_url}/v1/logs"
+    # A short export timeout, so the gRPC exporter's retries give up soon (seconds in this
+    # SDK, milliseconds in the specification: short either way).
+    variables["OTEL_EXPORTER_OTLP_LOGS_TIMEOUT"] = "3"
     r = _run_app(variables)
     assert _page_views(exporter) is None, r.stderr
     assert "StatusCode." in r.stderr, r.stderr  # the gRPC exporter's failure, in the app's log
