@@ -43,6 +43,60 @@ def example_tree() -> Pairs:
     return _copy(_example())
 
 
+
+def _section(node: Pairs, key: str) -> Pairs:
+    return next(v for k, v in node if k == key)
+
+
+def complete_tree() -> Pairs:
+    """config.example.yaml with its commented-out entries filled in, so that every key the
+    loader accepts appears at least once with a value it accepts (a fresh copy each time)."""
+    node = example_tree()
+    server = _section(node, "server")
+    _section(server, "auth")[:] = Pairs([("bearer_tokens", ["0123456789abcdef"]),
+                                        ("bearer_token_file", "/dev/null")])
+    _section(server, "cors")[0] = ("allowed_origins", ["https://app.example.com"])
+    windows = _section(node, "windows")
+    windows[[k for k, _ in windows].index("breakdowns")] = ("breakdowns", [Pairs([
+        ("attribute", "app.platform"), ("label", "platform"), ("max_values", 20),
+        ("default", "unknown"), ("windows", ["1d", "7d"])])])
+    analytics = _section(node, "web_analytics")
+    for i, (key, _v) in enumerate(analytics):
+        if key == "internal_hosts":
+            analytics[i] = (key, ["www.example.com"])
+        elif key == "sources":
+            analytics[i] = (key, [
+                Pairs([("host", "news.example.org"), ("source", "Example News"),
+                       ("medium", "referral")]),
+                Pairs([("utm_source", "spring-mailing"), ("source", "Newsletter"),
+                       ("medium", "email")])])
+    privacy = _section(node, "privacy")
+    privacy.insert(0, ("salt", "0123456789abcdef0123456789abcdef"))
+    privacy[[k for k, _ in privacy].index("attribute_denylist")] = (
+        "attribute_denylist", ["customer.tax_id", "billing.*"])
+    genai = _section(node, "genai")
+    genai[[k for k, _ in genai].index("prices")] = ("prices", [Pairs([
+        ("model", "ft:gpt-4o-mini:acme:support"), ("provider", "openai"),
+        ("input_per_mtok", 0.3), ("output_per_mtok", 1.2), ("cache_read_per_mtok", 0.15),
+        ("cache_write_per_mtok", 0.3)])])
+    _section(node, "rules").append(Pairs([
+        ("metric", "app_feature_uses_total"), ("type", "counter"),
+        ("match", Pairs([("signal", "log"), ("name", "app.feature.used")])),
+        ("labels", Pairs([
+            ("source", Pairs([("value", "app")])),
+            ("feature", Pairs([("attribute", "app.feature"), ("allow", ["search", "export"]),
+                               ("other", "other")]))]))]))
+    return node
+
+
+def keys_of(node: Any) -> set[str]:
+    """Every mapping key in a tree."""
+    if isinstance(node, Pairs):
+        return {str(k) for k, _v in node} | {k for _k, v in node for k in keys_of(v)}
+    if isinstance(node, list) and not isinstance(node, Raw):
+        return {k for v in node for k in keys_of(v)}
+    return set()
+
 # -- YAML text --------------------------------------------------------------------------------
 
 _BREAKS = re.compile("[\n\r\x85\u2028\u2029]")
@@ -362,6 +416,16 @@ def _copy(node: Any) -> Any:
     if isinstance(node, list) and not isinstance(node, Raw):
         return [_copy(v) for v in node]
     return node
+
+
+def paths(node: Any) -> list[tuple[int, ...]]:
+    """The path (indexes from the root) of every node of a tree, the root's first."""
+    return _paths(node)
+
+
+def replaced(node: Any, path: tuple[int, ...], value: Any) -> Any:
+    """A copy of the tree with the node at ``path`` replaced by ``value``."""
+    return _set(_copy(node), path, value)
 
 
 MUTATIONS = ("replace", "drop", "repeat", "rename", "add", "scalar_section")

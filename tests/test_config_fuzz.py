@@ -26,9 +26,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from exporter import config as config_module, privacy, rules, state
+from exporter import config as config_module, privacy, rules, state, web_analytics
 from exporter.app import build
 from exporter.config import Config, ConfigError, load_config
+from exporter.genai import config as genai_config
 from exporter.windows import config as windows_config
 from tests import configgen
 from tests.helpers import ROOT, Scrape, eventually
@@ -99,14 +100,77 @@ def write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
 
 
-def test_the_schema_covers_every_key_the_loader_accepts():
+def loader_keys() -> set[str]:
+    """Every key the loader accepts, from its sections' key lists."""
     accepted = set()
-    for module in (config_module, rules, windows_config, state, privacy):
+    for module in (config_module, rules, windows_config, state, privacy, web_analytics,
+                   genai_config):
         for name, value in vars(module).items():
             if re.fullmatch(r"_[A-Z_]*KEYS", name) and isinstance(value, tuple):
                 accepted |= set(value)
-    assert {"otlp_listen", "equals", "regex", "breakdowns", "interval", "salt"} <= accepted
-    assert accepted - configgen.schema_keys() == set()
+    assert {"otlp_listen", "equals", "regex", "breakdowns", "interval", "salt", "sources",
+            "page_view_events", "input_per_mtok", "builtin_prices", "attribute"} <= accepted
+    return accepted
+
+
+def test_the_schema_covers_every_key_the_loader_accepts():
+    assert loader_keys() - configgen.schema_keys() == set()
+
+
+def test_the_complete_config_holds_every_key_the_loader_accepts_and_is_accepted(tmp_path):
+    tree = configgen.complete_tree()
+    assert loader_keys() - configgen.keys_of(tree) == set()
+    write(tmp_path / "c.yaml", configgen.to_yaml(tree))
+    assert isinstance(verdict(tmp_path / "c.yaml"), Config)
+
+
+# A value of each kind, each wrong somewhere: every value of the complete config is swapped
+# for each in turn.
+WRONG_KINDS = [5, configgen.Raw(".nan"), True, None, "", "x", [5], configgen.Pairs([("x", [5])])]
+
+
+def _near(text: str, path: tuple[int, ...]) -> set[int]:
+    """The lines a problem with the node at ``path`` of YAML ``text`` may cite: those of the
+    keys and list items leading to it, and those of the mapping or list that holds it (a
+    value left out can make a sibling key wrong)."""
+    node, lines = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)), set()
+    for i in path:
+        parent = node
+        if isinstance(node, yaml.MappingNode):
+            key, node = node.value[i]
+            lines.add(key.start_mark.line + 1)
+        else:
+            node = node.value[i]
+        lines.add(node.start_mark.line + 1)
+    if path:
+        lines.update(range(parent.start_mark.line + 1, parent.end_mark.line + 2))
+    return lines
+
+
+@slow
+def test_every_value_of_every_section_swapped_for_each_wrong_kind(tmp_path):
+    """Not left to chance: each value at every level of a config that holds every key, in
+    turn replaced by a value of each kind, is accepted or refused with a problem on its own
+    line, the line of a key that holds it, or within the mapping or list that holds it."""
+    base = configgen.complete_tree()
+    path = tmp_path / "c.yaml"
+    seen: Counter[str] = Counter()
+    for at in configgen.paths(base):
+        for wrong in WRONG_KINDS:
+            text = configgen.to_yaml(configgen.replaced(base, at, wrong))
+            write(path, text)
+            answer = verdict(path)
+            if isinstance(answer, Config):
+                seen["accepted"] += 1
+                continue
+            seen["refused"] += 1
+            lines = _near(text, at)
+            cited = {int(m.group(1)) for p in answer.problems
+                     if (m := re.match(rf"{re.escape(str(path))}:(\d+): ", p))}
+            assert cited & lines or not at, (at, wrong, answer.problems, text)
+    print(f"\n{sum(seen.values())} swapped values: {seen['accepted']} accepted, "
+          f"{seen['refused']} refused with their line")
+    assert seen["refused"] > seen["accepted"]
 
 
 def test_generated_yaml_reads_back_as_generated():
