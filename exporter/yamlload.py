@@ -146,7 +146,11 @@ def load(text: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise YAMLLoadError(f"{where}{exc.problem or exc.context or exc}") from None
+        what = exc.problem or exc.context or str(exc)
+        if exc.problem and exc.context and exc.problem.startswith("but "):
+            # "expected a single document in the stream" + "but found another document"
+            what = f"{exc.context}, {exc.problem}"
+        raise YAMLLoadError(f"{where}{what}") from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)

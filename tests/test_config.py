@@ -19,6 +19,8 @@ RULE = "rules:\n  - metric: app_x_total\n    type: counter\n    match: {signal: 
 BROKEN = [
     # (config text, text the message must contain)
     ("rules: [\n", ":2: expected the node content"),
+    ("server: {}\n---\nlimits: {}\n",
+     ":2: expected a single document in the stream, but found another document"),
     ("server: {otlp_listen: 4318}\n", "server.otlp_listen: expected HOST:PORT"),
     ("server: {otlp_listen: 'x:4318:1'}\n", "is not HOST:PORT"),
     ("server: {max_body_size: lots}\n", "is not a size"),
