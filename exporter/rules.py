@@ -673,10 +673,16 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         where += f" ({name})"
     before = len(problems)
     problems.extend(unknown_keys(raw, _RULE_KEYS, where))
+    here = f"line {line}: " if line else ""
+    name_known = isinstance(name, str) and bool(name)
+    if "metric" not in raw:
+        problems.append(f"{here}{where}: 'metric' is required: the Prometheus metric name, like "
+                        f"app_signups_total")
+    elif not name_known:
+        problems.append(problem(raw, "metric", where, f"expected the Prometheus metric name, "
+                                                      f"like app_signups_total, got {show(name)}"))
     if not isinstance(name, str) or not name:
-        problems.append(problem(raw, "metric", where, f"the Prometheus metric name is required, "
-                                                      f"like app_signups_total; got {show(name)}"))
-        name = "invalid"
+        name = "invalid"  # never used: the rule is refused
     raw_type = raw.get("type")
     type_known = isinstance(raw_type, str) and raw_type in METRIC_TYPES
     mtype: str = raw_type if isinstance(raw_type, str) and type_known else COUNTER
@@ -684,15 +690,25 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         problems.append(problem(raw, "type", where, f"expected one of {', '.join(METRIC_TYPES)}, "
                                                     f"got {show(raw_type)}"))
     match = raw.get("match")
-    if not isinstance(match, dict) or "signal" not in match:
-        problems.append(problem(raw, "match", where, "required, with at least 'signal' (log, "
-                                                     "span or metric)"))
+    if not isinstance(match, dict):
+        if "match" in raw:
+            problems.append(problem(raw, "match", where, f"expected a mapping with at least "
+                                                         f"'signal' (log, span or metric), got "
+                                                         f"{show(match)}"))
+        else:
+            problems.append(f"{here}{where}: 'match' is required, with at least 'signal' (log, "
+                            f"span or metric)")
         match = {"signal": "log"}
     mw = path(where, "match")
     problems.extend(unknown_keys(match, _MATCH_KEYS, mw))
     sig = match.get("signal")
     signal = _SIGNAL_ALIASES.get(sig.lower()) if isinstance(sig, str) else None
-    if signal is None:
+    # an unknown signal is reported once, and what depends on the signal is not checked
+    signal_known = signal is not None and isinstance(raw.get("match"), dict)
+    if "signal" not in match:
+        problems.append(problem(raw, "match", where, "'signal' is required: log, span or metric"))
+        signal = LOG
+    elif signal is None:
         problems.append(problem(match, "signal", mw, f"expected one of {', '.join(SIGNALS)}, "
                                                      f"got {show(sig)}"))
         signal = LOG
@@ -733,7 +749,8 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
             conditions += _compile_condition(key, attrs, aw, problems)
     span_kinds = _parse_enum_list(match, "span_kind", SPAN_KINDS, mw, problems)
     span_statuses = _parse_enum_list(match, "span_status", STATUS_CODES, mw, problems)
-    if signal != SPAN and (span_kinds is not None or span_statuses is not None):
+    if signal_known and signal != SPAN and (span_kinds is not None or
+                                            span_statuses is not None):
         problems.append(problem(match, "span_kind" if "span_kind" in match else "span_status",
                                 mw, "span_kind and span_status apply to spans only"))
     scale = get_number(raw, "scale", where, problems, 1.0, "a finite, non-zero number")
@@ -741,9 +758,9 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         problems.append(problem(raw, "scale", where, "expected a finite, non-zero number, got 0"))
         scale = 1.0
     value = _parse_value(raw, scale, where, problems)
-    if value.kind == "duration" and signal != SPAN:
+    if signal_known and value.kind == "duration" and signal != SPAN:
         problems.append(problem(raw, "value", where, "'duration' is only known for spans"))
-    if value.kind == "data_point" and signal != METRIC:
+    if signal_known and value.kind == "data_point" and signal != METRIC:
         problems.append(problem(raw, "value", where, "'data_point' is only known for metric "
                                                      "data points"))
     if value.kind == "cost":
@@ -753,11 +770,11 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
         if mtype != COUNTER:
             problems.append(problem(raw, "value", where, f"a cost feeds a counter (USD add up), "
                                                          f"not a {mtype}"))
-        if value.part == COST_DATA_POINT and signal != METRIC:
+        if signal_known and value.part == COST_DATA_POINT and signal != METRIC:
             problems.append(problem(raw, "value", where,
                                     f"{{cost: {COST_DATA_POINT}}} prices token usage metric "
                                     f"points; for spans name the part: {', '.join(COST_PARTS)}"))
-        elif value.part != COST_DATA_POINT and signal != SPAN:
+        elif signal_known and value.part != COST_DATA_POINT and signal != SPAN:
             problems.append(problem(raw, "value", where,
                                     f"{{cost: {value.part}}} prices a span's token usage; for "
                                     f"metric points use {{cost: {COST_DATA_POINT}}}"))
@@ -772,7 +789,7 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
                                                      "duration or the data point"))
     labels = _parse_labels(raw, where, mtype, problems)
     unit_hint = "seconds" if value.kind == "duration" and value.scale == 1 else None
-    if type_known:  # the name rules depend on the type; don't pile guesses on a typo
+    if type_known and name_known:  # the name rules depend on the type; no guesses on a typo
         problems.extend(f"{at(raw, 'metric')}{path(where, 'metric')}: {p}"
                         for p in naming.check_metric_name(name, mtype, unit_hint))
     buckets: tuple[float, ...] = ()

@@ -45,7 +45,7 @@ BROKEN = [
     (RULE + "    labels: {r: {field: colour}}\n", "is not one of name, signal"),
     (RULE + "    labelz: {}\n", "did you mean 'labels'"),
     ("rules:\n  - metric: app_x_total\n    type: counter\n    match: {name: a}\n",
-     "'signal' (log, span or metric)"),
+     "match: 'signal' is required: log, span or metric"),
     ("rules:\n  - metric: app_x_total\n    type: counter\n    match: {signal: logz, name: a}\n",
      "expected one of log, span, metric"),
     ("rules:\n  - metric: app_x_total\n    type: countr\n    match: {signal: log, name: a}\n",
@@ -228,6 +228,28 @@ def test_errors_name_the_line_of_the_rule(tmp_path):
     assert err.value.problems == [
         f"{path}:7: rules[1] (bad).metric: 'bad': a counter's name must end in '_total' "
         f"(rename it to 'bad_total')"]
+
+
+def test_a_rule_missing_its_metric_or_signal_still_has_every_other_problem_reported(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("rules:\n  - type: counter\n    match: {signal: log, name: x}\n"
+                    "  - metric: b_total\n    type: counter\n"
+                    "    match: {nmae: x, span_kind: [bogus], attributes: 5}\n"
+                    "  - metric: c_total\n    type: counter\n    match: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [
+        f"{path}:2: rules[0]: 'metric' is required: the Prometheus metric name, like "
+        f"app_signups_total",
+        f"{path}:6: rules[1] (b_total).match: unknown key 'nmae'; did you mean 'name'?",
+        f"{path}:6: rules[1] (b_total).match: 'signal' is required: log, span or metric",
+        f"{path}:6: rules[1] (b_total).match.attributes: expected a mapping of attribute to "
+        f"condition, got 5",
+        f"{path}:6: rules[1] (b_total).match.span_kind: 'bogus' is not one of unspecified, "
+        f"internal, server, client, producer, consumer",
+        f"{path}:9: rules[2] (c_total).match: expected a mapping with at least 'signal' (log, "
+        f"span or metric), got 5",
+    ]
 
 
 def test_all_problems_are_reported_at_once(tmp_path):
