@@ -103,7 +103,10 @@ def _sources(raw: dict[Any, Any], where: str, problems: list[str]) -> tuple[Sour
             problems.append(problem(entry, "utm_source", ew, f"expected a non-empty string, got "
                                                              f"{show(utm)}"))
         source, medium = entry.get("source"), entry.get("medium", "referral")
-        if not isinstance(source, str) or not source.strip():
+        if "source" not in entry:
+            problems.append(f"{at(entries, i)}{ew}: 'source' is required: the source's display "
+                            f"name, like 'Example News'")
+        elif not isinstance(source, str) or not source.strip():
             problems.append(problem(entry, "source", ew, f"expected the source's display name, "
                                                          f"like 'Example News', got "
                                                          f"{show(source)}"))

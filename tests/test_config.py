@@ -252,6 +252,25 @@ def test_a_rule_missing_its_metric_or_signal_still_has_every_other_problem_repor
     ]
 
 
+def test_a_missing_required_key_is_called_required_not_none(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("windows:\n  breakdowns:\n    - {label: x}\ngenai:\n  prices:\n"
+                    "    - {input_per_mtok: 1}\nweb_analytics:\n  sources:\n"
+                    "    - {host: a.example.com}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [
+        f"{path}:3: windows.breakdowns[0]: 'attribute' is required: an attribute name like "
+        f"app.platform",
+        f"{path}:9: web_analytics.sources[0]: 'source' is required: the source's display name, "
+        f"like 'Example News'",
+        f"{path}:6: genai.prices[0]: 'model' is required: the model name as the "
+        f"instrumentation reports it (gen_ai.request.model or gen_ai.response.model)",
+        f"{path}:6: genai.prices[0]: 'output_per_mtok' is required: USD per million tokens (for "
+        f"example 2.5)",
+    ]
+
+
 def test_all_problems_are_reported_at_once(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("server: {otlp_listen: nope}\nrules:\n  - metric: a\n    type: counter\n"

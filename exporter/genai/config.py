@@ -50,6 +50,10 @@ class GenAIConfig:
 
 
 def _price(raw: dict[Any, Any], key: str, where: str, problems: list[str]) -> float | None:
+    if key not in raw:
+        problems.append(f"{at(raw, key)}{where}: {key!r} is required: USD per million tokens "
+                        f"(for example 2.5)")
+        return None
     number = as_finite(raw.get(key))
     if number is None or number < 0:
         problems.append(problem(raw, key, where, f"expected USD per million tokens as a number "
@@ -62,6 +66,9 @@ def _price(raw: dict[Any, Any], key: str, where: str, problems: list[str]) -> fl
 def _name(raw: dict[Any, Any], key: str, where: str, problems: list[str],
           example: str) -> str | None:
     value = raw.get(key)
+    if key not in raw:
+        problems.append(f"{at(raw, key)}{where}: {key!r} is required: {example}")
+        return None
     if not isinstance(value, str) or not value.strip():
         problems.append(problem(raw, key, where, f"expected {example}, got {show(value)}"))
         return None

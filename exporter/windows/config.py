@@ -319,8 +319,8 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str],
                              "an attribute name like app.platform")
         if not attribute:
             if "attribute" not in b:
-                problems.append(f"{at(breakdowns, i)}{bw}: attribute: required, an attribute "
-                                f"name like app.platform")
+                problems.append(f"{at(breakdowns, i)}{bw}: 'attribute' is required: an "
+                                f"attribute name like app.platform")
             continue
         if naming.is_identity_attribute(attribute) or attribute in cfg.identity_keys:
             problems.append(problem(b, "attribute", bw,
