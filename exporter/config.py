@@ -21,7 +21,7 @@ from exporter.configcheck import (at, get_bool, get_int, get_names, get_section,
 from exporter.fsutil import read_limited
 from exporter.genai.config import GenAIConfig, parse_genai
 from exporter.privacy import SALT_ENV, PrivacyConfig, parse_privacy
-from exporter.rules import Rule, RuleError, parse_rules
+from exporter.rules import MAX_SERIES, SERIES_HINT, Rule, RuleError, parse_rules
 from exporter.state import StateConfig, parse_state
 from exporter.web_analytics import WebAnalyticsConfig, parse_web_analytics
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
@@ -391,8 +391,11 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     s.cors_max_age = get_int(cors, "max_age", "server.cors", problems, s.cors_max_age, low=0,
                              high=MAX_CORS_MAX_AGE, hint=" seconds (browsers cap it lower)")
 
-    for key in _LIMIT_KEYS:
-        setattr(cfg, key, get_int(limits, key, "limits", problems, getattr(cfg, key)))
+    cfg.max_series_per_metric = get_int(limits, "max_series_per_metric", "limits", problems,
+                                        cfg.max_series_per_metric, high=MAX_SERIES,
+                                        hint=SERIES_HINT)
+    cfg.max_label_value_length = get_int(limits, "max_label_value_length", "limits", problems,
+                                         cfg.max_label_value_length)
 
     cfg.default_rules = get_bool(doc, "default_rules", "", problems, True)
     rule_limits = {"max_series_per_metric": cfg.max_series_per_metric}

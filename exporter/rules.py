@@ -23,7 +23,7 @@ from exporter.yamlload import line_of
 __all__ = [
     "Rule", "MetricDef", "LabelSpec", "ValueSpec", "RuleError", "parse_rules", "RecordError",
     "DEFAULT_BUCKETS", "label_str", "parse_duration", "COST_PARTS", "COST_DATA_POINT",
-    "unknown_keys", "compile_regex",
+    "unknown_keys", "compile_regex", "MAX_SERIES", "SERIES_HINT",
 ]
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
@@ -321,6 +321,10 @@ class Rule:
 # --------------------------------------------------------------------------------------------
 # Parsing
 
+
+# A series cap beyond this is no cap (and past 2**53 not even a number /metrics can show).
+MAX_SERIES = 10_000_000
+SERIES_HINT = " (series of one metric; past that, drop a label)"
 
 _RULE_KEYS = ("metric", "type", "help", "match", "labels", "value", "scale", "buckets",
               "max_series", "series_ttl")
@@ -813,7 +817,8 @@ def _parse_rule(index: int, raw: Any, limits: dict[str, Any], problems: list[str
     elif "buckets" in raw:
         problems.append(problem(raw, "buckets", where, "only histograms have buckets"))
     max_series = get_int(raw, "max_series", where, problems,
-                         limits.get("max_series_per_metric", 2000))
+                         limits.get("max_series_per_metric", 2000), high=MAX_SERIES,
+                         hint=SERIES_HINT)
     ttl = get_duration(raw, "series_ttl", where, problems, 0.0)
     help_text = get_text(raw, "help", where, problems, "", "a string", empty=True)
     if len(problems) > before:

@@ -28,6 +28,10 @@ BROKEN = [
     ("servr: {}\n", "did you mean 'server'"),
     ("server:\n  cors: {allowed_origins: ['https://a.example.com/path']}\n", "is not an origin"),
     ("limits: {max_series_per_metric: -1}\n", "limits.max_series_per_metric"),
+    ("limits: {max_series_per_metric: 1" + "0" * 400 + "}\n",
+     "limits.max_series_per_metric: expected an integer from 1 to 10000000 (series of one "
+     "metric; past that, drop a label), got 1000"),
+    (RULE + "    max_series: 10000001\n", ".max_series: expected an integer from 1 to 10000000"),
     ("rules:\n  - metric: app_x\n    type: counter\n    match: {signal: log, name: a}\n",
      "must end in '_total' (rename it to 'app_x_total')"),
     ("rules:\n  - metric: app_x_total\n    type: gauge\n    match: {signal: log, name: a}\n"
