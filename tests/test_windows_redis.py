@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import time
 from pathlib import Path
 from typing import Iterator
@@ -196,6 +197,26 @@ def test_identities_already_sent_to_a_bucket_are_not_sent_again(make_store, serv
     assert abs(sessions - 1000) <= 1000 * REDIS_ERROR_BOUND
 
 
+def test_hashes_reach_redis_as_the_elements_a_plain_pfadd_gives(make_store, server):
+    # the sender writes its PFADDs in the Redis protocol itself: the keys must hold the
+    # registers of a PFADD of each hash's 8 bytes, as earlier versions wrote them
+    store = make_store(clock=Clock())
+    client = server.client()
+    users = [HASHER.hash(f"u{i}") for i in range(10_000)]  # more than two PFADD commands
+    expected = store.keys.prefix + "expected"
+    key = store.keys.data(60, "users", "total", NOW // 60)
+    store.add([(NOW, u, None, False, ()) for u in users[:6000]])
+    assert store.flush()
+    client.pfadd(expected, *[struct.pack("<q", u) for u in users[:6000]])
+    assert client.get(key) == client.get(expected)
+    # some already sent, some new: only the new ones are written, the union is the same
+    store.add([(NOW, u, None, False, ()) for u in users[3000:]])
+    assert store.flush()
+    client.pfadd(expected, *[struct.pack("<q", u) for u in users[6000:]])
+    assert client.get(key) == client.get(expected)
+    assert client.pfcount(key) == client.pfcount(expected) > 9000
+
+
 def test_a_store_emptied_under_the_exporter_is_filled_again(make_store, server):
     # FLUSHALL raises nothing in the exporter: it must notice by itself that the store no
     # longer holds what it sent, or it would leave out every returning user until the
@@ -375,6 +396,8 @@ def test_store_errors_do_not_log_the_commands_arguments(make_store, server, capl
     assert "PFADD failed" in text  # the command's name, without its keys and arguments
     assert "\ufffd" not in text and all(c.isprintable() for line in text.splitlines()
                                          for c in line)
+    # every reply of the failed pipeline was read: the connection serves the retry
+    assert totals(read(store))["1h"][0] == 50
 
 
 def test_the_redis_user_of_the_scaling_guide_can_run_the_store(make_store, server, request):
