@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -146,25 +147,40 @@ def test_keys_carry_hash_tags_and_expire_when_no_window_covers_them(make_store, 
     client = server.client()
     prefix = cfg.redis_prefix
     keys = sorted(k.decode() for k in client.scan_iter(match=prefix + "*", count=1000))
-    data = [k for k in keys if re.fullmatch(re.escape(prefix) + r"\{w\d+:\w+:[^}]+\}:\d+", k)]
+    pattern = re.escape(prefix) + r"\{w\d+:\w+:[^}]+\}:(\d+)(?:-(\d+))?"
+    data = [k for k in keys if re.fullmatch(pattern, k)]
     assert set(keys) - set(data) == {prefix + "meta", prefix + "{b:platform}:values"}
     by_tag: dict[str, set[int]] = {}
     widths = {w.bucket_seconds: w for w in cfg.windows}
     keep = {width: max(w.buckets for w in cfg.windows if w.bucket_seconds == width)
             for width in widths}
+    merged = set()
     for k in data:
         tag = k[k.index("{") + 1:k.index("}")]
         by_tag.setdefault(tag, set()).add(key_slot(k.encode()))
         width, kind, group = re.match(r"w(\d+):(\w+):(.+)", tag).groups()
         assert kind in ("users", "sessions", "conversions")
         assert group == "total" or group.startswith("platform=")
-        bucket = int(k.rsplit(":", 1)[1])
+        first, last = re.fullmatch(pattern, k).groups()
         ttl = client.ttl(k)
         w = int(width)
-        # the window and one bucket, from the bucket's end; Redis counts real seconds
-        expected = (bucket + keep[w] + 1) * w - NOW
+        current = NOW // w
+        if last is None:
+            # the window and one bucket, from the bucket's end; Redis counts real seconds
+            expected = (int(first) + keep[w] + 1) * w - NOW
+            assert ttl <= (keep[w] + 1) * w
+        else:
+            # a window's older buckets (all but the two newest) merged by the read; kept
+            # until the buckets turn, and one bucket more
+            assert (int(first), int(last)) == (current - widths[w].buckets + 1, current - 2)
+            expected = (current + 2) * w - NOW
+            merged.add((widths[w].name, kind, group.partition("=")[0]))
         assert expected - 5 <= ttl <= expected, (k, ttl, expected)
-        assert ttl <= (keep[w] + 1) * w
+    assert merged == {(w, kind, group) for kind in ("users", "sessions", "conversions")
+                      for w, group in [(w, "total") for w in ("5m", "1h", "1d", "7d", "30d")]
+                      + [("1h", "platform"), ("1d", "platform")]}
+    # what the windows take in the store: every bucket key and every merged key
+    assert store.sketch_bytes() == sum(client.strlen(k) for k in data)
     # every bucket of one window, figure and group hashes to one slot: PFCOUNT over them
     # works on a Redis Cluster
     assert by_tag and all(len(slots) == 1 for slots in by_tag.values())
@@ -251,6 +267,152 @@ def test_a_store_restarted_without_its_keys_between_two_sends_is_filled_again(tm
         server.start()
         store.add(batch)
         assert totals(read(store))["1d"][0] == 50
+        assert store.errors == {"write": 0, "read": 0}
+        store.close()
+    finally:
+        server.stop()
+
+
+# -- reads through merged keys ---------------------------------------------------------------
+
+ALL = BreakdownSpec("app.platform", "platform", max_values=5,
+                    windows=("5m", "1h", "1d", "7d", "30d"))
+# one event in each of many buckets of every window, a platform each
+SPREAD = [NOW - t for t in (0, 10, 25, 40, 130, 290, 700, 3000, 3590, 7200, 40_000, 80_000,
+                            200_000, 600_000, 1_000_000, 2_000_000, 2_500_000)]
+
+
+def spread(tag: str, times: list[int] = SPREAD) -> list:
+    return [(t, HASHER.hash(f"{tag}-u{n}-{k}"), HASHER.hash(f"{tag}-s{n}-{k}"), k % 3 == 0,
+             (("ios", "web", "tv")[k % 3],))
+            for n, t in enumerate(times) for k in range(4)]
+
+
+def direct(store: RedisWindowStore, client, now: float) -> dict[tuple[str, str], tuple]:
+    """Every window's figures by PFCOUNT over all its bucket keys, as reads were before
+    merged keys: the ground truth a read through merged keys must equal exactly."""
+    out = {}
+    values = [""] + [v for v in ("ios", "web", "tv")]
+    for w in store.config.windows:
+        last = int(now) // w.bucket_seconds
+        for value in values:
+            tag = store.keys.group_tag("platform", value) if value else store.keys.group_tag(None)
+            out[(w.name, value)] = tuple(
+                client.pfcount(*[store.keys.data(w.bucket_seconds, kind, tag, b)
+                                 for b in range(last - w.buckets + 1, last + 1)])
+                for kind in ("users", "sessions", "conversions"))
+    return out
+
+
+def near(estimate: int, exact: int) -> bool:
+    return abs(estimate - exact) <= max(1.0, exact * REDIS_ERROR_BOUND)
+
+
+def figures(estimates: list[Estimate]) -> dict[tuple[str, str], tuple]:
+    return {(e.window, e.value): (int(e.users), int(e.sessions), int(e.conversions))
+            for e in estimates if e.users or e.sessions or e.breakdown < 0}
+
+
+def test_a_window_read_through_merged_keys_equals_every_bucket_read(make_store, server):
+    clock = Clock()
+    store = make_store(WindowsConfig(breakdowns=(ALL,)), clock)
+    store.add(spread("a"))
+    got = figures(read(store))
+    truth = direct(store, server.client(), clock.t)
+    assert got == {k: v for k, v in truth.items() if k[1] == "" or any(v)}
+    assert near(got[("30d", "")][0], len(SPREAD) * 4) and near(got[("30d", "")][2],
+                                                                 len(SPREAD) * 2)
+    # read again: from the merged keys built by the first read
+    assert figures(read(store)) == got
+    # a minute on, the 5m and 1h windows' buckets have turned: new merged keys
+    clock.t += 60
+    assert figures(read(store)) == {k: v for k, v in direct(store, server.client(),
+                                                            clock.t).items()
+                                    if k[1] == "" or any(v)}
+
+
+def test_an_event_late_into_merged_buckets_still_counts(make_store, server):
+    # the reader builds merged keys; then another replica, its clock a bucket of the 5m
+    # window behind, adds events hours and days late, and one a bucket late by its clock
+    reader_clock, writer_clock = Clock(NOW + 10), Clock(NOW)
+    reader = make_store(WindowsConfig(breakdowns=(ALL,)), reader_clock)
+    writer = make_store(WindowsConfig(breakdowns=(ALL,)), writer_clock)
+    reader.add(spread("a"))
+    read(reader)
+    late = [NOW - 10, NOW - 200, NOW - 3000, NOW - 50_000, NOW - 500_000, NOW - 2_000_000]
+    writer.add(spread("late", late))
+    assert writer.flush()
+    got = figures(read(reader))
+    truth = direct(reader, server.client(), reader_clock.t)
+    assert got == {k: v for k, v in truth.items() if k[1] == "" or any(v)}
+    assert near(got[("30d", "")][0], (len(SPREAD) + len(late)) * 4)
+    # the event a bucket late by the writer's clock is two buckets old by the reader's: in
+    # its merged key of the 5m window, into which the writer merged it
+    assert near(got[("5m", "")][0], 4 * (len([t for t in SPREAD if t > NOW + 10 - 300])
+                                         + len([t for t in late if t > NOW + 10 - 300])))
+
+
+def test_replicas_building_merged_keys_at_once_read_the_union(make_store, server):
+    # two readers and a writer of late events, concurrently: whatever the interleaving of
+    # builds, deletes and counts, once the writes stop both read what every bucket holds
+    clock = Clock()
+    cfg = WindowsConfig(breakdowns=(ALL,))
+    a, b, writer = make_store(cfg, clock), make_store(WindowsConfig(breakdowns=(ALL,)), clock), \
+        make_store(WindowsConfig(breakdowns=(ALL,)), clock)
+    writer.add(spread("base"))
+    assert writer.flush()
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def keep_reading(store: RedisWindowStore) -> None:
+        while not stop.is_set():
+            if not store.refresh():
+                failures.append("read failed")
+
+    threads = [threading.Thread(target=keep_reading, args=(s,)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    try:
+        for n in range(40):
+            writer.add(spread(f"late{n}", [NOW - 30 - 7 * n, NOW - 4000 - 900 * n,
+                                           NOW - 90_000 - 20_000 * n]))
+            assert writer.flush()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not failures
+    truth = {k: v for k, v in direct(a, server.client(), clock.t).items()
+             if k[1] == "" or any(v)}
+    assert figures(read(a)) == truth == figures(read(b))
+    assert near(truth[("30d", "")][0], 4 * (len(SPREAD) + 3 * 40))
+
+
+def test_scripts_are_loaded_again_after_a_restart(tmp_path: Path):
+    # a restart (here with the append-only file: the keys stay) or SCRIPT FLUSH empties
+    # Redis' script cache; the next read and the next breakdown admission load them again
+    server = RedisServer(tmp_path / "redis", aof=True)
+    try:
+        clock = Clock()
+        store = RedisWindowStore(WindowsConfig(store=server.url, breakdowns=(ALL,)),
+                                 HASHER.fingerprint, clock=clock)
+        store.open()
+        store.add(spread("a"))
+        before = figures(read(store))
+        client = server.client()
+        shas = [store._window.sha, store._admit.sha]
+        assert client.script_exists(*shas) == [True, True]
+        server.kill()
+        server.start()
+        client = server.client()
+        assert client.script_exists(*shas) == [False, False]
+        assert figures(read(store)) == before
+        client.script_flush()
+        store.add([(NOW, HASHER.hash("new"), None, False, ("android",))])
+        after = figures(read(store))
+        assert near(after[("30d", "")][0], len(SPREAD) * 4 + 1)
+        assert after[("30d", "android")][0] == 1
+        assert client.script_exists(*shas) == [True, True]
         assert store.errors == {"write": 0, "read": 0}
         store.close()
     finally:
@@ -423,8 +585,9 @@ def test_the_redis_user_of_the_scaling_guide_can_run_the_store(make_store, serve
         assert totals(got)["1h"] == (20, 20, 0.5)
         assert {(e.window, e.value): round(e.users) for e in got if e.breakdown == 0} == {
             (w, v): 10 for w in ("1h", "1d") for v in ("ios", "web")}
-        store.add([(NOW, HASHER.hash("late"), None, False, ("tv",))])
-        assert read(store) and store.sketch_bytes()
+        # an hour late, into a bucket a merged key holds: the writer merges it in
+        store.add([(NOW - 3600, HASHER.hash("late"), None, False, ("tv",))])
+        assert totals(read(store))["1d"][0] == 21 and store.sketch_bytes()
         assert store.errors == {"write": 0, "read": 0}
     finally:
         client.execute_command("ACL", "DELUSER", "kpi")

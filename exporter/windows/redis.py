@@ -9,19 +9,23 @@ once no window covers them (TTL = window + one bucket)::
 
     kpi:meta                                      hash: salt fingerprint, key layout
     kpi:{w10:users:total}:172840213               HLL: users in the 10s bucket 172840213
+    kpi:{w10:users:total}:172840184-172840211     HLL: union of the 5m window's older buckets
     kpi:{w1800:sessions:platform=9f2c...}:960223  HLL: sessions of one platform value
     kpi:{w86400:conversions:platform=*}:20004     HLL: converting sessions, overflow value
     kpi:{b:platform}:values                       sorted set: admitted breakdown values,
                                                   scored by when they were last seen
 
 Ingest never waits on the network: :meth:`add` sorts events into an in-memory buffer (at most
-``windows.redis_buffer`` events; more are dropped and counted as ``store_unavailable``) and a background thread
-sends it every second in one pipeline of PFADD and EXPIRE, leaving out identities it has
-already added to a bucket. Scrapes read estimates a background reader computes on demand, so
-neither waits longer than a couple of seconds on a slow or absent store; while the store
-cannot be reached, the window gauges are left out rather than reported stale.
+``windows.redis_buffer`` events; more are dropped and counted as ``store_unavailable``) and a
+background thread sends it every second in one pipeline of PFADD and EXPIRE, leaving out
+identities it has already added to a bucket. Scrapes read estimates a background reader
+computes on demand, so neither waits longer than a couple of seconds on a slow or absent
+store; while the store cannot be reached, the window gauges are left out rather than reported
+stale. A read takes a window's two newest buckets as they are and its older ones from one key
+holding their union, merged by the first replica to read after the buckets turn, and kept
+whole by any writer that adds to one of the buckets (a late event) by merging that bucket
+into it: a PFCOUNT of three keys rather than of up to 56.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -54,6 +58,10 @@ FLUSH_INTERVAL = 1.0  # seconds between sends: how far behind the store may be
 SENT_BUDGET = 262_144  # identity hashes remembered as already sent (about 20 MiB)
 PFADD_CHUNK = 4096  # elements per PFADD command
 FRESH_FOR = 1.0  # an estimate this young is served without asking the store again
+# A window's newest buckets, read as they are: the current one, and the one before it, where
+# events that come a little late land. Its older buckets are read from one key that holds
+# their union (built once when the buckets turn; see _WINDOW).
+NEWEST = 2
 SCRAPE_WAIT = 2.0  # how long a scrape waits for a new estimate
 STALE_AFTER = 15.0  # an estimate older than this is never served
 ADMISSION_TTL = 60.0  # how long a breakdown value's admission is trusted before asking again
@@ -88,6 +96,31 @@ for i = 5, #ARGV do
 end
 redis.call('EXPIRE', key, ARGV[4])
 return out
+"""
+
+# A window's count of one figure and group: PFCOUNT over the key that merges its older
+# buckets (KEYS[1]) and its ARGV[1] newest buckets (the next KEYS). Builds the merged key when
+# it is missing and the older buckets follow as the remaining KEYS (returns -1, asking for
+# them, when they do not). Atomic: a count never sees a merged key half built.
+_WINDOW = """
+local newest = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if #KEYS == newest + 1 then return -1 end
+  redis.call('PFMERGE', KEYS[1], unpack(KEYS, newest + 2))
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('PFCOUNT', unpack(KEYS, 1, newest + 1))
+"""
+
+# Run by a writer after adding hashes to a bucket (KEYS[1]) that merged keys may hold (the
+# other KEYS): merges the bucket into those that exist, which may have been built before the
+# hashes arrived. One that does not exist stays so, for a read to build from every bucket.
+# Sent with EVAL (no script to load again after a restart); Redis caches it compiled.
+_MERGE_LATE = b"""
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PFMERGE', KEYS[i], KEYS[1]) end
+end
+return 0
 """
 
 # The group of the totals; a breakdown's groups are (breakdown index, value).
@@ -191,6 +224,10 @@ class KeyLayout:
         """The HyperLogLog of one figure of one group in one bucket."""
         return f"{self.prefix}{{w{width}:{kind}:{tag}}}:{bucket}"
 
+    def merged(self, width: int, kind: str, tag: str, first: int, last: int) -> str:
+        """The union of the HyperLogLogs of buckets ``first`` to ``last``, both included."""
+        return f"{self.prefix}{{w{width}:{kind}:{tag}}}:{first}-{last}"
+
     def values(self, label: str) -> str:
         """The sorted set of a breakdown's admitted values."""
         return f"{self.prefix}{{b:{label}}}:values"
@@ -207,6 +244,18 @@ class _Tier:
     def ttl(self, bucket: int, now: float) -> int:
         """Seconds until no window covers ``bucket``, plus one bucket."""
         return max(1, math.ceil((bucket + self.keep + 1) * self.width - now))
+
+
+@dataclass
+class _Merge:
+    """The older buckets of one window, figure and group, merged into one key."""
+
+    width: int
+    kind: str
+    tag: str
+    first: int
+    last: int
+    ttl: int  # seconds the merged key is kept once built
 
 
 @dataclass
@@ -259,7 +308,19 @@ class RedisWindowStore(WindowStore):
         self._value_life = tuple(
             max((by_name[n].seconds + by_name[n].bucket_seconds for n in b.windows), default=0)
             + int(ADMISSION_TTL) for b in config.breakdowns)
+        # the bucket counts of the windows read through a merged key, by tier width: for
+        # the totals, and for each breakdown
+        merged = [w for w in config.windows if w.buckets > NEWEST + 1]
+        self._total_spans = {
+            t: tuple(sorted({w.buckets for w in merged if w.bucket_seconds == t}))
+            for t in self._tiers}
+        self._breakdown_spans = tuple(
+            {t: tuple(sorted({w.buckets for w in merged
+                              if w.bucket_seconds == t and w.name in b.windows}))
+             for t in self._tiers}
+            for b in config.breakdowns)
         self._admit = self.client.register_script(_ADMIT)
+        self._window = self.client.register_script(_WINDOW)
 
         self.dropped = {"too_old": 0, "in_future": 0, "store_unavailable": 0}
         self.overflow = [0 for _ in config.breakdowns]
@@ -628,9 +689,11 @@ class RedisWindowStore(WindowStore):
         for group, slots in groups.items():
             if group:
                 tiers = self._breakdown_tiers[group[0]]
+                spans = self._breakdown_spans[group[0]]
                 tag = self.keys.group_tag(labels[group[0]], group[1])
             else:
                 tiers = self._total_tiers
+                spans = self._total_spans
                 tag = self.keys.group_tag(None)
             # a set of hashes written out once serves every tier it is new to (each tier
             # usually receives the same set: the events of the last second)
@@ -662,18 +725,31 @@ class RedisWindowStore(WindowStore):
                         else:
                             elements = _elements(new)
                         ttl = ttl or tier.ttl(bucket, now)
-                        self._add(batch, tier, kind, tag, bucket, elements, len(new), ttl)
+                        self._add(batch, tier, kind, tag, bucket, elements, len(new), ttl,
+                                  spans[width], now)
                         added.append(((width, k, tag, bucket), new))
         if added:
             batch.execute(self.client)
         self._remember(added)
 
     def _add(self, batch: _Batch, tier: _Tier, kind: str, tag: str, bucket: int,
-             elements: bytes, count: int, ttl: int) -> None:
-        """Adds ``count`` hashes to one bucket key and renews its TTL."""
-        key = self.keys.data(tier.width, kind, tag, bucket).encode()
+             elements: bytes, count: int, ttl: int, spans: tuple[int, ...],
+             now: float) -> None:
+        """Adds ``count`` hashes to one bucket key and renews its TTL; then merges the
+        bucket into the merged keys that hold it (of the windows of ``spans`` buckets),
+        when it is older than a window's newest (an event that came late). Readers whose
+        clocks are a bucket ahead of or behind this one's are covered."""
+        width = tier.width
+        key = self.keys.data(width, kind, tag, bucket).encode()
         batch.pfadd(key, elements, count)
         batch.command("EXPIRE", key, b"%d" % ttl)
+        current = int(now) // width
+        holders = [self.keys.merged(width, kind, tag, last + NEWEST + 1 - n, last).encode()
+                   for n in spans
+                   for last in range(max(bucket, current - NEWEST - 1), current - NEWEST + 2)
+                   if last + NEWEST + 1 - n <= bucket]
+        if holders:
+            batch.command("EVAL", _MERGE_LATE, b"%d" % (len(holders) + 1), key, *holders)
 
     def _resend(self, remembered: dict[tuple[int, int, str, int], set[int]],
                 now: float) -> int:
@@ -686,8 +762,9 @@ class RedisWindowStore(WindowStore):
             tier = self._tiers[width]
             if bucket < tier.oldest(now) or not ids:
                 continue
+            # any window of the tier, whatever the group's breakdown covers
             self._add(batch, tier, KINDS[k], tag, bucket, _elements(ids), len(ids),
-                      tier.ttl(bucket, now))
+                      tier.ttl(bucket, now), self._total_spans[width], now)
             added.append((sent_key, ids))
         if added:
             batch.execute(self.client)
@@ -767,25 +844,45 @@ class RedisWindowStore(WindowStore):
                 for values in pipe.execute()]
 
     def _read(self, now: float) -> list[Estimate]:
+        """Every window's estimates. A window's count is its newest buckets and the merged
+        key of its older ones: a few keys per PFCOUNT rather than every bucket (up to 56
+        for the 7d window), which made reads with breakdowns cost seconds of Redis CPU."""
         values = self._groups(now)
         breakdowns = self.config.breakdowns
-        pipe = self.client.pipeline(transaction=False)
         plan: list[tuple[str, tuple[Any, ...]]] = []
+        # per count: the keys read; for a window read through a merged key, what it merges
+        reads: list[tuple[list[str], _Merge | None]] = []
         for w in self.config.windows:
             width = w.bucket_seconds
             last = int(now) // width
-            buckets = range(last - w.buckets + 1, last + 1)
             groups: list[tuple[Any, ...]] = [TOTAL]
             for i, b in enumerate(breakdowns):
                 if w.name in b.windows:
                     groups += [(i, v) for v in values[i]] + [(i, OVERFLOW_VALUE)]
+            merge = w.buckets > NEWEST + 1
+            ttl = math.ceil((last + 2) * width - now)  # until the buckets turn, and one more
             for group in groups:
                 tag = (self.keys.group_tag(breakdowns[group[0]].label, group[1]) if group
                        else self.keys.group_tag(None))
                 for kind in KINDS:
-                    pipe.pfcount(*[self.keys.data(width, kind, tag, b) for b in buckets])
+                    if merge:
+                        older = _Merge(width, kind, tag, last - w.buckets + 1, last - NEWEST,
+                                       ttl)
+                        keys = [self.keys.merged(width, kind, tag, older.first, older.last)]
+                        keys += [self.keys.data(width, kind, tag, last - j)
+                                 for j in range(NEWEST)]
+                        reads.append((keys, older))
+                    else:
+                        reads.append(([self.keys.data(width, kind, tag, b)
+                                       for b in range(last - w.buckets + 1, last + 1)], None))
                 plan.append((w.name, group))
-        counts = pipe.execute()
+        counts = self._counts(reads, build=False)
+        missing = [n for n, count in enumerate(counts) if count < 0]
+        if missing:
+            # merged keys not there (the buckets turned, or a late event reached one of them):
+            # built from the older buckets by whichever replica reads first
+            for n, count in zip(missing, self._counts([reads[n] for n in missing], build=True)):
+                counts[n] = count
         out: list[Estimate] = []
         for n, (window, group) in enumerate(plan):
             users, sessions, conversions = (float(c) for c in counts[3 * n:3 * n + 3])
@@ -794,6 +891,20 @@ class RedisWindowStore(WindowStore):
             out.append(Estimate(window, group[0] if group else -1, group[1] if group else "",
                                 users, sessions, conversions))
         return out
+
+    def _counts(self, reads: list[tuple[list[str], _Merge | None]], build: bool) -> list[int]:
+        """One pipeline of window counts: PFCOUNT over every bucket, or the newest buckets
+        and the merged key, which is built where missing when ``build`` (-1 otherwise)."""
+        pipe = self.client.pipeline(transaction=False)
+        for keys, older in reads:
+            if older is None:
+                pipe.pfcount(*keys)
+                continue
+            if build:
+                keys = keys + [self.keys.data(older.width, older.kind, older.tag, b)
+                               for b in range(older.first, older.last + 1)]
+            self._window(keys=keys, args=[NEWEST, older.ttl], client=pipe)
+        return [int(c) for c in pipe.execute()]
 
     def _measure(self, now: float) -> int:
         """The bytes of every live key: what the windows take in the store."""
@@ -811,6 +922,19 @@ class RedisWindowStore(WindowStore):
                 for kind in KINDS:
                     for bucket in range(last - tier.keep + 1, last + 1):
                         pipe.strlen(self.keys.data(tier.width, kind, tag, bucket))
+        for w in self.config.windows:
+            if w.buckets <= NEWEST + 1:
+                continue
+            last = int(now) // w.bucket_seconds
+            tags = [self.keys.group_tag(None)]
+            for i, b in enumerate(breakdowns):
+                if w.name in b.windows:
+                    tags += [self.keys.group_tag(b.label, v)
+                             for v in (*values[i], OVERFLOW_VALUE)]
+            for tag in tags:
+                for kind in KINDS:
+                    pipe.strlen(self.keys.merged(w.bucket_seconds, kind, tag,
+                                                 last - w.buckets + 1, last - NEWEST))
         return sum(pipe.execute())
 
     def buffered_events(self) -> int:
