@@ -714,7 +714,9 @@ class RedisWindowStore(WindowStore):
                         if not ids:
                             continue
                         known = sent.get((width, k, tag, bucket))
-                        new = ids - known if known else ids
+                        # isdisjoint first: without a repeat visit it only looks, where a
+                        # difference builds a new set
+                        new = ids if not known or ids.isdisjoint(known) else ids - known
                         if not new:
                             continue
                         if len(new) == len(ids):
