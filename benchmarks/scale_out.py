@@ -8,7 +8,11 @@
   and session: the Redis store's worst case, as it can leave out nothing it sent before);
 - two exporters sharing one OTLP port with --reuse-port against one: events/s and CPU
   seconds per million events (two cores are shared with the sender and Redis, so CPU per
-  event is the figure that carries over to bigger machines).
+  event is the figure that carries over to bigger machines);
+- the Redis CPU of reading every window's estimates (what each replica does when scraped),
+  with the totals only and with a breakdown of 20 and of 200 values over every window,
+  every key dense (the worst case): PFCOUNT over every bucket key, as reads were before
+  merged keys, against the store's reads through merged keys.
 
 Not a test: nothing here asserts a time.
 
@@ -21,11 +25,13 @@ import argparse
 import json
 import os
 import pickle
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import requests
 
@@ -34,11 +40,17 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.payloads import make_batches  # noqa: E402
 from benchmarks.run import BATCH, send  # noqa: E402
+from exporter.privacy import IdentityHasher  # noqa: E402
+from exporter.windows import OVERFLOW_VALUE, BreakdownSpec, WindowsConfig  # noqa: E402
+from exporter.windows.config import DEFAULT_DURATIONS  # noqa: E402
+from exporter.windows.redis import KINDS, RedisWindowStore  # noqa: E402
 from tests.helpers import Scrape, free_port, wait_http  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 SALT = "benchmark-salt-0123456789abcdef"
 TICKS = os.sysconf("SC_CLK_TCK")
+READ_VALUES = (0, 20, 200)  # breakdown values in the read runs (0: the totals only)
+READ_MINUTE = 60  # reads in the run of one read a second
 
 
 def cpu_seconds(pid: int) -> float:
@@ -97,6 +109,95 @@ def pickled(batches: list[bytes]) -> str:
     return tmp.name
 
 
+class Clock:
+    """Wall-clock seconds the read runs move on by hand."""
+
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def read_cost(redis: RedisServer, values: int) -> dict[str, float]:
+    """Redis CPU seconds (and wall seconds) of one read of every window's estimates, every
+    bucket key of the default windows dense (12 KiB each): PFCOUNT over every bucket, the
+    store's first read (it builds the merged keys), its reads after that, and its mean read
+    over a minute of one read a second while buckets turn and events arrive a minute late."""
+    client = redis.client()
+    client.flushall()
+    breakdowns = (BreakdownSpec("app.platform", "platform", max_values=values + 1,
+                                windows=DEFAULT_DURATIONS),) if values else ()
+    config = WindowsConfig(store=redis.url, breakdowns=breakdowns)
+    clock = Clock(float(int(time.time())))
+    store = RedisWindowStore(config, IdentityHasher(SALT).fingerprint, clock=clock)
+    store.open()
+    names = [f"value-{i}" for i in range(values)]
+    store.add([(0, i, i, False, (name,)) for i, name in enumerate(names, 1)]
+              or [(0, 1, 1, False, ())])
+    assert store.flush()
+    tags = [store.keys.group_tag(None)]
+    if values:
+        tags += [store.keys.group_tag("platform", v) for v in (*names, OVERFLOW_VALUE)]
+
+    def buckets(now: float) -> list[tuple[int, str, str, list[int]]]:
+        out = []
+        for w in config.windows:
+            last = int(now) // w.bucket_seconds
+            for tag in tags:
+                for kind in KINDS:
+                    out.append((w.bucket_seconds, kind, tag,
+                                list(range(last - w.buckets + 1, last + 1))))
+        return out
+
+    dense = store.keys.prefix + "dense"
+    client.pfadd(dense, *[os.urandom(8) for _ in range(20_000)])
+    pipe = client.pipeline(transaction=False)
+    for width, kind, tag, bs in buckets(clock.t):
+        for b in bs:
+            pipe.copy(dense, store.keys.data(width, kind, tag, b), replace=True)
+        if len(pipe) >= 10_000:
+            pipe.execute()
+    pipe.execute()
+    r = {"keys": float(sum(len(bs) for *_, bs in buckets(clock.t))),
+         "used_memory_mib": client.info("memory")["used_memory"] / 2**20}
+
+    def every_bucket() -> None:
+        pipe = client.pipeline(transaction=False)
+        for width, kind, tag, bs in buckets(clock.t):
+            pipe.pfcount(*[store.keys.data(width, kind, tag, b) for b in bs])
+        pipe.execute()
+
+    def cost(read: Callable[[], Any]) -> tuple[float, float]:
+        cpu, wall = redis.cpu_seconds(), time.perf_counter()
+        read()
+        return redis.cpu_seconds() - cpu, time.perf_counter() - wall
+
+    def median(read: Callable[[], Any], key: str) -> None:
+        runs = [cost(read) for _ in range(3)]
+        r[f"{key}_cpu_s"] = statistics.median(c for c, _ in runs)
+        r[f"{key}_wall_s"] = statistics.median(w for _, w in runs)
+
+    median(every_bucket, "every")
+    assert store.refresh()  # the key sizes, measured once a minute, then not again here
+    # the read after every window's buckets turned: it merges each window's older buckets
+    client.delete(*client.scan_iter(match=store.keys.prefix + "*-*", count=10_000))
+    r["first_cpu_s"], r["first_wall_s"] = cost(store.refresh)
+    median(store.refresh, "merged")
+    spent = 0.0
+    for n in range(READ_MINUTE):
+        clock.t += 1
+        now = int(clock.t)
+        store.add([(t, hash((t, i)), hash((t, i, 0)), False, (name,))
+                   for i, name in enumerate(names or [""]) for t in (now, now - 60)])
+        assert store.flush()
+        spent += cost(store.refresh)[0]
+    r["minute_cpu_s"] = spent / READ_MINUTE
+    store.close()
+    client.flushall()
+    return r
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     path = pickled(make_batches(64, BATCH))
     # enough batches for 60,000 events/s without sending one twice, from a billion users
@@ -152,6 +253,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 for p in procs))
             for p in procs:
                 p.stop()
+
+        # -- reads: every bucket against merged keys --------------------------------------
+        for values in READ_VALUES:
+            for key, value in read_cost(redis, values).items():
+                r[f"read{values}_{key}"] = value
     finally:
         redis.stop()
         os.unlink(path)
@@ -201,6 +307,29 @@ def report(r: dict[str, float], args: argparse.Namespace) -> str:
         f"| Redis CPU per million events, one / two processes | "
         f"{r['reuse1_redis_cpu_s_per_m']:.2f} s / {r['reuse2_redis_cpu_s_per_m']:.2f} s |",
     ]
+    lines += [
+        "",
+        "Reads: what one replica's refresh of every window's estimates costs Redis (each "
+        "replica refreshes when scraped, at most once a second), the default windows, every "
+        "bucket key dense (the worst case). 'Every bucket': PFCOUNT over each window's bucket "
+        "keys, the read before merged keys; then the store's read through merged keys: the "
+        "first after the buckets turned (it merges every window's older buckets), the next "
+        f"ones, and the mean over {READ_MINUTE} reads a second apart while buckets turn and "
+        "events arrive a minute late. Redis CPU seconds per read (wall seconds).",
+        "",
+        "| breakdown | keys | every bucket | merged keys: first read | next reads | "
+        "mean over a minute |",
+        "|---|---|---|---|---|---|",
+    ]
+    for values in READ_VALUES:
+        k = f"read{values}_"
+        lines.append(
+            f"| {f'{values} values over every window' if values else 'none (totals)'} | "
+            f"{r[k + 'keys']:,.0f} ({r[k + 'used_memory_mib']:,.0f} MiB) | "
+            f"{r[k + 'every_cpu_s']:.3f} s ({r[k + 'every_wall_s']:.2f} s) | "
+            f"{r[k + 'first_cpu_s']:.3f} s ({r[k + 'first_wall_s']:.2f} s) | "
+            f"{r[k + 'merged_cpu_s']:.3f} s ({r[k + 'merged_wall_s']:.2f} s) | "
+            f"{r[k + 'minute_cpu_s']:.3f} s |")
     return "\n".join(lines) + "\n"
 
 
