@@ -7,7 +7,7 @@ bucket keys is their union. Keys carry a hash tag that holds everything but the 
 the buckets PFCOUNT reads together share a Redis Cluster slot, and they expire on their own
 once no window covers them (TTL = window + one bucket)::
 
-    kpi:meta                                      hash: salt fingerprint, key layout
+    kpi:meta                                      hash: salt fingerprint, key layout, epoch
     kpi:{w10:users:total}:172840213               HLL: users in the 10s bucket 172840213
     kpi:{w10:users:total}:172840184-172840211     HLL: union of the 5m window's older buckets
     kpi:{w1800:sessions:platform=9f2c...}:960223  HLL: sessions of one platform value
@@ -32,6 +32,7 @@ import hashlib
 import logging
 import math
 import re
+import secrets
 import struct
 import threading
 import time
@@ -343,6 +344,9 @@ class RedisWindowStore(WindowStore):
         self._admitted: dict[tuple[int, str], tuple[str, float]] = {}
         self._verified = False
         self._server: dict[str, Any] = {}  # INFO server of the store, as last verified
+        # a token the first replica to use the store writes into its meta key: another one
+        # means the store lost its keys (and another replica noticed first)
+        self._epoch: bytes | None = None
         self._failures = 0
 
         self._flush_lock = threading.Lock()
@@ -384,8 +388,9 @@ class RedisWindowStore(WindowStore):
         pipe = self.client.pipeline(transaction=False)
         pipe.hsetnx(self.keys.meta, "salt_fingerprint", self.fingerprint)
         pipe.hsetnx(self.keys.meta, "layout", LAYOUT)
-        pipe.hmget(self.keys.meta, ["salt_fingerprint", "layout"])
-        created, _, (fingerprint, layout) = pipe.execute()
+        pipe.hsetnx(self.keys.meta, "epoch", secrets.token_hex(8))
+        pipe.hmget(self.keys.meta, ["salt_fingerprint", "layout", "epoch"])
+        created, _, _, (fingerprint, layout, epoch) = pipe.execute()
         layout = (layout or b"").decode("ascii", "replace")
         fingerprint = (fingerprint or b"").decode("ascii", "replace")
         if layout != LAYOUT:
@@ -403,6 +408,7 @@ class RedisWindowStore(WindowStore):
                 f"keys under the prefix to start the windows afresh)")
         if created:
             self._forget_sent()
+        self._epoch = epoch
         self._server = self._server_info()
         self._verified = True
 
@@ -412,16 +418,19 @@ class RedisWindowStore(WindowStore):
         its own) without persistence or without its last writes, FLUSHALL, a failover to a
         replica that missed writes. Then the identities remembered as sent to the current
         buckets would stay out of them until the buckets turn (a day for 30d): they are
-        sent again, and the salt fingerprint is written again."""
+        sent again, and the salt fingerprint is written again, with a new epoch: the other
+        replicas find their epoch gone even when the first to notice has written the salt
+        fingerprint back, and send theirs again too."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.meta, "salt_fingerprint")
+        pipe.hmget(self.keys.meta, ["salt_fingerprint", "epoch"])
         run_id = self._server.get("run_id")
         if run_id is not None:
             pipe.info("server")
         answers = pipe.execute()
-        fingerprint = answers[0]
+        fingerprint, epoch = answers[0]
         now_run = answers[1].get("run_id") if run_id is not None else None
-        if fingerprint == self.fingerprint.encode("ascii") and now_run == run_id:
+        if (fingerprint == self.fingerprint.encode("ascii") and epoch == self._epoch
+                and now_run == run_id):
             return
         why = ("restarted or failed over" if now_run != run_id
                else "lost its keys (flushed or evicted)")
