@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.crc import key_slot
 
@@ -24,8 +25,10 @@ from exporter.privacy import IdentityHasher
 from exporter.windows import (
     OVERFLOW_VALUE, BreakdownSpec, Estimate, MemoryWindowStore, WindowsConfig,
 )
-from exporter.windows.config import REDIS_ERROR_BOUND
-from exporter.windows.redis import RedisWindowStore, WindowStoreError
+from exporter.windows.config import REDIS_ERROR_BOUND, WindowSpec, window_spec
+from exporter.windows.redis import (
+    KINDS, PFADD_CHUNK, RedisWindowStore, WindowStoreError, _Batch, _elements,
+)
 from tests.helpers import ROOT, ProcessExporter, eventually, parse_samples
 from tests.redis_server import RedisServer
 
@@ -233,6 +236,106 @@ def test_hashes_reach_redis_as_the_elements_a_plain_pfadd_gives(make_store, serv
     assert client.pfcount(key) == client.pfcount(expected) > 9000
 
 
+# hashes whose bytes look like the Redis protocol, or are all zero or all ones
+EDGE = [struct.unpack("<q", b)[0] for b in (
+    b"\r\n$8\r\n*\x00", b"\r\n\r\n\r\n\r\n", b"$-1\r\n*0\r", bytes(8), b"\xff" * 8,
+    b"\n\r\x00\x00\x00\x00\x00\x80", b"*3\r\n$5\r\n", b"+OK\r\n-\r\n")] + [2**63 - 1, -2**63, 1, -1]
+
+
+def test_the_sender_writes_the_bytes_redis_py_would_send():
+    # the hand-written commands, byte for byte what redis-py packs for the same arguments:
+    # every hash an 8-byte bulk string, PFADD_CHUNK hashes a command, whatever the bytes
+    packer = redis.Connection()
+    key = b"kpi:{w10:users:total}:179000000"
+    ids = EDGE + [HASHER.hash(f"u{i}") for i in range(PFADD_CHUNK + 100)]
+    packed = [struct.pack("<q", i) for i in ids]
+    batch = _Batch()
+    batch.pfadd(key, _elements(ids), len(ids))
+    batch.command("EXPIRE", key, b"3600")
+    batch.command("EVAL", b"return 0\r\n", b"2", key, b"kpi:{w10:users:total}:1-2")
+    expected = [*packer.pack_command("PFADD", key, *packed[:PFADD_CHUNK]),
+                *packer.pack_command("PFADD", key, *packed[PFADD_CHUNK:]),
+                *packer.pack_command("EXPIRE", key, 3600),
+                *packer.pack_command("EVAL", b"return 0\r\n", 2, key,
+                                     b"kpi:{w10:users:total}:1-2")]
+    assert b"".join(batch._parts) == b"".join(map(bytes, expected))
+    assert len(batch) == 4
+    # one hash, and none: nothing at all is written for an empty set
+    one = _Batch()
+    one.pfadd(key, _elements({EDGE[0]}), 1)
+    assert b"".join(one._parts) == b"".join(map(bytes, packer.pack_command(
+        "PFADD", key, packed[0])))
+    assert _elements([]) == b""
+    empty = _Batch()
+    empty.pfadd(key, b"", 0)
+    assert len(empty) == 0 and not empty._parts
+
+
+def test_hashes_of_any_bytes_reach_every_window_as_redis_py_writes_them(make_store, server):
+    # many windows over five bucket widths (some sharing one), a breakdown over some of
+    # them; identities sent in two steps, the second partly already sent to the buckets
+    # of the wider tiers: every bucket key holds exactly the registers of a redis-py PFADD
+    # of the hashes that belong in it
+    windows = (WindowSpec("20s", 20, 10), WindowSpec("40s", 40, 10), window_spec(300),
+               window_spec(600), window_spec(3600), WindowSpec("2h", 7200, 60),
+               window_spec(86400), window_spec(7 * 86400), window_spec(30 * 86400))
+    split = BreakdownSpec("app.platform", "platform", max_values=5,
+                          windows=("40s", "1h", "2h", "7d"))
+    clock = Clock()
+    store = make_store(WindowsConfig(windows=windows, breakdowns=(split,)), clock)
+    client = server.client()
+    users = EDGE + [HASHER.hash(f"u{i}") for i in range(3000)]
+    fresh = [HASHER.hash(f"v{i}") for i in range(3000)]
+    events = [(NOW - 15, u, u ^ 1, n % 4 == 0, (("ios", "web")[n % 2],))
+              for n, u in enumerate(users)]
+    store.add(events)
+    assert store.flush()
+    later = [(NOW, u, u ^ 1, n % 4 == 0, (("ios", "web")[n % 2],))
+             for n, u in enumerate(users[::2] + fresh)]
+    store.add(later)
+    assert store.flush()
+    expected: dict[str, set[int]] = {}
+    tiers = {w.bucket_seconds for w in windows}
+    split_tiers = {w.bucket_seconds for w in windows if w.name in split.windows}
+    for t, user, session, converted, (value,) in events + later:
+        for tag, widths in ((store.keys.group_tag(None), tiers),
+                            (store.keys.group_tag("platform", value), split_tiers)):
+            for width in widths:
+                for kind, member in zip(KINDS, (user, session, session if converted else None)):
+                    if member is not None:
+                        expected.setdefault(store.keys.data(width, kind, tag, t // width),
+                                            set()).add(member)
+    stored = {k.decode() for k in client.scan_iter(match=store.keys.prefix + "{w*",
+                                                    count=1000)}
+    assert stored == set(expected)
+    reference = store.keys.prefix + "reference"
+    for key, members in expected.items():
+        client.delete(reference)
+        client.pfadd(reference, *[struct.pack("<q", m) for m in members])
+        assert client.get(key) == client.get(reference), key
+    got = totals(read(store))
+    # the 20s window holds the second step only (the first was 15 s ago, two buckets back)
+    assert near(got["20s"][0], len(users[::2]) + len(fresh))
+    assert near(got["40s"][0], len(users) + len(fresh))
+    assert near(got["30d"][0], len(users) + len(fresh))
+
+
+def test_identities_all_sent_before_send_no_command(make_store, server):
+    # nothing new to any bucket: the send writes no PFADD at all, and the connection stays
+    # in step for the next one
+    store = make_store(clock=Clock())
+    client = server.client()
+    batch = [(NOW, HASHER.hash(f"u{i}"), None, False, ()) for i in range(100)]
+    store.add(batch)
+    assert store.flush()
+    before = client.info("commandstats")["cmdstat_pfadd"]["calls"]
+    store.add(batch)
+    assert store.flush()
+    assert client.info("commandstats")["cmdstat_pfadd"]["calls"] == before
+    store.add([(NOW, HASHER.hash("one more"), None, False, ())])
+    assert totals(read(store))["1h"][0] == 101
+
+
 def test_a_store_emptied_under_the_exporter_is_filled_again(make_store, server):
     # FLUSHALL raises nothing in the exporter: it must notice by itself that the store no
     # longer holds what it sent, or it would leave out every returning user until the
@@ -416,6 +519,119 @@ def test_scripts_are_loaded_again_after_a_restart(tmp_path: Path):
         assert store.errors == {"write": 0, "read": 0}
         store.close()
     finally:
+        server.stop()
+
+
+def test_a_read_under_way_while_the_buckets_turn_counts_every_bucket(make_store, server):
+    # the reader, in the last second of a 5m-window bucket, finds its merged keys missing and
+    # is about to build them; meanwhile a replica whose clock has passed into the next bucket
+    # reads (building the merged keys of its own bucket) and writes events that came late
+    # into buckets both merged keys hold
+    cfg = WindowsConfig(breakdowns=(ALL,))
+    reader_clock, ahead_clock = Clock(NOW + 9), Clock(NOW + 10)
+    reader = make_store(cfg, reader_clock)
+    ahead = make_store(WindowsConfig(breakdowns=(ALL,)), ahead_clock)
+    ahead.add(spread("a"))
+    assert ahead.flush()
+    client = server.client()
+    builds = []
+    counts = reader._counts
+
+    def interleaved(reads, build):
+        if build and not builds:
+            builds.append(len(reads))
+            read(ahead)
+            ahead.add(spread("late", [NOW - 25, NOW - 3000, NOW - 50_000]))
+            assert ahead.flush()
+        return counts(reads, build)
+
+    reader._counts = interleaved  # type: ignore[method-assign]
+    got = figures(read(reader))
+    assert builds  # the read did build merged keys, with the other replica's writes between
+    truth = direct(reader, client, reader_clock.t)
+    assert got == {k: v for k, v in truth.items() if k[1] == "" or any(v)}
+    assert near(got[("30d", "")][0], 4 * (len(SPREAD) + 3))
+    # the replica ahead built its merged keys before the late events: they were merged in
+    assert figures(read(ahead)) == {k: v for k, v in direct(ahead, client,
+                                                            ahead_clock.t).items()
+                                    if k[1] == "" or any(v)}
+    # and the reader's next read, through the keys it built, is the same as its first
+    assert figures(read(reader)) == got
+
+
+def test_merged_keys_keep_their_expiry_and_are_built_again_once_expired(make_store, server):
+    clock = Clock()
+    store = make_store(WindowsConfig(breakdowns=(ALL,)), clock)
+    client = server.client()
+    store.add(spread("a"))
+    first = figures(read(store))
+    merged = list(client.scan_iter(match=store.keys.prefix + "{w*-*", count=1000))
+    assert merged
+    ttls = {k: client.ttl(k) for k in merged}
+    assert all(ttl > 0 for ttl in ttls.values())
+    # an event an hour late merged into them: PFMERGE keeps a key's expiry
+    store.add([(NOW - 3000, HASHER.hash("late"), HASHER.hash("late-s"), False, ("ios",))])
+    assert store.flush()
+    assert all(0 < client.ttl(k) <= ttls[k] for k in merged)
+    assert near(figures(read(store))[("1d", "")][0], first[("1d", "")][0] + 1)
+    # expired (as Redis does it: the key is gone): the next read builds them again
+    for k in merged:
+        client.pexpire(k, 1)
+    time.sleep(0.05)
+    assert client.exists(*merged) == 0
+    got = figures(read(store))
+    assert got == {k: v for k, v in direct(store, client, clock.t).items()
+                   if k[1] == "" or any(v)}
+    assert got[("1d", "")][0] == first[("1d", "")][0] + 1
+    assert client.exists(*merged) == len(merged)
+
+
+@pytest.mark.parametrize("loss", ["flushall", "restart"])
+def test_merged_keys_after_the_store_lost_its_keys_hold_what_replicas_send_again(
+        loss, tmp_path: Path):
+    # the store loses every key (FLUSHALL, a restart without persistence); the replica a
+    # bucket ahead reads first, writes the meta key again and builds its merged keys from
+    # nothing; then the other notices all the same (another epoch in the meta key, or
+    # another run id) and sends again what it sent to its current buckets, one of which
+    # that merged key holds
+    server = RedisServer(tmp_path / "redis")
+    stores: list[RedisWindowStore] = []
+    try:
+        def store(clock: Clock) -> RedisWindowStore:
+            s = RedisWindowStore(WindowsConfig(store=server.url), HASHER.fingerprint,
+                                 clock=clock)
+            stores.append(s)
+            s.open()
+            return s
+
+        reader_clock, writer_clock = Clock(NOW + 10), Clock(NOW)
+        reader, writer = store(reader_clock), store(writer_clock)
+        writer.add(spread("a", [NOW, NOW - 10, NOW - 3000]))
+        assert writer.flush()
+        before = figures(read(reader))
+        if loss == "flushall":
+            server.client().flushall()
+        else:
+            server.kill()
+            server.start()
+        got = figures(read(reader))  # merged keys built again, from nothing
+        assert got != before and not got[("5m", "")][0]
+        assert writer.flush()  # notices, and sends again
+        client = server.client()
+        got = figures(read(reader))
+        assert got == {k: v for k, v in direct(reader, client, reader_clock.t).items()
+                       if k[1] == "" or any(v)}
+        # the writer's previous 5m bucket is in the reader's merged key: counted; the
+        # event 50 minutes ago was in no bucket the writer still remembered: lost
+        assert got[("5m", "")] == before[("5m", "")] == (8, 8, 4)
+        assert got[("1h", "")][0] == 8 < before[("1h", "")][0]
+        assert figures(read(writer)) == {k: v for k, v in direct(writer, client,
+                                                                 writer_clock.t).items()
+                                         if k[1] == "" or any(v)}
+        assert [s.errors for s in stores] == [{"write": 0, "read": 0}] * 2
+    finally:
+        for s in stores:
+            s.close()
         server.stop()
 
 
