@@ -445,6 +445,38 @@ def test_with_redis_stopped_counters_are_served_windows_left_out_drops_counted(c
     assert eventually(lambda: STORE_DOWN not in c.firing(), timeout=20)
 
 
+def test_events_hours_late_count_at_once_on_every_replica(cluster):
+    # every scrape reads a window's older buckets through one merged key (Prometheus scrapes
+    # each replica every second, so they are built): events four hours late, spread by the
+    # load balancer over the replicas, are merged into them by whichever replica takes them
+    # and count in the 1d window at once, on every replica, where its buckets turn only
+    # every 30 minutes
+    c = cluster
+    before = c.by_window("app_active_users")
+    assert set(before) >= {"1h", "1d", "7d", "30d"}
+    late, stamp = 1000, time.time_ns() - 4 * 3600 * 10**9
+    for u in range(late):
+        c.app.logger.emit(event_name="app.page_view", timestamp=stamp, attributes={
+            "user.id": f"late-user-{u}", "session.id": f"late-session-{u}",
+            "url.path": "/workouts/:id", "app.platform": "web"})
+        c.app.page_views += 1
+        if u % 500 == 499:
+            c.app.flush()
+    c.app.flush()
+
+    def settled() -> bool:
+        got = c.by_window("app_active_users")
+        spread = c.query(f'max by (window) (app_active_users{{job="{JOB}"}}) - min by '
+                         f'(window) (app_active_users{{job="{JOB}"}})')
+        return (within(got.get("1h"), before["1h"])
+                and all(within(got.get(w), before[w] + late) for w in ("1d", "7d", "30d"))
+                and all(v == 0 for v in spread.values()))
+    assert eventually(settled, timeout=30), (before, c.by_window("app_active_users"))
+    # none of them too old for a window: each replica took its share
+    assert c.scalar(f'sum(kpi_exporter_window_records_dropped_total{{job="{JOB}", '
+                    f'reason="too_old"}})') == 0
+
+
 def test_processes_with_reuse_port_share_one_otlp_port(tmp_path: Path):
     store = RedisServer(tmp_path / "redis")
     otlp, otlp_grpc = free_port(), free_port()
