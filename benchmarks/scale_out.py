@@ -14,9 +14,13 @@
   every key dense (the worst case): PFCOUNT over every bucket key, as reads were before
   merged keys, against the store's reads through merged keys.
 
+With ``--before REV`` the Redis-store rows also run the exporter of git revision REV (its
+tree exported to a temporary directory) on the same traffic in the same run: the send path
+before and after a change, each against the one memory-store baseline.
+
 Not a test: nothing here asserts a time.
 
-    python benchmarks/scale_out.py --seconds 8
+    python benchmarks/scale_out.py --seconds 8 [--before REV]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import os
 import pickle
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,20 +64,26 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Exporter:
-    def __init__(self, store: str, otlp: int | None = None, reuse_port: bool = False):
+    def __init__(self, store: str, otlp: int | None = None, reuse_port: bool = False,
+                 root: Path = ROOT):
         self.otlp = otlp or free_port()
         self.metrics = free_port()
         self.dir = tempfile.mkdtemp(prefix="kpi-bench-scale-")
         config = Path(self.dir) / "config.yaml"
+        # web analytics off: the visits share the store and have their own benchmark
+        # (benchmarks/visits.py); here the KPI windows alone
         config.write_text(f"windows: {{store: '{store}'}}\nprivacy: {{salt: {SALT}}}\n"
-                          f"state: {{dir: {self.dir}/state}}\n")
+                          f"state: {{dir: {self.dir}/state}}\n"
+                          f"web_analytics: {{enabled: false}}\n")
         cmd = [sys.executable, "-m", "exporter", "serve", "--config", str(config),
                "--otlp-listen", f"127.0.0.1:{self.otlp}", "--otlp-grpc-listen", "",
                "--metrics-listen", f"127.0.0.1:{self.metrics}", "--log-level", "warning"]
         if reuse_port:
             cmd.append("--reuse-port")
-        self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # run from ``root``: its exporter package comes first on the path
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(root)},
+                                     cwd=root, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{self.metrics}/-/ready", proc=self.proc)
 
     def cpu(self) -> float:
@@ -198,7 +209,17 @@ def read_cost(redis: RedisServer, values: int) -> dict[str, float]:
     return r
 
 
+def export_tree(rev: str) -> Path:
+    """The tree of git revision ``rev`` in a new temporary directory."""
+    out = Path(tempfile.mkdtemp(prefix="kpi-bench-before-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
+    before = export_tree(args.before) if args.before else None
     path = pickled(make_batches(64, BATCH))
     # enough batches for 60,000 events/s without sending one twice, from a billion users
     fresh_count = int(args.seconds * 60_000 / BATCH) + 1
@@ -207,20 +228,25 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     redis = RedisServer(Path(tempfile.mkdtemp(prefix="kpi-bench-redis-")))
     try:
         # -- memory store vs Redis store, one process, the same traffic -------------------
+        stores = [("memory", "memory", ROOT), ("redis", redis.url, ROOT)]
+        if before:
+            stores.append(("before_redis", redis.url, before))
         for traffic, batches in (("", path), ("fresh_", fresh_path)):
-            for name, store in (("memory", "memory"), ("redis", redis.url)):
+            for name, store, root in stores:
                 key = traffic + name
-                e = Exporter(store)
+                if name != "memory":
+                    redis.client().flushall()  # each Redis-store run starts empty
+                e = Exporter(store, root=root)
                 redis_cpu = redis.cpu_seconds()
                 cpu = e.cpu()
                 load = send(e.otlp, batches, args.seconds, args.threads)
-                if name == "redis":
+                if name != "memory":
                     e.drained()
                 r[f"{key}_events_per_s"] = load["events"] / load["seconds"]
                 r[f"{key}_exporter_cpu_s_per_m"] = per_million(e.cpu() - cpu, load["events"])
                 if traffic:
                     r[f"{key}_events"] = load["events"]
-                if name == "redis":
+                if name != "memory":
                     r[f"{key}_cpu_s_per_m"] = per_million(redis.cpu_seconds() - redis_cpu,
                                                           load["events"])
                     s = e.scrape()
@@ -231,13 +257,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                     r["redis_used_memory_mib"] = (redis.client().info("memory")["used_memory"]
                                                   / 2**20)
                 e.stop()
-            r[f"{traffic}redis_over_memory"] = (r[f"{traffic}redis_events_per_s"]
-                                                / r[f"{traffic}memory_events_per_s"])
-            # what the throughput of a process with a core of its own would be, where the
-            # sender, Redis and the exporter share two cores
-            r[f"{traffic}redis_over_memory_cpu"] = (
-                r[f"{traffic}memory_exporter_cpu_s_per_m"]
-                / r[f"{traffic}redis_exporter_cpu_s_per_m"])
+            # by CPU per event: what the throughput of a process with a core of its own
+            # would be, where the sender, Redis and the exporter share two cores
+            for name in [n for n, *_ in stores[1:]]:
+                r[f"{traffic}{name}_over_memory"] = (r[f"{traffic}{name}_events_per_s"]
+                                                     / r[f"{traffic}memory_events_per_s"])
+                r[f"{traffic}{name}_over_memory_cpu"] = (
+                    r[f"{traffic}memory_exporter_cpu_s_per_m"]
+                    / r[f"{traffic}{name}_exporter_cpu_s_per_m"])
 
         # -- two processes with --reuse-port vs one, Redis store --------------------------
         for n in (1, 2):
@@ -267,6 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         redis.stop()
         os.unlink(path)
         os.unlink(fresh_path)
+        if before:
+            shutil.rmtree(before)
     return r
 
 
@@ -278,7 +307,8 @@ def report(r: dict[str, float], args: argparse.Namespace) -> str:
         f"Same traffic in every row but those marked: {BATCH}-event OTLP/protobuf batches, "
         f"64 of them replayed (32,768 events from 50,000 users with 5 sessions each, so "
         f"each identity comes back about ten times in a run), event times now; "
-        f"{args.seconds:g} s per run. Rows marked 'identities that never repeat': every "
+        f"{args.seconds:g} s per run; web analytics off (the visits, which share the "
+        f"store, have their own benchmark). Rows marked 'identities that never repeat': every "
         f"event from a new user and session. Ratios by CPU per event are the memory store's "
         f"exporter CPU per event over the Redis store's: the ratio of throughputs of "
         f"processes with a core each (here the sender, Redis and the exporter share two "
@@ -317,6 +347,28 @@ def report(r: dict[str, float], args: argparse.Namespace) -> str:
         f"| Redis CPU per million events, one / two processes | "
         f"{r['reuse1_redis_cpu_s_per_m']:.2f} s / {r['reuse2_redis_cpu_s_per_m']:.2f} s |",
     ]
+    if args.before:
+        lines += [
+            "",
+            f"Before and after in this run: the Redis-store rows above again with the exporter "
+            f"of commit {args.before_name}, against the same memory-store baseline (exporter CPU s "
+            f"per million events; throughput ratio and, in brackets, the ratio by CPU per "
+            f"event).",
+            "",
+            "| traffic | before: exporter CPU | before: Redis / memory | before: Redis CPU per "
+            "million events | now: exporter CPU | now: Redis / memory | now: Redis CPU per "
+            "million events |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for traffic, label in (("", "identities come back about ten times"),
+                               ("fresh_", "identities that never repeat")):
+            b, n = traffic + "before_redis", traffic + "redis"
+            lines.append(
+                f"| {label} | {r[b + '_exporter_cpu_s_per_m']:.1f} s | "
+                f"{r[b + '_over_memory']:.2f} ({r[b + '_over_memory_cpu']:.2f}) | "
+                f"{r[b + '_cpu_s_per_m']:.2f} s | {r[n + '_exporter_cpu_s_per_m']:.1f} s | "
+                f"{r[n + '_over_memory']:.2f} ({r[n + '_over_memory_cpu']:.2f}) | "
+                f"{r[n + '_cpu_s_per_m']:.2f} s |")
     lines += [
         "",
         "Reads: what one replica's refresh of every window's estimates costs Redis (each "
@@ -348,7 +400,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="load duration per run (default 8)")
     ap.add_argument("--threads", type=int, default=2, help="sender connections (default 2)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale-out.md"))
+    ap.add_argument("--before", metavar="REV",
+                    help="also run the Redis-store rows with the exporter of git revision REV")
     args = ap.parse_args()
+    if args.before:
+        described = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s",
+                                    args.before], check=True, capture_output=True, text=True)
+        args.before_name = described.stdout.strip().split(" ", 1)[0]
     r = run(args)
     text = report(r, args)
     print(text)
