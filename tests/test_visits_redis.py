@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import redis
 
 from exporter.sessions.redis import RedisSessionStore, _args
 from exporter.sessions.store import ENDED, Delta, Dims, Visit
@@ -190,3 +191,37 @@ def test_the_sender_and_reports(redis_server):
         assert (s.store_bytes() or 0) > 0
     finally:
         s.close()
+
+
+def test_the_redis_user_of_the_scaling_guide_can_run_the_visit_store(redis_server):
+    # the least-privilege ACL docs/scaling.md gives, applied to a real server: updates,
+    # eviction at the cap, the start and close claims and the size readings all pass with it
+    root = Path(__file__).resolve().parent.parent
+    line = next(line for line in (root / "docs" / "scaling.md").read_text().splitlines()
+                if line.startswith("ACL SETUSER kpi "))
+    rules = line.split()[3:]
+    assert "~kpi:*" in rules and ">PASSWORD" in rules
+    rules = ["~t:*" if r == "~kpi:*" else ">acl-pw" if r == ">PASSWORD" else r for r in rules]
+    admin = redis_server.client()
+    admin.execute_command("ACL", "SETUSER", "kpi", *rules)
+    config = dataclasses.replace(WindowsConfig(), store=redis_server.url, session_timeout=1.0,
+                                 max_open_sessions=2)
+    client = redis.Redis.from_url(f"redis://kpi:acl-pw@127.0.0.1:{redis_server.port}/0")
+    s = RedisSessionStore(config, client, "t:", end_grace=1.0)
+    r = Recorder()
+    s.on_started, s.on_closed = r.on_started, r.on_closed
+    try:
+        s.add([delta(k, 1_000 * k) for k in (1, 2, 3)], 0)
+        assert s.flush()
+        settle(s)
+        assert sorted(v.first for v, _ in r.closed) == [1_000, 2_000, 3_000]
+        assert sorted(reason for _, reason in r.closed) == ["evicted", "timeout", "timeout"]
+        assert len(r.started) == 3
+        s.add([delta(4, 4_000)], 0)
+        assert s.flush()
+        s.measure()
+        assert s.open_sessions() == 1 and (s.store_bytes() or 0) > 0
+        assert s.errors == {"write": 0, "close": 0} and s.up
+    finally:
+        client.close()
+        admin.execute_command("ACL", "DELUSER", "kpi")
