@@ -238,6 +238,31 @@ def exporter_alerts(cfg: Config) -> list[Alert]:
                 "`privacy.salt` / `KPI_EXPORTER_SALT` (docs/scaling.md)."),
         ),
         Alert(
+            f"{p}ExporterSessionStoreDown", g,
+            f"kpi_exporter_session_store_up{sel(cfg)} == 0", cfg.window_store_down_for,
+            "critical", "exporter", "The kpi-exporter cannot use its shared open-visit store.",
+            "{{ $labels.instance }} of job {{ $labels.job }} has not written to or closed "
+            f"visits in its shared open-visit store (Redis or Valkey) for "
+            f"{cfg.window_store_down_for}; no visit it saw is counted meanwhile.",
+            Runbook(
+                "The replica's updates of open visits or its claims of visits due are refused "
+                "by the Redis or Valkey that holds them (the store of `windows.store`): the "
+                "server is away, full, or the Redis user may not run the commands of the "
+                "visit scripts while the window store works. Visits are not counted "
+                "(`app_sessions_closed_total` and the other visit metrics stand still); their "
+                "updates wait in the replica's buffer (`windows.redis_buffer`) and beyond it "
+                "are dropped: "
+                "`kpi_exporter_session_updates_dropped_total{reason=\"store_unavailable\"}`.",
+                "`kpi_exporter_session_store_errors_total` by operation (write, close) and "
+                "`kpi_exporter_session_store_buffered_updates`; the exporter's log says what "
+                "failed (`the shared open-visit store failed`). A `NOPERM` or \"can't run this "
+                "command\" error means the Redis user lacks a command: compare its rules "
+                "with the user of docs/scaling.md.",
+                "Bring the store back, free memory, or give the Redis user the commands "
+                "docs/scaling.md lists; the replicas send what they buffered and close the "
+                "visits due within seconds, each once."),
+        ),
+        Alert(
             f"{p}ExporterWebConfigReloadFailed", g,
             f"kpi_exporter_web_config_last_reload_successful{sel(cfg)} == 0",
             cfg.web_config_failing_for, "warning", "exporter",

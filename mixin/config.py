@@ -90,7 +90,7 @@ class Config:
     overflow_for: str = "10m"
     # State snapshots failing (a restart would lose counts).
     state_save_failing_for: str = "15m"
-    # A replica's shared KPI window store (Redis, Valkey) not answering.
+    # A replica's shared KPI window store or open-visit store (Redis, Valkey) not answering.
     window_store_down_for: str = "5m"
     # The web config file (or a certificate it names) changed and does not load.
     web_config_failing_for: str = "10m"

@@ -239,6 +239,9 @@ def exporter_cases(cfg: Config) -> list[Case]:
     cases += _zero_for_cases(cfg, f"{p}ExporterWindowStoreDown", "kpi_exporter_window_store_up",
                              cfg.window_store_down_for, inst, "without the store",
                              "through a short outage and while the store answers")
+    cases += _zero_for_cases(cfg, f"{p}ExporterSessionStoreDown", "kpi_exporter_session_store_up",
+                             cfg.window_store_down_for, inst, "without the visit store",
+                             "through a short outage and while the visit store answers")
     cases += _zero_for_cases(cfg, f"{p}ExporterWebConfigReloadFailed",
                              "kpi_exporter_web_config_last_reload_successful",
                              cfg.web_config_failing_for, inst, "of refused loads",

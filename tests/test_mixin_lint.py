@@ -17,6 +17,7 @@ from exporter.web_analytics import WebAnalyticsConfig
 from mixin import alerts, layout, lint
 from mixin.config import CONFIG
 from tests.helpers import ROOT, ProcessExporter
+from tests.redis_server import RedisServer
 
 
 def _dashboards() -> dict[str, dict[str, Any]]:
@@ -204,13 +205,24 @@ _SELECTOR_NAME = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 
 
 def _served_names(tmp_path: Path) -> set[str]:
-    """Sample names a real `kpi-exporter serve` (windows and state on) can expose, from the
-    families it announces and the built-in rules."""
+    """Sample names a real `kpi-exporter serve` (windows and state on; with the memory and
+    with a shared Redis store) can expose, from the families it announces and the built-in
+    rules."""
     e = ProcessExporter(["--state-dir", str(tmp_path / "state")])
     try:
         text = e.scrape().text
     finally:
         e.close()
+    redis_server = RedisServer(tmp_path / "redis")
+    try:
+        e = ProcessExporter(["--state-dir", str(tmp_path / "shared-state"), "--windows-store",
+                             redis_server.url], env={"KPI_EXPORTER_SALT": "s" * 32})
+        try:
+            text += e.scrape().text
+        finally:
+            e.close()
+    finally:
+        redis_server.stop()
     names: set[str] = set()
     for line in text.splitlines():
         m = re.match(r"# TYPE (\S+) (\S+)", line)
