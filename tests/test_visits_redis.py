@@ -51,7 +51,7 @@ def store(server: RedisServer, **settings) -> tuple[RedisSessionStore, Recorder]
     config = dataclasses.replace(WindowsConfig(), store=server.url,
                                  **{"session_timeout": 1.0, **settings})
     s = RedisSessionStore(config, server.client(), "t:", end_grace=settings.pop("grace", 1.0)
-                          if "grace" in settings else 1.0)
+                          if "grace" in settings else 1.0, start_grace=1.0)
     r = Recorder()
     s.on_started, s.on_closed = r.on_started, r.on_closed
     return s, r
@@ -225,3 +225,26 @@ def test_the_redis_user_of_the_scaling_guide_can_run_the_visit_store(redis_serve
     finally:
         client.close()
         admin.execute_command("ACL", "DELUSER", "kpi")
+
+
+def test_a_visit_starts_with_its_landing_even_when_that_replica_sends_it_late(redis_server):
+    # a replica that is slow to send (a backlog of requests on a busy machine) passes on the
+    # landing page view after another replica opened the visit with a later, internal step:
+    # the visit is counted as started with the landing's source all the same, well past the
+    # few seconds an ended visit waits
+    config = dataclasses.replace(WindowsConfig(), store=redis_server.url, session_timeout=3.0)
+    a = RedisSessionStore(config, redis_server.client(), "t:", end_grace=1.0)
+    b = RedisSessionStore(config, redis_server.client(), "t:", end_grace=1.0)
+    r = Recorder()
+    for s in (a, b):
+        s.on_started, s.on_closed = r.on_started, r.on_closed
+    a.add([delta(5, 2_000, route="/step", dims=OTHER_DIMS)], 0)
+    assert a.flush()
+    settle(a, b, seconds=1.5)
+    b.add([delta(5, 1_000, route="/landing")], 0)
+    assert b.flush()
+    assert eventually(lambda: a.close_due(0) + b.close_due(0) > 0 or None, timeout=15,
+                      interval=0.3)
+    assert r.started == [DIMS]
+    assert [(v.dims, v.entry_route, v.page_views) for v, _ in r.closed] == [
+        (DIMS, "/landing", 2)]

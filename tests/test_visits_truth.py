@@ -50,12 +50,17 @@ def test_memory_store_counts_every_visit_exactly(process_factory, tmp_path):
     expected = normalized(expected_samples(visits))
 
     def settled():
+        # a visit leaves the open ones a moment before it is counted: wait for the count,
+        # then read it again after a few ticks of the closing timer (it must not move)
         s = exporter.scrape()
         return s if (s.value("kpi_exporter_open_sessions") == 0 and
-                     s.value("kpi_exporter_records_received_total", signal="log") == events) \
+                     s.value("kpi_exporter_records_received_total", signal="log") == events
+                     and sum(s.matching("app_sessions_closed_total").values()) >= VISITS) \
             else None
-    scrape = eventually(settled, timeout=60, interval=0.5)
-    assert scrape, exporter.scrape().text[-2000:]
+    assert eventually(settled, timeout=60, interval=0.5), exporter.scrape().text[-2000:]
+    time.sleep(1.5)
+    scrape = exporter.scrape()
+    assert scrape.value("kpi_exporter_open_sessions") == 0
     got = normalized(visit_samples(scrape.samples))
     assert set(got) == set(expected)
     assert got == pytest.approx(expected)
@@ -127,9 +132,11 @@ def test_replicas_sharing_redis_open_and_close_each_visit_once(tmp_path):
                           for s in scrapes)
             return scrapes if received == events and closed >= VISITS and not waiting \
                 else None
-        scrapes = eventually(settled, timeout=90, interval=0.5)
-        assert scrapes, [s.matching("kpi_exporter_sessions_closed_total")
-                         for s in (e.scrape() for e in replicas)]
+        assert eventually(settled, timeout=90, interval=0.5), [
+            s.matching("kpi_exporter_sessions_closed_total")
+            for s in (e.scrape() for e in replicas)]
+        time.sleep(2)  # counted a moment after they are claimed: read them once settled
+        scrapes = [e.scrape() for e in replicas]
         assert store.client().zcard("truth:{sessions}:open") == 0
         expected = normalized(expected_samples(visits))
         got = normalized(summed([visit_samples(s.samples) for s in scrapes]))

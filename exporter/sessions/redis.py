@@ -14,9 +14,10 @@ of the earliest activity, whichever replica passes it on first), opens the visit
 know, pushes each visit's deadline to the server's clock plus the timeout (plus a short
 grace for an ended visit), and closes the least recently active visits beyond
 ``windows.max_open_sessions``. A visit is counted as started once its dimensions have
-settled: a claim (ZRANGEBYSCORE and ZREM in one script) takes the visits opened more than the
-grace ago. Closing claims the visits whose deadline has passed the same way (ZREM and HDEL in
-one atomic step), so no two replicas can count the same visit, started or closed.
+settled: a claim (ZRANGEBYSCORE and ZREM in one script) takes the visits opened more than
+``START_GRACE`` (30 s) ago, or the visit is counted as started when it closes sooner.
+Closing claims the visits whose deadline has passed the same way (ZREM and HDEL in one atomic
+step), so no two replicas can count the same visit, started or closed.
 
 Both scripts keep their answer under a key of the request's own id for a few minutes: a
 request whose answer was lost (a connection cut after the server ran it) is sent again with
@@ -41,13 +42,18 @@ from exporter.sessions.store import (
 )
 from exporter.windows.config import WindowsConfig
 
-__all__ = ["RedisSessionStore", "END_GRACE", "CHUNK"]
+__all__ = ["RedisSessionStore", "END_GRACE", "START_GRACE", "CHUNK"]
 
 log = logging.getLogger("kpi_exporter")
 
 FLUSH_INTERVAL = 1.0
 # An ended visit waits this long (server time) for events still in another replica's buffer.
 END_GRACE = 5.0
+# A visit is counted as started this long (server time) after it opened, with the dimensions
+# of its earliest activity by then: a replica with a backlog may pass on the landing page
+# view well after another replica opened the visit with a later event. A visit that closes
+# sooner is counted as started when it closes.
+START_GRACE = 30.0
 CHUNK = 500  # visits per script call
 CLAIM_LIMIT = 1000
 DONE_TTL = 300  # seconds an answer is kept for a retry
@@ -188,13 +194,14 @@ class RedisSessionStore(SessionStore):
     clock, so the replicas' clocks do not matter; ``now`` arguments are ignored."""
 
     def __init__(self, config: WindowsConfig, client: redis.Redis, prefix: str,
-                 end_grace: float = END_GRACE):
+                 end_grace: float = END_GRACE, start_grace: float = START_GRACE):
         super().__init__()
         self.config = config
         self.client = client
         self.timeout = config.session_timeout
         self.max_open = config.max_open_sessions
         self.end_grace = end_grace
+        self.start_grace = start_grace
         self.open_key = f"{prefix}{{sessions}}:open"
         self.records_key = f"{prefix}{{sessions}}:records"
         self.new_key = f"{prefix}{{sessions}}:new"
@@ -293,7 +300,7 @@ class RedisSessionStore(SessionStore):
     # -- closing --------------------------------------------------------------------------
 
     def close_due(self, now: float) -> int:
-        """Counts the visits opened more than the grace ago as started, then claims the
+        """Counts the visits opened more than the start grace ago as started, then claims the
         visits whose deadline passed (server time) and counts them as closed."""
         closed = 0
         with self._close_lock:
@@ -303,7 +310,7 @@ class RedisSessionStore(SessionStore):
                 try:
                     reply = self._start(keys=[self.new_key, self.records_key,
                                               self._done + self._start_id],
-                                        args=[self.end_grace, CLAIM_LIMIT, DONE_TTL])
+                                        args=[self.start_grace, CLAIM_LIMIT, DONE_TTL])
                 except redis.RedisError as exc:
                     self._failed("close", exc)
                     return closed  # the same id is sent again next time
