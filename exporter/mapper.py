@@ -23,9 +23,6 @@ __all__ = ["Mapping", "MapResult", "Pricer", "Priced"]
 _CACHE_LIMIT = 10_000
 _CACHED_NAME_LENGTH = 256
 _REBUCKET_LIMIT = 1_000
-# Gauges keep the newest value by event time; a record stamped further ahead than this is
-# taken as arriving now.
-_GAUGE_MAX_FUTURE_NS = 600 * 10 ** 9
 
 
 class Pricer(Protocol):
@@ -131,7 +128,6 @@ class Mapping:
     def map_batch(self, batch: Batch, now_ns: int | None = None) -> MapResult:
         """Maps every record of a batch; unusable records are counted, never half-applied."""
         now_ns = now_ns or time.time_ns()
-        future = now_ns + _GAUGE_MAX_FUTURE_NS
         deltas = Deltas(metrics=self.metrics)
         result = MapResult(deltas, received=len(batch.records) + sum(batch.rejected.values()))
         for reason, n in batch.rejected.items():
@@ -222,9 +218,12 @@ class Mapping:
                         if trace_id:
                             _exemplar(exemplars, key, bucket, record, value, now_ns)
                 else:
+                    # Gauges keep the newest value by event time. A stamp ahead of the
+                    # exporter's clock counts as arriving now: a sender's clock a few minutes
+                    # fast must not make the correct points that follow lose to its value.
                     t = record.time_ns
-                    if not t or t > future:
-                        t = now_ns  # a clock far ahead must not pin the gauge for good
+                    if not t or t > now_ns:
+                        t = now_ns
                     old = gauges.get(key)
                     if old is None or t >= old[0]:
                         gauges[key] = (t, value)

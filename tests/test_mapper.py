@@ -353,6 +353,24 @@ rules:
     assert store.get("acc_ratio", ())[1] == 0.9
 
 
+def test_a_gauge_stamped_minutes_ahead_counts_as_arriving_then():
+    m = compile_rules("""
+rules:
+  - metric: acc_ratio
+    type: gauge
+    match: {signal: log, name: perf}
+    value: {attribute: acc}
+""")
+    now = 1_700_000_000 * 10 ** 9
+    store = Store(m.metrics)
+    for t, acc, arrival in ((now + 300 * 10 ** 9, 0.1, now),  # a clock five minutes fast
+                            (now + 10 ** 9, 0.9, now + 2 * 10 ** 9)):  # a correct one after it
+        batch = Batch(LOG)
+        batch.records.append(log("perf", t=t, acc=acc))
+        store.apply(m.map_batch(batch, now_ns=arrival).deltas)
+    assert store.get("acc_ratio", ()) == [now + 10 ** 9, 0.9]
+
+
 def test_label_values_cannot_pose_as_the_overflow_series():
     m = compile_rules(CAP_RULE)
     store, _ = run(m, [log("e", v="\x00overflow")])
