@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping as TMapping
 
 from exporter import yamlload
-from exporter.configcheck import (at, get_bool, get_int, get_names, get_section, get_text,
-                                  open_section, problem, show, unknown_keys)
+from exporter.configcheck import (at, get_bool, get_duration, get_int, get_names, get_section,
+                                  get_text, open_section, problem, show, unknown_keys)
 from exporter.fsutil import read_limited
 from exporter.genai.config import GenAIConfig, parse_genai
 from exporter.privacy import SALT_ENV, PrivacyConfig, parse_privacy
@@ -42,7 +42,11 @@ _SERVER_KEYS = ("otlp_listen", "otlp_grpc_listen", "metrics_listen", "reuse_port
                 "cors")
 _AUTH_KEYS = ("bearer_tokens", "bearer_token_file")
 _CORS_KEYS = ("allowed_origins", "max_age")
-_LIMIT_KEYS = ("max_series_per_metric", "max_label_value_length")
+_LIMIT_KEYS = ("max_series_per_metric", "max_label_value_length", "max_streams_per_metric",
+               "stream_ttl")
+# An idle cumulative stream is forgotten after stream_ttl, and its next point is only a
+# baseline: a TTL near an export interval would turn every point into one.
+_MIN_STREAM_TTL = 60.0
 _SIZE_RE = re.compile(r"^(\d{1,15})\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$",
                       re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4,
@@ -157,6 +161,9 @@ class Config:
     rules: list[Rule] = field(default_factory=list)
     max_series_per_metric: int = 2000
     max_label_value_length: int = 256
+    # None: 4 x each metric's max_series
+    max_streams_per_metric: int | None = None
+    stream_ttl: float = 3600.0
     default_rules: bool = True
     user_rule_count: int = 0
     source: str = "built-in defaults"
@@ -396,6 +403,17 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
                                         hint=SERIES_HINT)
     cfg.max_label_value_length = get_int(limits, "max_label_value_length", "limits", problems,
                                          cfg.max_label_value_length)
+    cfg.max_streams_per_metric = get_int(limits, "max_streams_per_metric", "limits", problems,
+                                         0, hint=" (default: 4 x each metric's max_series)") or None
+    ttl = get_duration(limits, "stream_ttl", "limits", problems, cfg.stream_ttl)
+    if ttl < _MIN_STREAM_TTL:
+        problems.append(problem(limits, "stream_ttl", "limits",
+                                f"{show(limits['stream_ttl'])} is shorter than a minute; a "
+                                f"stream forgotten between two of its exports counts from its "
+                                f"next point again, so keep it well above your export interval "
+                                f"(the default is 1h)"))
+    else:
+        cfg.stream_ttl = ttl
 
     cfg.default_rules = get_bool(doc, "default_rules", "", problems, True)
     rule_limits = {"max_series_per_metric": cfg.max_series_per_metric}

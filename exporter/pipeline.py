@@ -61,6 +61,12 @@ class _View:
     keys: frozenset[str] | None
 
 
+def _apply_limits(store: Store, config: Config) -> None:
+    store.max_label_length = config.max_label_value_length
+    store.max_streams_per_metric = config.max_streams_per_metric
+    store.stream_ttl = config.stream_ttl
+
+
 class Pipeline:
     """Payloads in, store updates, observer calls and self-metrics out. Thread-safe."""
 
@@ -75,7 +81,7 @@ class Pipeline:
         self._lock = threading.Lock()
         mapping = Mapping(config.rules, pricer)
         store.reconfigure(mapping.metrics)
-        store.max_label_length = config.max_label_value_length
+        _apply_limits(store, config)
         self._view = self._make_view(config, mapping, tuple(filters))
 
     # -- the current view ---------------------------------------------------------------------
@@ -124,7 +130,7 @@ class Pipeline:
         mapping = Mapping(config.rules, pricer)
         with self._lock:
             kept, dropped = self.store.reconfigure(mapping.metrics)
-            self.store.max_label_length = config.max_label_value_length
+            _apply_limits(self.store, config)
             self._view = self._make_view(config, mapping, tuple(filters))
         return kept, dropped
 

@@ -4,6 +4,15 @@ The mapper aggregates a request's updates into :class:`Deltas`; :meth:`Store.app
 them here under the lock, so per-event work never touches a lock or prometheus_client.
 Series beyond a metric's cap go to one overflow series (OpenTelemetry's cardinality rule);
 idle series expire after a metric's TTL when one is set.
+
+Cumulative OTLP streams are remembered per metric (their start time and last value) to turn
+each point into an increase. The table has its own limit and forgets idle streams after
+``stream_ttl``; a forgotten stream leaves a trace (a hash of its key) in a bounded list. A
+stream the table does not know is taken in full only when it provably started after this
+store existed, left no trace, and started after the metric last forgot a stream without
+one; any other unknown stream may have been counted already (by a previous run, or before it
+was forgotten), so its first point is only a baseline. That may miss one interval of a
+stream, never count one twice.
 """
 
 from __future__ import annotations
@@ -27,6 +36,11 @@ Clock = Callable[[], float]
 Exemplar = tuple[int, float, bytes, bytes]
 # The "bucket" of a counter's exemplar; a histogram's are its bucket indexes.
 COUNTER_EXEMPLAR = -1
+
+DEFAULT_STREAM_TTL = 3600.0
+# Streams a metric's table keeps, per series it may have, unless limits.max_streams_per_metric
+# says otherwise: several sources (pods, processes) usually feed one series.
+STREAMS_PER_SERIES = 4
 
 
 @dataclass
@@ -94,7 +108,8 @@ class MetricState:
     histogram [sum, count, bucket_0, ..., bucket_+Inf] (per-bucket, not cumulative)."""
 
     __slots__ = ("definition", "series", "touched", "overflow_updates", "expired", "streams",
-                 "limit", "streams_evicted", "exemplars")
+                 "limit", "streams_evicted", "streams_expired", "streams_forgotten",
+                 "streams_untraced_ns", "exemplars")
 
     def __init__(self, definition: MetricDef):
         self.definition = definition
@@ -104,8 +119,16 @@ class MetricState:
         self.touched: dict[tuple[str, ...], float] = {}
         self.overflow_updates = 0
         self.expired = 0
-        self.streams: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        # stream key -> (start_ns, last value, when last seen by the store's clock); in the
+        # order of their last point, so the stalest stream is first
+        self.streams: dict[tuple[Any, ...], tuple[int, Any, float]] = {}
         self.streams_evicted = 0
+        self.streams_expired = 0
+        # Hashes of the keys of forgotten streams (evicted or expired), oldest first, at most
+        # as many as the table holds; and the wall-clock time (ns) the oldest trace was last
+        # dropped to make room: a stream forgotten before then may have left no trace.
+        self.streams_forgotten: dict[int, None] = {}
+        self.streams_untraced_ns = 0
         # Regular series allowed; the overflow series is the last of max_series.
         self.limit = max(1, definition.max_series - 1)
 
@@ -125,6 +148,10 @@ class Store:
                  clock: Clock = time.monotonic):
         self.lock = threading.Lock()
         self.max_label_length = max_label_length
+        # Streams per metric (None: STREAMS_PER_SERIES x its max_series) and how long an idle
+        # stream is remembered, in seconds.
+        self.max_streams_per_metric: int | None = None
+        self.stream_ttl = DEFAULT_STREAM_TTL
         self.clock = clock
         metrics = metrics or {}
         self.metrics: dict[str, MetricState] = {n: MetricState(d) for n, d in metrics.items()}
@@ -134,6 +161,10 @@ class Store:
         # cumulative-to-delta does): their earlier total may already have been counted by a
         # previous run, or was never part of what this exporter saw.
         self.started_ns = time.time_ns()
+
+    def stream_limit(self, state: MetricState) -> int:
+        """How many cumulative streams a metric's table keeps."""
+        return self.max_streams_per_metric or STREAMS_PER_SERIES * state.definition.max_series
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -214,35 +245,77 @@ class Store:
         state, key = self._slot(c.metric, c.labels, now)
         if state is None:
             return
-        prev = state.streams.pop(c.stream, None)
+        streams = state.streams
+        prev = streams.pop(c.stream, None)
         value = c.value
-        # The first point of a stream, or a reset (new start time, or the value went down):
-        # all of it is new. Otherwise the increase since the stream's last point.
         inc: Any = value
-        if prev is None and c.start_ns and c.start_ns < self.started_ns:
-            inc = [0] * len(value) if isinstance(value, list) else 0.0
-        elif prev is not None and prev[0] == c.start_ns:
+        if prev is None:
+            # A stream the table does not know: all of it is new only if it started after this
+            # store, was never forgotten, and started after the table last lost track of a
+            # forgotten stream; otherwise its total so far may have been counted already, and
+            # this point is its baseline.
+            trace = hash(c.stream)
+            forgotten = trace in state.streams_forgotten
+            if forgotten:
+                del state.streams_forgotten[trace]
+            if forgotten or c.start_ns <= max(self.started_ns, state.streams_untraced_ns):
+                inc = [0] * len(value) if isinstance(value, list) else 0.0
+        elif prev[0] == c.start_ns:
+            # The increase since the stream's last point; a value that went down is a reset
+            # (all of it is new), as is a new start time.
             last = prev[1]
             if isinstance(value, list):
                 if value[1] >= last[1]:
                     inc = [a - b for a, b in zip(value, last)]
             elif value >= last:
                 inc = value - last
-        state.streams[c.stream] = (c.start_ns, value)
-        if len(state.streams) > 4 * state.definition.max_series:
-            state.streams.pop(next(iter(state.streams)))  # forget the stalest stream
-            state.streams_evicted += 1
+        streams[c.stream] = (c.start_ns, value, now)
+        self._forget_streams(state, now)
         if isinstance(inc, list):
             _add_into(state.series[key], inc)
         else:
             state.series[key] += inc * c.factor
 
+    def _forget_streams(self, state: MetricState, now: float) -> None:
+        """Drops streams idle for longer than the TTL, then the stalest ones over the limit,
+        keeping a trace of each. Called under the lock; costs one look at the stalest stream
+        when there is nothing to drop."""
+        streams = state.streams
+        limit = self.stream_limit(state)
+        gone: list[tuple[Any, ...]] = []
+        if self.stream_ttl:
+            deadline = now - self.stream_ttl
+            while streams:
+                oldest = next(iter(streams))
+                if streams[oldest][2] >= deadline:
+                    break
+                del streams[oldest]
+                gone.append(oldest)
+            state.streams_expired += len(gone)
+        while len(streams) > limit:
+            oldest = next(iter(streams))
+            del streams[oldest]
+            gone.append(oldest)
+            state.streams_evicted += 1
+        if not gone:
+            return
+        traces = state.streams_forgotten
+        for key in gone:
+            traces[hash(key)] = None
+        if len(traces) > limit:
+            while len(traces) > limit:
+                del traces[next(iter(traces))]
+            state.streams_untraced_ns = time.time_ns()
+
     def expire(self) -> int:
-        """Drops series idle for longer than their metric's TTL; returns how many."""
+        """Drops series idle for longer than their metric's TTL, and idle cumulative streams;
+        returns how many series."""
         now = self.clock()
         dropped = 0
         with self.lock:
             for state in self.metrics.values():
+                if state.streams:
+                    self._forget_streams(state, now)
                 ttl = state.definition.series_ttl
                 if not ttl:
                     continue
@@ -270,6 +343,9 @@ class Store:
                     state.exemplars = old.exemplars
                     state.overflow_updates, state.expired = old.overflow_updates, old.expired
                     state.streams_evicted = old.streams_evicted
+                    state.streams_expired = old.streams_expired
+                    state.streams_forgotten = old.streams_forgotten
+                    state.streams_untraced_ns = old.streams_untraced_ns
                     kept += 1
                 new[name] = state
             dropped = len(self.metrics) - kept
@@ -281,7 +357,7 @@ class Store:
 
     def snapshot(self) -> list[tuple[MetricDef, dict[tuple[str, ...], Any], int, int]]:
         """A consistent copy of every metric: (definition, series, overflow updates, expired)."""
-        if any(s.definition.series_ttl for s in self.metrics.values()):
+        if any(s.definition.series_ttl or s.streams for s in self.metrics.values()):
             self.expire()
         with self.lock:
             out = []
@@ -318,7 +394,7 @@ class Store:
                     "series": [[list(k), copy(v)] for k, v in state.series.items()],
                     "overflow_updates": state.overflow_updates, "expired": state.expired,
                     "streams": [[k, start, v if not isinstance(v, list) else list(v)]
-                                for k, (start, v) in state.streams.items()],
+                                for k, (start, v, _seen) in state.streams.items()],
                 })
         return {"metrics": out}
 
@@ -365,7 +441,8 @@ class Store:
         with self.lock:
             for state, series, streams, overflow, expired in staged:
                 state.series = series
-                state.streams = streams
+                # idle times do not survive a restart either: every stream gets a full TTL
+                state.streams = {k: (start, v, now) for k, (start, v) in streams.items()}
                 state.overflow_updates = overflow
                 state.expired = expired
                 # idle times do not survive a restart: every series gets a full TTL again

@@ -292,6 +292,103 @@ def test_streams_older_than_the_store_count_from_their_next_point():
     assert store.get("c_total", ()) == 4
 
 
+STREAM_RULE = """
+rules:
+  - metric: jobs_total
+    type: counter
+    match: {signal: metric, name: jobs}
+    value: data_point
+    max_series: 1
+"""
+
+
+def source_point(source, value, start):
+    """A cumulative point of app.jobs from one source (its own resource attributes)."""
+    return Record(METRIC, "jobs", 10, {"service.instance.id": source}, value=float(value),
+                  point_kind=POINT_SUM, temporality=TEMPORALITY_CUMULATIVE, monotonic=True,
+                  start_ns=start)
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("max_streams, expected", [
+    # the table holds 4 streams (4 x max_series): the five others evict a; a's next point is
+    # a baseline, so its +1 is missed, never its 111 counted again
+    (None, 100 + 10 + 5 + 0),
+    (8, 100 + 10 + 5 + 1),  # a table large enough keeps a: exact
+])
+def test_an_evicted_stream_that_comes_back_is_a_baseline_not_counted_twice(max_streams, expected):
+    m = compile_rules(STREAM_RULE)
+    store = Store(m.metrics)
+    store.max_streams_per_metric = max_streams
+    started = store.started_ns + 1  # every source started after the exporter
+    for source, value in [("a", 100), ("a", 110), ("b", 1), ("c", 1), ("d", 1), ("e", 1),
+                          ("f", 1), ("a", 111)]:
+        run(m, [source_point(source, value, started)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == expected
+    state = store.metrics["jobs_total"]
+    assert state.streams_evicted == (3 if max_streams is None else 0)  # e, f, a evict a, b, c
+
+
+def test_a_new_stream_counts_in_full_unless_the_table_lost_track_of_a_forgotten_one():
+    m = compile_rules(STREAM_RULE)
+    store = Store(m.metrics)
+    store.max_streams_per_metric = 2  # and at most 2 traces of forgotten streams
+    started = store.started_ns + 1
+    for source in "abc":  # c evicts a, which leaves a trace
+        run(m, [source_point(source, 1, started)], store, signal=METRIC)
+    state = store.metrics["jobs_total"]
+    assert (store.get("jobs_total", ()), state.streams_untraced_ns) == (3, 0)
+    run(m, [source_point("d", 1, started)], store, signal=METRIC)  # new: in full; b evicted
+    run(m, [source_point("e", 1, started)], store, signal=METRIC)  # new: in full; c evicted,
+    assert store.get("jobs_total", ()) == 5  # and a's trace dropped for c's
+    lost = state.streams_untraced_ns
+    assert lost > 0
+    # from now on a stream that started before `lost` may be a, counted before: a baseline
+    run(m, [source_point("f", 50, lost - 1)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 5
+    run(m, [source_point("g", 7, state.streams_untraced_ns + 1)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 12
+
+
+def test_a_stream_without_a_start_time_counts_from_its_next_point():
+    m = compile_rules(STREAM_RULE)
+    store = Store(m.metrics)
+    run(m, [source_point("a", 40, start=0)], store, signal=METRIC)
+    run(m, [source_point("a", 43, start=0)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 3
+
+
+def test_idle_streams_expire_after_the_stream_ttl_and_come_back_as_baselines():
+    m = compile_rules(STREAM_RULE)
+    clock = Ticks()
+    store = Store(m.metrics, clock=clock)
+    store.stream_ttl = 3600
+    started = store.started_ns + 1
+    run(m, [source_point("a", 100, started)], store, signal=METRIC)
+    run(m, [source_point("b", 10, started)], store, signal=METRIC)
+    clock.now += 3000
+    run(m, [source_point("b", 12, started)], store, signal=METRIC)
+    clock.now += 601  # a has sent nothing for 3601 s, b for 601 s
+    run(m, [source_point("b", 13, started)], store, signal=METRIC)
+    state = store.metrics["jobs_total"]
+    assert (list(state.streams), state.streams_expired) == (
+        [("jobs_total", "jobs", (("service.instance.id", "b"),))], 1)
+    run(m, [source_point("a", 130, started)], store, signal=METRIC)  # back: a baseline
+    run(m, [source_point("a", 131, started)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 100 + 10 + 2 + 1 + 0 + 1
+    clock.now += 3601
+    assert store.expire() == 0 and not state.streams and state.streams_expired == 3
+
+
 def test_histogram_points_are_scaled_before_rebucketing():
     m = compile_rules("""
 rules:

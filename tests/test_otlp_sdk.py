@@ -179,3 +179,36 @@ rules:
     s = e.scrape()
     assert s.value("shop_orders_total", region="eu") == 7
     assert s.value("shop_orders_total", region="us") == 1
+
+
+@pytest.mark.parametrize("max_streams, expected", [(2, 100 + 10 + 1 + 1 + 0), (3, 113)])
+def test_an_evicted_sdk_stream_that_comes_back_is_never_counted_twice(exporter_factory,
+                                                                       max_streams, expected):
+    e = exporter_factory(f"""
+limits: {{max_streams_per_metric: {max_streams}}}
+rules:
+  - metric: shop_orders_total
+    type: counter
+    match: {{signal: metric, name: shop.orders}}
+    value: data_point
+""")
+    # three app processes, each its own cumulative stream into the one series
+    apps = {name: meter_provider(e.otlp_url, delta=False, service=name) for name in "abc"}
+    counters = {name: mp.get_meter("shop").create_counter("shop.orders")
+                for name, (mp, _reader) in apps.items()}
+    try:
+        for name, n in (("a", 100), ("a", 10), ("b", 1), ("c", 1), ("a", 1)):
+            counters[name].add(n)
+            apps[name][1].force_flush()
+        s = e.scrape()
+    finally:
+        for mp, _reader in apps.values():
+            mp.shutdown()
+    assert s.value("shop_orders_total") == expected
+    evicted = 2 if max_streams == 2 else 0  # c evicts a; a, back as a baseline, evicts b
+    assert s.value("kpi_exporter_metric_streams", metric="shop_orders_total") == max_streams
+    assert s.value("kpi_exporter_metric_streams_limit", metric="shop_orders_total") == max_streams
+    assert s.value("kpi_exporter_metric_streams_evicted_total",
+                   metric="shop_orders_total") == evicted
+    assert s.value("kpi_exporter_metric_streams_expired_total", metric="shop_orders_total") == 0
+    assert s.value("kpi_exporter_metric_streams", metric="app_events_total") is None

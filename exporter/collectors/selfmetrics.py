@@ -113,26 +113,49 @@ class StoreStatsCollector(Collector):
                                       "idle longer than their rule's series_ttl.",
                                       labels=["metric"])
         rows = []
+        stream_rows = []
         for store in self._stores:
             with store.lock:
                 rows += [(s.definition.name, len(s.series), s.definition.max_series,
-                          s.overflow_updates, s.expired, s.streams_evicted)
+                          s.overflow_updates, s.expired)
                          for s in store.metrics.values()]
-        evicted = CounterMetricFamily(P + "metric_streams_evicted", "Cumulative OTLP streams "
-                                      "forgotten because a metric had more than 4 x max_series "
-                                      "of them; a forgotten stream starts again from its next "
-                                      "point.", labels=["metric"])
-        for name, n, cap, over, exp, gone in rows:
+                # only metrics fed by cumulative streams have a stream table to report
+                stream_rows += [(s.definition.name, len(s.streams), store.stream_limit(s),
+                                 s.streams_evicted, s.streams_expired)
+                                for s in store.metrics.values()
+                                if s.streams or s.streams_evicted or s.streams_expired]
+        for name, n, cap, over, exp in rows:
             series.add_metric([name], n)
             limit.add_metric([name], cap)
             overflow.add_metric([name], over)
             expired.add_metric([name], exp)
-            evicted.add_metric([name], gone)
         yield series
         yield limit
         yield overflow
         yield expired
+        streams = GaugeMetricFamily(P + "metric_streams", "Cumulative OTLP streams a mapped "
+                                    "metric remembers now, to turn their points into "
+                                    "increases.", labels=["metric"])
+        streams_limit = GaugeMetricFamily(P + "metric_streams_limit", "Cumulative streams a "
+                                          "mapped metric remembers at most "
+                                          "(limits.max_streams_per_metric).", labels=["metric"])
+        evicted = CounterMetricFamily(P + "metric_streams_evicted", "Cumulative OTLP streams "
+                                      "forgotten because a metric had more than its stream "
+                                      "limit; a forgotten stream that comes back counts from "
+                                      "its next point.", labels=["metric"])
+        stale = CounterMetricFamily(P + "metric_streams_expired", "Cumulative OTLP streams "
+                                    "forgotten after sending nothing for limits.stream_ttl; "
+                                    "one that comes back counts from its next point.",
+                                    labels=["metric"])
+        for name, n, cap, gone, idle in stream_rows:
+            streams.add_metric([name], n)
+            streams_limit.add_metric([name], cap)
+            evicted.add_metric([name], gone)
+            stale.add_metric([name], idle)
+        yield streams
+        yield streams_limit
         yield evicted
+        yield stale
         hits, misses = self._cache_stats()
         cache = CounterMetricFamily(P + "rule_cache_lookups", "Lookups of the rules for a "
                                     "(signal, name), by result (hit, miss).", labels=["result"])
