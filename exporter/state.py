@@ -5,6 +5,16 @@ The snapshot is gzip-compressed JSON, written atomically (a temp file in the sam
 fsync, rename, fsync of the directory) every ``state.interval`` and at shutdown, and read
 back at start. A snapshot that cannot be read is moved aside, never overwritten, so nothing
 is lost that a person might still want to recover.
+
+A snapshot says whether a clean stop wrote it (``"clean": true``, only from the final save
+at SIGTERM). Counters must never go back to an older value Prometheus has already passed:
+it would read the drop as a reset and count their whole history again. So only a clean
+snapshot, which holds everything the stopped process counted, gives its counters back;
+after an unclean stop (kill -9, an OOM kill, a lost node, a failed final save) the latest
+snapshot is a periodic one, older than what Prometheus may have scraped, and the parts are
+told to start their counters from zero, a reset Prometheus handles. A clean snapshot is
+marked used (rewritten with ``"clean": false``) before anything is restored from it, so a
+crash of the run that restored it cannot restore its counters a second time.
 """
 
 from __future__ import annotations
@@ -102,11 +112,13 @@ class SnapshotError(ValueError):
 class StatePart(Protocol):
     """Something whose state the snapshot keeps: it exports a JSON-ready document, reads one
     back without changing anything (raising ValueError when it is malformed), then applies
-    what it read."""
+    what it read. ``clean`` is False when the snapshot was not written by a clean stop: the
+    part must then leave out anything Prometheus reads as a counter (see the module
+    docstring)."""
 
     def export_state(self) -> Any: ...
 
-    def parse_state(self, doc: Any) -> tuple[Any, list[str]]: ...
+    def parse_state(self, doc: Any, clean: bool) -> tuple[Any, list[str]]: ...
 
     def apply_state(self, staged: Any) -> None: ...
 
@@ -262,6 +274,7 @@ class StateManager:
             saved_at = doc.get("saved_at", 0)
             if not isinstance(saved_at, (int, float)):
                 raise ValueError("'saved_at' is not a number")
+            clean = doc.get("clean") is True
             # Everything is read and checked before anything is applied, so a bad part
             # never leaves the state half restored.
             for name, part in self.parts.items():
@@ -273,7 +286,7 @@ class StateManager:
                                  f"with the old salt) would count every returning user twice; "
                                  f"they start empty")
                 else:
-                    staged[name], part_notes = part.parse_state(part_doc)
+                    staged[name], part_notes = part.parse_state(part_doc, clean)
                     notes += part_notes
         except OSError as exc:
             aside = self._move_aside("unreadable")
@@ -291,35 +304,62 @@ class StateManager:
             log.error("the state file %s is corrupt (%s); %s; starting with empty state",
                       self.path, exc, f"moved it to {aside}" if aside else "left it in place")
             return False
+        if clean and not self._mark_used(doc):
+            # Counters restored from a snapshot still marked clean would be restored again
+            # after a crash of this run: start them from zero instead.
+            clean = False
+            staged = {name: self.parts[name].parse_state(doc[name], False)[0]
+                      for name in staged}
         for name, value in staged.items():
             self.parts[name].apply_state(value)
         if self.metrics is not None:
             self.metrics.bytes.set(self.path.stat().st_size)
             self.metrics.last_save.set(saved_at)
         age = max(0.0, self.wall_clock() - saved_at)
-        log.info("restored state from %s (saved %.0fs ago): %s%s", self.path, age,
-                 ", ".join(staged) or "nothing", "".join(f"; not restored: {n}" for n in notes))
+        if not clean:
+            log.warning("the state file %s was not written by a clean stop (the exporter was "
+                        "killed, crashed, or failed its final save): counters and histograms "
+                        "start from zero, which Prometheus reads as a counter reset; gauges "
+                        "and window sketches are restored as saved %.0fs ago", self.path, age)
+        log.info("restored state from %s (saved %.0fs ago%s): %s%s", self.path, age,
+                 ", at a clean stop" if clean else "", ", ".join(staged) or "nothing",
+                 "".join(f"; not restored: {n}" for n in notes))
+        return True
+
+    def _mark_used(self, doc: dict[str, Any]) -> bool:
+        """Rewrites a clean snapshot as an unclean one before its counters are restored;
+        False when that cannot be written."""
+        try:
+            write_atomic(self.path, encode_snapshot({**doc, "clean": False}))
+        except OSError as exc:
+            log.error("cannot rewrite the state file %s (%s) to mark it restored; counters "
+                      "and histograms start from zero so that a crash cannot restore them "
+                      "twice", self.path, exc.strerror or exc)
+            return False
         return True
 
     # -- save ------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """The snapshot document of the current state."""
+    def snapshot(self, clean: bool = False) -> dict[str, Any]:
+        """The snapshot document of the current state; ``clean`` only from a stop after
+        which nothing more is counted."""
         doc: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "saved_at": self.wall_clock(),
             "exporter_version": __version__, "salt_fingerprint": self.fingerprint,
+            "clean": clean,
         }
         for name, part in self.parts.items():
             doc[name] = part.export_state()
         return doc
 
-    def save(self) -> bool:
+    def save(self, clean: bool = False) -> bool:
         """Writes the snapshot; True on success. Failures are logged and counted, never
-        raised: the exporter keeps serving and tries again at the next interval."""
+        raised: the exporter keeps serving and tries again at the next interval. ``clean``
+        marks the final save of a stop (see the module docstring)."""
         with self._save_lock:
             started = time.perf_counter()
             try:
-                data = encode_snapshot(self.snapshot())
+                data = encode_snapshot(self.snapshot(clean))
                 write_atomic(self.path, data)
             except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
                 if self.metrics is not None:
@@ -347,10 +387,11 @@ class StateManager:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stops the periodic saves, saves once more and releases the directory."""
+        """Stops the periodic saves, saves once more (a clean snapshot: nothing is counted
+        after it) and releases the directory. Called once the listeners are closed."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
-        if self.save():
+        if self.save(clean=True):
             log.info("saved the state to %s", self.path)
         self.close()

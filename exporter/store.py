@@ -398,9 +398,17 @@ class Store:
                 })
         return {"metrics": out}
 
-    def parse_state(self, doc: Any) -> tuple[list[_Restored], list[str]]:
+    def parse_state(self, doc: Any, clean: bool) -> tuple[list[_Restored], list[str]]:
         """Reads a document of :meth:`export_state` without changing the store: (staged,
-        notes). Raises ValueError when it is malformed."""
+        notes). Raises ValueError when it is malformed.
+
+        After an unclean stop (``clean`` False) only gauges are taken. Counter and histogram
+        series, the overflow and expiry counts (all counters to Prometheus) start from zero,
+        and so do the cumulative streams: a stream's last value in an old snapshot is older
+        than points the crashed run had already counted (and Prometheus scraped), so
+        restoring it would count that stretch again after the reset. Without it each
+        stream's next point is a baseline: at most one export interval per stream is
+        missed, never counted twice."""
         if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), list):
             raise ValueError("store: expected an object with a 'metrics' list")
         staged: list[_Restored] = []
@@ -432,6 +440,10 @@ class Store:
                       else isinstance(v, list) and len(v) == (2 if mtype == GAUGE else width))
                 if not ok:
                     raise ValueError(f"store: {name}: a series value does not fit a {mtype}")
+            if not clean:
+                if mtype != GAUGE:
+                    series = {}
+                streams, overflow, expired = {}, 0, 0
             staged.append((state, series, streams, overflow, expired))
         return staged, notes
 

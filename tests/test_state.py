@@ -128,7 +128,7 @@ def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_pa
     feed(before, start_ns)
     m, _ = manager(before, tmp_path / "state")
     m.open()
-    assert m.save()
+    assert m.save(clean=True)
     m.close()
     path = tmp_path / "state" / STATE_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -156,10 +156,73 @@ def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_pa
     assert samples[("kpi_exporter_state_bytes", frozenset())] == path.stat().st_size
 
 
+def test_after_an_unclean_stop_counters_start_from_zero_and_gauges_and_windows_are_restored(
+        tmp_path, caplog):
+    before = new_app(tmp_path=tmp_path)
+    start_ns = time.time_ns()
+    feed(before, start_ns)
+    assert manager(before, tmp_path)[0].save()  # a periodic save: not clean
+    doc = json.loads(gzip.decompress((tmp_path / STATE_FILE).read_bytes()))
+    assert doc["clean"] is False
+    after = new_app(tmp_path=tmp_path)
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        assert manager(after, tmp_path)[0].restore()
+    assert "was not written by a clean stop" in caplog.text
+    samples = parse_samples(generate_latest(after.registry).decode())
+    # counters and histograms: nothing (Prometheus sees a reset when they come back)
+    assert not [k for k in samples if k[0] in ("app_page_views_total", "app_jobs_total",
+                                                 "ai_model_latency_seconds_count")]
+    assert samples[("kpi_exporter_metric_overflow_updates_total",
+                    frozenset({("metric", "app_feature_clicks_total")}))] == 0
+    # gauges and window sketches: as saved
+    assert samples[("ai_model_accuracy_ratio", frozenset({("model", "m1")}))] == 0.81
+    assert samples[("app_active_users", frozenset({("window", "5m")}))] == 7
+    assert samples[("app_conversion_rate_ratio", frozenset({("window", "1h")}))] == \
+        pytest.approx(1 / 9)
+    # stream baselines are not restored: the stream's next point is its baseline again
+    after.pipeline.ingest_batch(otlp_json.decode_metrics(cumulative_body(15.0, start_ns)))
+    after.pipeline.ingest_batch(otlp_json.decode_metrics(cumulative_body(16.0, start_ns)))
+    assert after.store.get("app_jobs_total", ("q1",)) == 1.0
+
+
+def test_a_clean_snapshot_is_marked_used_so_a_crash_cannot_restore_its_counters_twice(
+        tmp_path):
+    before = new_app(tmp_path=tmp_path)
+    feed(before, time.time_ns())
+    assert manager(before, tmp_path)[0].save(clean=True)
+    path = tmp_path / STATE_FILE
+    assert json.loads(gzip.decompress(path.read_bytes()))["clean"] is True
+    first = new_app(tmp_path=tmp_path)
+    assert manager(first, tmp_path)[0].restore()
+    assert first.store.get("app_jobs_total", ("q1",)) == 10.0
+    assert json.loads(gzip.decompress(path.read_bytes()))["clean"] is False
+    # that run is killed before it saves: the next one must not restore the counters again
+    second = new_app(tmp_path=tmp_path)
+    assert manager(second, tmp_path)[0].restore()
+    assert second.store.get("app_jobs_total", ("q1",)) is None
+
+
+def test_a_clean_snapshot_that_cannot_be_marked_used_restores_no_counters(tmp_path, caplog):
+    before = new_app(tmp_path=tmp_path)
+    feed(before, time.time_ns())
+    assert manager(before, tmp_path)[0].save(clean=True)
+    after = new_app(tmp_path=tmp_path)
+    m, _ = manager(after, tmp_path)
+    # a directory where the rewrite's temp file goes: the rewrite fails
+    (tmp_path / f".{STATE_FILE}.tmp-{os.getpid()}").mkdir()
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        assert m.restore()
+    assert "to mark it restored; counters and histograms start from zero" in caplog.text
+    assert after.store.get("app_jobs_total", ("q1",)) is None
+    samples = parse_samples(generate_latest(after.registry).decode())
+    assert samples[("ai_model_accuracy_ratio", frozenset({("model", "m1")}))] == 0.81
+    assert samples[("app_active_users", frozenset({("window", "5m")}))] == 7
+
+
 def test_a_changed_metric_is_not_restored_and_the_rest_is(tmp_path, caplog):
     before = new_app(tmp_path=tmp_path)
     feed(before, time.time_ns())
-    assert manager(before, tmp_path)[0].save()
+    assert manager(before, tmp_path)[0].save(clean=True)
     changed = CONFIG.replace("labels: {feature: app.feature}",
                              "labels: {feature: app.feature, action: app.action}")
     assert changed != CONFIG
@@ -175,7 +238,7 @@ def test_a_changed_metric_is_not_restored_and_the_rest_is(tmp_path, caplog):
 def test_a_changed_salt_keeps_the_counts_and_starts_the_windows_empty(tmp_path, caplog):
     before = new_app(tmp_path=tmp_path)
     feed(before, time.time_ns())
-    assert manager(before, tmp_path)[0].save()
+    assert manager(before, tmp_path)[0].save(clean=True)
     after = new_app(CONFIG.replace(SALT, "another-salt-9876543210"), tmp_path)
     with caplog.at_level(logging.INFO, logger="kpi_exporter"):
         assert manager(after, tmp_path)[0].restore()
@@ -310,6 +373,129 @@ def test_sigterm_then_restart_keeps_every_counter_and_window_gauge(process_facto
     assert s.value("app_job_duration_seconds_count", queue="q1") == 6
     assert s.value("app_job_duration_seconds_bucket", queue="q1", le="10.0") == 4
     assert s.value("app_jobs_total", queue="q1") == 16
+
+
+def prometheus_increase(values):
+    """What Prometheus' increase() adds up over consecutive scrapes of a counter: the
+    differences, and after a drop (a reset) the new value in full. None is a scrape the
+    series was absent from."""
+    values = [v for v in values if v is not None]
+    return sum(b - a if b >= a else b for a, b in zip(values, values[1:]))
+
+
+def page_views(n, route="/kill"):
+    return logs_body([("app.page_view", {"url.path": route, "user.id": f"user-{i % 7}",
+                                         "session.id": f"s-{i % 9}"}) for i in range(n)])
+
+
+def perf(n, accuracy):
+    return logs_body([("ai.model.performance", {"gen_ai.request.model": "m1",
+                                                "ai.model.accuracy": accuracy,
+                                                "ai.model.latency": 0.4})] * n)
+
+
+def views_of(scrape):
+    return scrape.value("app_page_views_total", route="/kill", service_name="web")
+
+
+def saves(e):
+    return e.scrape().value("kpi_exporter_state_saves_total", outcome="success")
+
+
+def test_kill_9_after_a_periodic_save_resets_counters_instead_of_rewinding_them(
+        process_factory, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG + "state: {interval: 1s}\n")
+    args = ("--config", str(config), "--state-dir", str(tmp_path / "state"))
+    e = process_factory(*args)
+    assert e.post("/v1/logs", page_views(1000)).status_code == 200
+    assert e.post("/v1/logs", perf(3, 0.5)).status_code == 200
+    saved = saves(e)
+    assert eventually(lambda: saves(e) > saved), e.log()  # a periodic save with the 1,000
+    assert e.post("/v1/logs", page_views(500)).status_code == 200
+    assert e.post("/v1/logs", perf(2, 0.75)).status_code == 200
+    s = e.scrape()
+    scraped = [views_of(s)]
+    assert scraped == [1500]
+    assert s.value("ai_model_latency_seconds_count", model="m1") == 5
+    e.signal(signal.SIGKILL)
+    assert e.proc.wait(20) == -signal.SIGKILL
+
+    e2 = process_factory(*args)
+    s = e2.scrape()
+    assert "was not written by a clean stop" in e2.log()
+    assert views_of(s) is None and s.value("ai_model_latency_seconds_count", model="m1") is None
+    assert s.value("ai_model_accuracy_ratio", model="m1") in (0.5, 0.75)  # as last saved
+    assert s.value("app_active_users", window="1h") == 7
+    assert e2.post("/v1/logs", page_views(10)).status_code == 200
+    assert e2.post("/v1/logs", perf(1, 0.9)).status_code == 200
+    s = e2.scrape()
+    scraped.append(views_of(s))
+    assert scraped == [1500, 10]  # the reset is visible
+    assert prometheus_increase(scraped) == 10
+    assert s.value("ai_model_latency_seconds_count", model="m1") == 1
+    assert s.value("ai_model_accuracy_ratio", model="m1") == 0.9
+
+
+def test_kill_9_of_a_run_restored_from_a_clean_stop_does_not_restore_its_counters_again(
+        process_factory, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    args = ("--config", str(config), "--state-dir", str(tmp_path / "state"))
+    e = process_factory(*args)
+    assert e.post("/v1/logs", page_views(1000)).status_code == 200
+    scraped = [views_of(e.scrape())]
+    e.signal(signal.SIGTERM)
+    assert e.proc.wait(20) == 0
+
+    e2 = process_factory(*args)  # restored from the clean stop: the counters go on
+    scraped.append(views_of(e2.scrape()))
+    assert e2.post("/v1/logs", page_views(500)).status_code == 200
+    scraped.append(views_of(e2.scrape()))
+    assert scraped == [1000, 1000, 1500]
+    e2.signal(signal.SIGKILL)  # before its first periodic save (every 30 s)
+    assert e2.proc.wait(20) == -signal.SIGKILL
+
+    e3 = process_factory(*args)
+    assert e3.post("/v1/logs", page_views(10)).status_code == 200
+    scraped.append(views_of(e3.scrape()))
+    assert scraped == [1000, 1000, 1500, 10]
+    assert scraped[0] + prometheus_increase(scraped) == 1000 + 500 + 10
+
+
+def test_kill_9_never_counts_a_cumulative_stream_twice(process_factory, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG + "state: {interval: 1s}\n")
+    args = ("--config", str(config), "--state-dir", str(tmp_path / "state"))
+    e = process_factory(*args)
+    mp, reader = meter_provider(e.otlp_url, delta=False)
+    try:
+        jobs = mp.get_meter("jobs").create_counter("app.jobs")
+        jobs.add(100, {"queue": "q1"})
+        reader.force_flush()
+        saved = saves(e)
+        assert eventually(lambda: saves(e) > saved), e.log()  # the snapshot has 100
+        jobs.add(20, {"queue": "q1"})
+        reader.force_flush()
+        scraped = [e.scrape().value("app_jobs_total", queue="q1")]
+        assert scraped == [120]
+        e.signal(signal.SIGKILL)
+        assert e.proc.wait(20) == -signal.SIGKILL
+        # the same ports: the app's SDK keeps sending its cumulative totals
+        e2 = process_factory(*args, otlp_port=e.otlp_port, metrics_port=e.metrics_port)
+        # Prometheus scrapes before the app's next export (every 60 s by default)
+        scraped.append(e2.scrape().value("app_jobs_total", queue="q1"))
+        for n in (5, 3):
+            jobs.add(n, {"queue": "q1"})
+            reader.force_flush()
+            scraped.append(e2.scrape().value("app_jobs_total", queue="q1"))
+    finally:
+        mp.shutdown()
+    # 125 is the stream's baseline after the reset: the 5 are missed, nothing is counted
+    # twice. (Restoring the saved counter and last point, 100, would show 100 first, a drop
+    # Prometheus reads as a reset, then 125: 100 + 25 counted again.)
+    assert scraped == [120, None, 0, 3]
+    assert scraped[0] + prometheus_increase(scraped) == 123 <= 100 + 20 + 5 + 3
 
 
 def test_periodic_saves_and_their_self_metrics(process_factory, tmp_path):
