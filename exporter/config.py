@@ -450,6 +450,9 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
         # A user rule for a metric the defaults also feed replaces the defaults' rules for it.
         mine = {r.metric.name for r in user_rules}
         builtin = [r for r in _default_rules(rule_limits) if r.metric.name not in mine]
+        leaks = cfg.windows.identity_label_problems(builtin)
+        if leaks:
+            raise ConfigError(leaks, source if path else "")
         rules = builtin + user_rules
     for order, rule in enumerate(rules):
         rule.order = order

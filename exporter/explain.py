@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any
+from typing import Any, Iterable
 
 from exporter import otlp_json
 from exporter.mapper import Mapping, Priced
@@ -56,22 +56,27 @@ def records_from_json(doc: Any) -> list[Record]:
                      "span or metric, or {\"name\": ..., \"attributes\": {...}}")
 
 
-def _shown(attrs: dict[str, Any]) -> dict[str, Any]:
+def _shown(attrs: dict[str, Any], identities: frozenset[str]) -> dict[str, Any]:
     # explain output may be pasted into tickets: identities are never printed
-    return {k: ("<redacted>" if is_identity_attribute(k) else v) for k, v in attrs.items()}
+    return {k: ("<redacted>" if k in identities or is_identity_attribute(k) else v)
+            for k, v in attrs.items()}
 
 
-def _redacted(text: str, attrs: dict[str, Any]) -> str:
+def _redacted(text: str, attrs: dict[str, Any], identities: frozenset[str]) -> str:
     # a rule's condition on an identity quotes the value it saw
     for k, v in attrs.items():
-        if is_identity_attribute(k) and v not in (None, ""):
+        if (k in identities or is_identity_attribute(k)) and v not in (None, ""):
             text = text.replace(repr(v), "'<redacted>'")
     return text
 
 
-def explain(mapping: Mapping, record: Record) -> list[str]:
-    """Human-readable lines: the rules that matched, why others did not, the updates."""
-    lines = [f"{record.signal} {record.name!r} with attributes {_shown(record.attributes)}"]
+def explain(mapping: Mapping, record: Record, identity_keys: Iterable[str] = ()) -> list[str]:
+    """Human-readable lines: the rules that matched, why others did not, the updates.
+    ``identity_keys`` are the configured identity attributes (the windows' user and session
+    attributes): printed as ``<redacted>`` like the built-in identity names."""
+    identities = frozenset(identity_keys)
+    lines = [f"{record.signal} {record.name!r} with attributes "
+             f"{_shown(record.attributes, identities)}"]
     rules = mapping.rules_for(record.signal, record.name)
     if not rules:
         same_signal = sorted({r.name_exact for r in mapping.rules
@@ -88,7 +93,7 @@ def explain(mapping: Mapping, record: Record) -> list[str]:
         head = f"  {rule.title}"
         reason = rule.why_not(record)
         if reason is not None:
-            lines.append(f"{head}: skipped, {_redacted(reason, record.attributes)}")
+            lines.append(f"{head}: skipped, {_redacted(reason, record.attributes, identities)}")
             continue
         try:
             value = mapping.evaluate(rule, record)  # exactly what ingesting it would do

@@ -279,6 +279,44 @@ def test_a_missing_required_key_is_called_required_not_none(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("windows, key", [
+    ("windows: {user_attribute: customer_no}\n", "windows.user_attribute"),
+    ("windows: {enabled: false, session_attribute: customer_no}\n",
+     "windows.session_attribute"),
+])
+def test_a_configured_identity_is_refused_as_a_label_with_the_rule_and_line(tmp_path, windows,
+                                                                            key):
+    path = tmp_path / "c.yaml"
+    path.write_text(windows + "rules:\n  - metric: app_orders_total\n    type: counter\n"
+                    "    match: {signal: log, name: app.order}\n"
+                    "    labels: {region: region, customer: {attribute: [account, customer_no]}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [
+        f"{path}:3: rules[0] (app_orders_total).labels.customer: attribute 'customer_no' is "
+        f"{key}, an identity the KPI windows count; it cannot be a label (one series per "
+        f"identity floods Prometheus and puts raw ids on /metrics); count distinct users and "
+        f"sessions with the KPI windows instead: app_active_users and app_sessions "
+        f"(docs/kpis.md)"]
+    assert run_cli("check-config", str(path)).returncode == 1
+
+
+def test_a_configured_identity_is_refused_as_a_label_of_the_builtin_rules(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("windows: {session_attribute: url.path}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith(
+        f"{path}: built-in rules[1] (app_page_views_total).labels.route: attribute 'url.path' "
+        f"is windows.session_attribute")
+    # a rule of one's own for that metric replaces the built-in one
+    path.write_text("windows: {session_attribute: url.path}\nrules:\n"
+                    "  - metric: app_page_views_total\n    type: counter\n"
+                    "    match: {signal: log, name: app.page_view}\n")
+    assert load_config(str(path), env={}).windows.session_attribute == "url.path"
+
+
 def test_all_problems_are_reported_at_once(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("server: {otlp_listen: nope}\nrules:\n  - metric: a\n    type: counter\n"

@@ -336,6 +336,24 @@ def test_explain_does_not_quote_an_identity_a_condition_saw(tmp_path):
     assert USERS[2] not in r.stdout
 
 
+def test_explain_redacts_the_configured_identity_attributes(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("windows: {user_attribute: customer_no, session_attribute: visit}\n"
+                      "rules:\n  - metric: app_vip_total\n    type: counter\n"
+                      "    match: {signal: log, name: app.page_view,"
+                      " attributes: {customer_no: {in: [C-1]}}}\n")
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"name": "app.page_view", "attributes": {
+        "customer_no": "C-4711", "visit": "V-0815", "url.path": "/"}}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", "--config", str(config),
+                        str(event)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert "'customer_no': '<redacted>', 'visit': '<redacted>', 'url.path': '/'" in r.stdout
+    assert "attribute 'customer_no' is '<redacted>', the rule wants in ['C-1']" in r.stdout
+    assert "C-4711" not in r.stdout and "V-0815" not in r.stdout
+
+
 def test_a_pipeline_keeps_no_raw_identity_of_a_metric_stream(tmp_path):
     p = built(tmp_path).pipeline
     result = p.ingest_batch(otlp_json.decode_metrics(genai_histogram({

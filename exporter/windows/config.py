@@ -192,6 +192,33 @@ class WindowsConfig:
         """The store for logs and pages, without a password."""
         return redact_url(self.store)
 
+    def identity_label_problems(self, rules: list[Rule]) -> list[str]:
+        """A problem for every rule that would make a label of the attribute the windows
+        count as a user or a session (whatever its name, and whether the windows are on):
+        that would put raw identities on /metrics. Each names the rule and its line."""
+        keys = {self.user_attribute: "windows.user_attribute",
+                self.session_attribute: "windows.session_attribute"}
+        problems = []
+        for rule in rules:
+            for spec in rule.labels:
+                for attribute in spec.attributes:
+                    key = keys.get(attribute)
+                    if key is None:
+                        continue
+                    where = f"line {rule.line}: " if rule.line and rule.source != "built-in" \
+                        else ""
+                    fix = ("set windows.user_attribute and windows.session_attribute to the "
+                           "attributes that hold the ids, or replace this built-in rule with "
+                           "one of your own" if rule.source == "built-in" else
+                           "count distinct users and sessions with the KPI windows instead: "
+                           "app_active_users and app_sessions (docs/kpis.md)")
+                    problems.append(
+                        f"{where}{rule.title}.labels.{spec.name}: attribute {attribute!r} is "
+                        f"{key}, an identity the KPI windows count; it cannot be a label (one "
+                        f"series per identity floods Prometheus and puts raw ids on /metrics); "
+                        f"{fix}")
+        return problems
+
 
 def _breakdown_family(base: str, label: str) -> str:
     if base.endswith("_ratio"):
@@ -369,6 +396,7 @@ def parse_windows(raw: Any, user_rules: list[Rule], problems: list[str],
                                                           f"label"))
     cfg.breakdowns = tuple(parsed)
 
+    problems.extend(cfg.identity_label_problems(user_rules))
     if cfg.enabled:
         reserved = set(WINDOW_METRICS)
         for b in cfg.breakdowns:
