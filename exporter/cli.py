@@ -223,7 +223,7 @@ def _explain(args: argparse.Namespace) -> int:
     mapping = Mapping(config.rules, PriceBook(config.genai))
     scrub_records(records, config.privacy)
     for record in records:
-        print("\n".join(explain(mapping, record, config.windows.identity_keys)))
+        print("\n".join(explain(mapping, record, config.windows)))
     return 0
 
 

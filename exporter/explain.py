@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, Iterable
+from typing import Any
 
 from exporter import otlp_json
 from exporter.mapper import Mapping, Priced
 from exporter.naming import is_identity_attribute
 from exporter.records import LOG, METRIC, SPAN, TEMPORALITY_CUMULATIVE, Record
-from exporter.rules import RecordError
+from exporter.rules import RecordError, label_str
+from exporter.windows.config import WindowsConfig
 
 __all__ = ["records_from_json", "explain"]
 
@@ -70,11 +71,13 @@ def _redacted(text: str, attrs: dict[str, Any], identities: frozenset[str]) -> s
     return text
 
 
-def explain(mapping: Mapping, record: Record, identity_keys: Iterable[str] = ()) -> list[str]:
-    """Human-readable lines: the rules that matched, why others did not, the updates.
-    ``identity_keys`` are the configured identity attributes (the windows' user and session
-    attributes): printed as ``<redacted>`` like the built-in identity names."""
-    identities = frozenset(identity_keys)
+def explain(mapping: Mapping, record: Record, windows: WindowsConfig | None = None
+            ) -> list[str]:
+    """Human-readable lines: the rules that matched, why others did not, the updates, and
+    what the KPI windows do with the record (``windows``: their config, None when they are
+    off). The windows' user and session attributes are printed as ``<redacted>`` like the
+    built-in identity names."""
+    identities = frozenset(windows.identity_keys if windows is not None else ())
     lines = [f"{record.signal} {record.name!r} with attributes "
              f"{_shown(record.attributes, identities)}"]
     rules = mapping.rules_for(record.signal, record.name)
@@ -87,8 +90,10 @@ def explain(mapping: Mapping, record: Record, identity_keys: Iterable[str] = ())
         if not record.name and record.signal == LOG:
             lines.append("  (log records need an event name: set event_name, or the "
                          "deprecated event.name attribute)")
+        lines += _windows_lines(record, windows)
         return lines
-    updates = 0
+    updates: list[tuple[int, str, str]] = []  # (line index, rule, update)
+    rejections: list[str] = []
     for rule in rules:
         head = f"  {rule.title}"
         reason = rule.why_not(record)
@@ -99,6 +104,7 @@ def explain(mapping: Mapping, record: Record, identity_keys: Iterable[str] = ())
             value = mapping.evaluate(rule, record)  # exactly what ingesting it would do
         except RecordError as err:
             lines.append(f"{head}: REJECTS the record ({err.reason}): {err}")
+            rejections.append(err.reason)
             continue
         if value is None and rule.cost_part is not None:
             lines.append(f"{head}: skipped, the record has no {rule.cost_part} token usage "
@@ -122,8 +128,42 @@ def explain(mapping: Mapping, record: Record, identity_keys: Iterable[str] = ())
         if record.signal == METRIC and record.temporality == TEMPORALITY_CUMULATIVE and (
                 isinstance(value, list) or rule.metric.type == "counter"):
             shown += " (a cumulative point: only its increase since the stream's last point)"
-        lines.append(f"{head}: {rule.metric.name}{{{labels}}} {verb} {shown}")
-        updates += 1
+        update = f"{rule.metric.name}{{{labels}}} {verb} {shown}"
+        updates.append((len(lines), head, update))
+        lines.append(f"{head}: {update}")
+    if rejections:
+        # A record is used whole or not at all: one rule's rejection undoes the others.
+        for index, head, update in updates:
+            lines[index] = f"{head}: would {update}, but the record is rejected"
+        lines.append(f"  => REJECTED ({', '.join(dict.fromkeys(rejections))}): a record is used "
+                     f"whole or not at all, so nothing is added (no metric, not the KPI "
+                     f"windows); the sender's response counts it as rejected")
+        return lines
     if not updates:
         lines.append("  => no metric updates: the record is counted as unmatched")
+    lines += _windows_lines(record, windows)
     return lines
+
+
+def _windows_lines(record: Record, windows: WindowsConfig | None) -> list[str]:
+    """What the KPI windows do with a record that was not rejected (the event observer's
+    rules, in words)."""
+    if record.signal != LOG or not record.name:
+        return []
+    if windows is None or not windows.enabled:
+        return ["  KPI windows: off"]
+    attrs = record.attributes
+    user = attrs.get(windows.user_attribute) not in (None, "")
+    session = attrs.get(windows.session_attribute) not in (None, "")
+    if not (user or session):
+        return [f"  KPI windows: not counted, the event has neither {windows.user_attribute!r} "
+                f"nor {windows.session_attribute!r}"]
+    counted = [f"its user ({windows.user_attribute})"] if user else []
+    if session:
+        converting = record.name in windows.conversion_events
+        counted.append(f"its session ({windows.session_attribute}"
+                       + (", a converting one)" if converting else ")"))
+    split = [f"{b.label}=\"{label_str(attrs.get(b.attribute, b.default))}\""
+             for b in windows.breakdowns]
+    return [f"  KPI windows: count {' and '.join(counted)} by the event's time"
+            + (f", also under {', '.join(split)}" if split else "")]

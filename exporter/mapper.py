@@ -67,6 +67,9 @@ class MapResult:
     unmatched: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    # The records of the batch a rule could not use: none of their updates were made, and
+    # observers must not count them either.
+    rejected_records: list[Record] = field(default_factory=list)
 
     @property
     def rejected_total(self) -> int:
@@ -172,6 +175,7 @@ class Mapping:
                         updates.append((rule, rule.label_getter(record), value))
             except RecordError as err:
                 result.rejected[err.reason] = result.rejected.get(err.reason, 0) + 1
+                result.rejected_records.append(record)
                 if len(result.messages) < 5:
                     result.messages.append(str(err))
                 continue

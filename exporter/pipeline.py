@@ -5,7 +5,7 @@ A request sees one rule set from decode to store: the pipeline's view (config, c
 mapping, filters, the attribute keys to decode) is read once per request, and a reload swaps
 the whole view at once. Filters (the privacy denylist) change records in place before they
 are mapped; observers (the KPI windows) see the records that were used, after the store was
-updated. The pipeline knows neither windows nor state: the composition root hands it its
+updated: a record a rule rejected (used whole or not at all) counts nowhere. The pipeline knows neither windows nor state: the composition root hands it its
 filters and observers.
 """
 
@@ -20,7 +20,7 @@ from exporter import otlp_json, otlp_protobuf
 from exporter.collectors.selfmetrics import SelfMetrics
 from exporter.config import Config
 from exporter.mapper import Mapping, MapResult, Pricer
-from exporter.records import METRIC, Batch, DecodeError
+from exporter.records import METRIC, Batch, DecodeError, Record
 from exporter.store import Store
 
 __all__ = ["Pipeline", "Filter", "Observer", "PROTOBUF", "JSON"]
@@ -39,8 +39,8 @@ _ALWAYS_DECODED = frozenset({"event.name"})
 # filter may name attribute keys it reads in an ``attributes`` attribute (a frozenset): they
 # are decoded too.
 Filter = Callable[[Batch], None]
-# Called with the records of a batch that were used, after the store was updated (the KPI
-# windows are one). An observer may name the attribute keys it reads in an ``attributes``
+# Called with the records of a batch that were used (matched or not, never rejected), after
+# the store was updated (the KPI windows are one). An observer may name the attribute keys it reads in an ``attributes``
 # attribute (a frozenset), so decoders can skip the rest; without one it sees them all.
 Observer = Callable[[Batch], None]
 
@@ -59,6 +59,14 @@ class _View:
     filters: tuple[Filter, ...]
     # Attribute keys decoders extract from log records and spans (None: all of them).
     keys: frozenset[str] | None
+
+
+def _without(batch: Batch, rejected: list[Record]) -> Batch:
+    """A copy of ``batch`` without the records a rule rejected."""
+    gone = {id(r) for r in rejected}
+    used = Batch(batch.signal)
+    used.records = [r for r in batch.records if id(r) not in gone]
+    return used
 
 
 def _apply_limits(store: Store, config: Config) -> None:
@@ -172,6 +180,8 @@ class Pipeline:
             m.unmatched.labels(signal).inc(result.unmatched)
         for reason, n in result.rejected.items():
             m.rejected.labels(signal, reason).inc(n)
+        if result.rejected_records and self.observers:
+            batch = _without(batch, result.rejected_records)
         for observer in self.observers:
             try:
                 observer(batch)

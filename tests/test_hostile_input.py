@@ -150,3 +150,28 @@ def test_an_observer_failure_keeps_the_metrics_and_is_counted(exporter_factory):
     assert s.value("app_page_views_total", route="/a", service_name="unknown_service") == 1
     assert s.value("kpi_exporter_observer_errors_total", observer="broken") == 1
     assert s.value("kpi_exporter_requests_total", transport="http", signal="log", code="200") == 1
+
+
+def test_observers_see_every_used_record_and_no_rejected_one(exporter_factory):
+    e = exporter_factory()
+    seen: list[list[str]] = []
+
+    def watch(batch):
+        seen.append([r.attributes.get("k", "") for r in batch.records])
+
+    watch.name = "watch"  # type: ignore[attr-defined]
+    e.pipeline.add_observer(watch)
+    records = [{"eventName": "app.page_view", "attributes": [
+                   {"key": "k", "value": {"stringValue": "mapped"}}]},
+               {"eventName": "app.conversion", "attributes": [
+                   {"key": "k", "value": {"stringValue": "rejected"}},
+                   {"key": "app.conversion.value", "value": {"stringValue": "9,99"}}]},
+               {"eventName": "app.nobody_maps_this_but_app_events_total", "attributes": [
+                   {"key": "k", "value": {"stringValue": "another"}}]},
+               {"body": {"stringValue": "a plain log line"}, "attributes": [
+                   {"key": "k", "value": {"stringValue": "unmatched"}}]}]
+    r = e.post("/v1/logs", json.dumps({"resourceLogs": [{"scopeLogs": [
+        {"logRecords": records}]}]}).encode())
+    assert r.status_code == 200
+    assert r.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert seen == [["mapped", "another", "unmatched"]]

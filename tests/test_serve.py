@@ -164,6 +164,35 @@ def test_explain_shows_matches_skips_and_suggestions(tmp_path):
     assert "no metric updates: the record is counted as unmatched" in r.stdout
 
 
+def test_explain_shows_a_rejected_record_as_rejected_with_nothing_added(tmp_path):
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"name": "app.conversion", "attributes": {
+        "user.id": "u-1", "session.id": "s-1", "app.conversion.type": "purchase",
+        "app.conversion.value": "9,99"}}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert 'would app_conversions_total{type="purchase", service_name="unknown_service"} ' \
+           'add 1, but the record is rejected' in r.stdout
+    assert "REJECTS the record (non_numeric_value)" in r.stdout
+    assert lines[-1] == ("  => REJECTED (non_numeric_value): a record is used whole or not at "
+                         "all, so nothing is added (no metric, not the KPI windows); the "
+                         "sender's response counts it as rejected")
+    assert not [line for line in lines if ": app_" in line]  # no update is shown as made
+    assert "KPI windows: count" not in r.stdout
+    event.write_text(json.dumps({"name": "app.conversion", "attributes": {
+        "user.id": "u-1", "session.id": "s-1", "app.conversion.type": "purchase",
+        "app.conversion.value": "9.99"}}))
+    r = subprocess.run([sys.executable, "-m", "exporter", "explain", str(event)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert 'app_conversion_value_total{type="purchase", currency="unknown", ' \
+           'service_name="unknown_service"} add 9.99' in r.stdout
+    assert r.stdout.splitlines()[-1] == ("  KPI windows: count its user (user.id) and its "
+                                         "session (session.id, a converting one) by the "
+                                         "event's time")
+
+
 def test_explain_reads_otlp_json_log_records(tmp_path):
     event = tmp_path / "e.json"
     event.write_text(json.dumps({"eventName": "app.feature_used", "attributes": [

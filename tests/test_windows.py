@@ -383,3 +383,25 @@ def test_windows_can_be_turned_off(exporter_factory):
     s = e.scrape()
     assert s.value("app_page_views_total", route="/", service_name="web") == 1
     assert not s.matching("app_active_users") and not s.matching("app_sessions")
+
+
+def test_a_rejected_record_counts_nowhere_not_even_in_the_windows(exporter_factory):
+    e = exporter_factory()
+    lp = logger_provider(e.otlp_url, service="shop")
+    log = lp.get_logger("app")
+    # "9,99" is not a number: the conversion is rejected whole, by every rule and the windows
+    log.emit(event_name="app.conversion", attributes={
+        "user.id": "buyer", "session.id": "s-buyer", "app.conversion.type": "purchase",
+        "app.conversion.value": "9,99"})
+    log.emit(event_name="app.page_view", attributes={
+        "user.id": "reader", "session.id": "s-reader", "url.path": "/"})
+    lp.shutdown()
+    s = e.scrape()
+    assert s.value("kpi_exporter_records_rejected_total", signal="log",
+                   reason="non_numeric_value") == 1
+    assert s.value("app_events_total", event="app.conversion", service_name="shop") is None
+    assert s.value("app_events_total", event="app.page_view", service_name="shop") == 1
+    for window in ("5m", "30d"):
+        assert s.value("app_active_users", window=window) == 1
+        assert s.value("app_sessions", window=window) == 1
+        assert s.value("app_conversion_rate_ratio", window=window) == 0
