@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from exporter import naming
 from exporter.configcheck import get_bool, get_names, open_section, problem, show
-from exporter.fsutil import fsync_dir
+from exporter.fsutil import remove_leftovers, write_atomic
 from exporter.records import METRIC, Batch, Record
 from exporter.rules import Rule, label_str
 
@@ -152,19 +152,19 @@ class SaltError(RuntimeError):
 
 
 def load_or_create_salt(state_dir: Path) -> str:
-    """The salt kept in ``state_dir``, created (random, mode 0600) on first use."""
+    """The salt kept in ``state_dir``, created (random, mode 0600) on first use. It is
+    written atomically: a crash while creating it leaves no salt file (a temp file at most,
+    removed at the next start), never a short one. Call it under the state directory's
+    lock."""
     path = state_dir / SALT_FILE
+    for leftover in remove_leftovers(path):
+        log.info("removed %s, left by a start that was interrupted while creating the salt",
+                 leftover)
     try:
         st = path.stat()
     except FileNotFoundError:
         salt = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, (salt + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(state_dir)
+        write_atomic(path, (salt + "\n").encode("ascii"))
         log.info("generated a new identity salt in %s (keep it with the state: the window "
                  "sketches are only meaningful with it)", path)
         return salt

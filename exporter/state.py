@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Protocol
 from exporter import __version__
 from exporter.collectors.selfmetrics import StateMetrics
 from exporter.configcheck import at, get_bool, get_duration, open_section, path, problem, show
-from exporter.fsutil import fsync_dir
+from exporter.fsutil import remove_leftovers, write_atomic
 
 __all__ = [
     "StateConfig", "parse_state", "StateError", "SnapshotError", "StateManager", "StatePart",
@@ -124,30 +124,6 @@ class StatePart(Protocol):
 
 
 # -- files -------------------------------------------------------------------------------------
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that a crash leaves either the old file or the new one
-    (temp file in the same directory, fsync, rename, fsync of the directory); mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
 
 def encode_snapshot(doc: dict[str, Any]) -> bytes:
     """The file bytes of a snapshot document."""
@@ -242,6 +218,8 @@ class StateManager:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        for leftover in remove_leftovers(self.path):
+            log.info("removed %s, left by a save a crash interrupted", leftover)
 
     def close(self) -> None:
         """Releases the directory's lock."""

@@ -23,7 +23,7 @@ from exporter.privacy import (
     DEFAULT_DENYLIST, AttributeScrubber, IdentityHasher, load_or_create_salt,
 )
 from exporter.records import LOG, METRIC, Record
-from tests.helpers import ROOT, built
+from tests.helpers import ROOT, ProcessExporter, built
 from tests.otel import logger_provider, tracer_provider
 
 
@@ -178,6 +178,41 @@ def test_the_salt_file_is_created_once_with_mode_0600(tmp_path, caplog):
         assert load_or_create_salt(tmp_path) == salt
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "readable by others" in caplog.text and salt not in caplog.text
+
+
+class Crash(BaseException):
+    """The process dying in the middle of a write."""
+
+
+def test_a_crash_while_the_salt_is_written_leaves_no_short_salt(tmp_path, monkeypatch):
+    real_write = os.write
+
+    def half_then_crash(fd, data):
+        real_write(fd, bytes(data)[: len(data) // 2])
+        raise Crash()
+
+    monkeypatch.setattr(os, "write", half_then_crash)
+    with pytest.raises(Crash):
+        load_or_create_salt(tmp_path)
+    monkeypatch.setattr(os, "write", real_write)
+    assert not (tmp_path / "salt").exists()
+    salt = load_or_create_salt(tmp_path)  # the next start makes a whole one
+    assert len(salt) == 64 and (tmp_path / "salt").read_text() == salt + "\n"
+
+
+def test_a_temp_file_left_by_a_crash_is_removed_and_a_whole_salt_made(tmp_path):
+    state_dir = tmp_path / "s"
+    state_dir.mkdir()
+    leftover = state_dir / ".salt.tmp-4242"
+    leftover.write_text("3f5c")  # what a crash after the first bytes leaves
+    e = ProcessExporter(["--state-dir", str(state_dir)])
+    try:
+        assert e.post("/v1/logs", json.dumps({"resourceLogs": []}).encode()).status_code == 200
+        assert "left by a start that was interrupted while creating the salt" in e.log()
+    finally:
+        e.close()
+    assert not leftover.exists()
+    assert len((state_dir / "salt").read_text().strip()) == 64
 
 
 def test_a_damaged_salt_file_stops_the_exporter_with_a_message(tmp_path):

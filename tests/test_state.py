@@ -572,3 +572,14 @@ def test_state_config_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_config(str(path), env={})
     assert message in str(err.value)
+
+
+def test_a_temp_file_left_by_an_interrupted_save_is_removed_at_start(tmp_path, caplog):
+    leftover = tmp_path / f".{STATE_FILE}.tmp-4242"
+    leftover.write_bytes(b"\x1f\x8b half a snapshot")
+    m, _ = manager(new_app(tmp_path=tmp_path), tmp_path)
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        m.open()
+    m.close()
+    assert not leftover.exists()
+    assert "left by a save a crash interrupted" in caplog.text
