@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", metavar="DIR",
                        help="where counts and window sketches are saved and restored (env "
                             "KPI_EXPORTER_STATE_DIR, config state.dir; default ./data)")
+    serve.add_argument("--web.enable-lifecycle", action="store_true", dest="enable_lifecycle",
+                       help="allow reloading the config with POST /-/reload on the metrics "
+                            "listener (env KPI_EXPORTER_WEB_ENABLE_LIFECYCLE, config "
+                            "server.enable_lifecycle; default off: it answers 403, and SIGHUP "
+                            "reloads)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="log verbosity (default info)")
 
@@ -138,7 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
                                    ("web_config_file", args.web_config_file),
                                    ("state_dir", args.state_dir),
                                    ("windows_store", args.windows_store),
-                                   ("reuse_port", args.reuse_port)) if v}
+                                   ("reuse_port", args.reuse_port),
+                                   ("enable_lifecycle", args.enable_lifecycle)) if v}
     if args.otlp_grpc_listen is not None:  # '' turns the gRPC listener off
         overrides["otlp_grpc_listen"] = args.otlp_grpc_listen
     try:

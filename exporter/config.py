@@ -28,7 +28,7 @@ from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.windows.config import WindowsConfig, parse_windows
 
 __all__ = ["Config", "ServerConfig", "ConfigError", "load_config", "default_rules_text",
-           "parse_listen", "parse_size"]
+           "parse_listen", "parse_size", "LIFECYCLE_ENV"]
 
 DEFAULT_OTLP_LISTEN = "0.0.0.0:4318"
 DEFAULT_OTLP_GRPC_LISTEN = "0.0.0.0:4317"
@@ -39,7 +39,9 @@ _TOP_KEYS = ("server", "limits", "default_rules", "rules", "windows", "web_analy
              "privacy", "genai")
 _SERVER_KEYS = ("otlp_listen", "otlp_grpc_listen", "metrics_listen", "reuse_port",
                 "web_config_file", "max_body_size", "max_concurrent_requests", "threads", "auth",
-                "cors")
+                "cors", "enable_lifecycle")
+LIFECYCLE_ENV = "KPI_EXPORTER_WEB_ENABLE_LIFECYCLE"
+_ENV_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _AUTH_KEYS = ("bearer_tokens", "bearer_token_file")
 _CORS_KEYS = ("allowed_origins", "max_age")
 _LIMIT_KEYS = ("max_series_per_metric", "max_label_value_length", "max_streams_per_metric",
@@ -144,6 +146,8 @@ class ServerConfig:
     bearer_tokens: tuple[str, ...] = ()
     cors_allowed_origins: tuple[str, ...] = ()
     cors_max_age: int = 600
+    # POST /-/reload answers 403 unless this is on (as Prometheus' --web.enable-lifecycle)
+    enable_lifecycle: bool = False
 
     @property
     def buffer_limit(self) -> int:
@@ -231,8 +235,8 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     """Loads, merges and validates the configuration; raises :class:`ConfigError`.
 
     ``overrides`` are command-line values (``otlp_listen``, ``otlp_grpc_listen``,
-    ``metrics_listen``, ``web_config_file``, ``state_dir``, ``windows_store``, ``reuse_port``)
-    that win over everything else.
+    ``metrics_listen``, ``web_config_file``, ``state_dir``, ``windows_store``, ``reuse_port``,
+    ``enable_lifecycle``) that win over everything else.
     """
     env = os.environ if env is None else env
     overrides = overrides or {}
@@ -356,6 +360,29 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
                                         s.max_concurrent_requests)
     s.threads = get_int(server, "threads", "server", problems, s.threads, high=MAX_THREADS,
                         hint=" (past that, run more processes)")
+
+    # The lifecycle API (POST /-/reload): flag, then environment, then file.
+    s.enable_lifecycle = get_bool(server, "enable_lifecycle", "server", problems, False)
+    lifecycle_name, lifecycle_line = "server.enable_lifecycle", at(server, "enable_lifecycle")
+    env_lifecycle = env.get(LIFECYCLE_ENV)
+    if overrides.get("enable_lifecycle"):
+        s.enable_lifecycle, lifecycle_name, lifecycle_line = True, "--web.enable-lifecycle", ""
+    elif env_lifecycle is not None:
+        if env_lifecycle.strip().lower() in _ENV_BOOLS:
+            s.enable_lifecycle = _ENV_BOOLS[env_lifecycle.strip().lower()]
+            lifecycle_name, lifecycle_line = LIFECYCLE_ENV, ""
+        else:
+            problems.append(f"{LIFECYCLE_ENV}: expected true or false, got "
+                            f"{show(env_lifecycle)}")
+    otlp_address = parse_listen_or_none(s.otlp_listen)
+    if s.enable_lifecycle and otlp_address is not None and otlp_address == parse_listen_or_none(
+            s.metrics_listen):
+        # the line of the setting that turned it on, or else of the address that is shared
+        line = lifecycle_line or at(server, "metrics_listen") or at(server, "otlp_listen")
+        problems.append(f"{line}{lifecycle_name}: the OTLP receiver and the metrics listener "
+                        f"share {s.metrics_listen}, so whoever can send could reload the "
+                        f"config; give server.metrics_listen a port of its own, or leave the "
+                        f"lifecycle API off and reload with SIGHUP")
 
     tokens = list(get_names(auth, "bearer_tokens", "server.auth", problems,
                             "non-empty strings") or ())

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from werkzeug.exceptions import HTTPException, NotFound
 
 from exporter import __version__
-from exporter.config import Config
+from exporter.config import LIFECYCLE_ENV, Config
 from exporter.server import WSGIApp
 
 __all__ = ["create_web_app"]
@@ -24,6 +24,11 @@ _PATHS = "/metrics, /, /-/healthy, /-/ready and POST /-/reload"
 
 
 _TEXT = "text/plain; charset=utf-8"
+
+
+_LIFECYCLE_OFF = ("Lifecycle API is not enabled: start the exporter with "
+                  "--web.enable-lifecycle (or server.enable_lifecycle: true, or "
+                  f"{LIFECYCLE_ENV}=true) to reload with POST /-/reload, or send it SIGHUP.\n")
 
 
 def _landing(cfg: Config) -> str:
@@ -51,6 +56,7 @@ OTLP/HTTP receiver on <code>{html.escape(s.otlp_listen)}</code> (<code>/v1/logs<
 Basic auth on this listener: {'yes' if s.web and s.web.users else 'no'}.</p>
 <h2>Configuration</h2><p>{html.escape(cfg.describe())}.
 Bearer token required: {'yes' if s.bearer_tokens else 'no'}.
+Reload with <code>POST /-/reload</code>: {'on' if s.enable_lifecycle else 'off (SIGHUP reloads)'}.
 CORS origins: {html.escape(', '.join(s.cors_allowed_origins) or 'none')}.
 Series cap per metric: {cfg.max_series_per_metric}.</p>
 <table><tr><th>Metric</th><th>Type</th><th>Match</th><th>Labels</th><th>Value</th></tr>
@@ -81,6 +87,8 @@ def create_web_app(registry: CollectorRegistry, config: Callable[[], Config],
 
     @app.post("/-/reload")
     def reload() -> Response:
+        if not config().server.enable_lifecycle:
+            return Response(_LIFECYCLE_OFF, status=403, content_type="text/plain")
         ok, message = do_reload()
         return Response(message + "\n", status=200 if ok else 400, content_type=_TEXT)
 

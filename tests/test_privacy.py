@@ -103,7 +103,7 @@ def test_what_rules_and_observers_see_has_no_denylisted_attribute(exporter_facto
 
 
 def test_a_reloaded_denylist_takes_effect_at_once(exporter_factory):
-    e = exporter_factory("privacy: {attribute_denylist: []}\n")
+    e = exporter_factory("server: {enable_lifecycle: true}\nprivacy: {attribute_denylist: []}\n")
     seen: list[dict] = []
     e.pipeline.add_observer(lambda batch: seen.extend(
         dict(r.attributes) for r in batch.records))
@@ -117,7 +117,8 @@ def test_a_reloaded_denylist_takes_effect_at_once(exporter_factory):
     send()
     assert seen[-1].get("app.tier") == "gold"
     assert e.config_path is not None
-    Path(e.config_path).write_text("privacy: {attribute_denylist: ['app.tier']}\n")
+    Path(e.config_path).write_text("server: {enable_lifecycle: true}\n"
+                                   "privacy: {attribute_denylist: ['app.tier']}\n")
     assert requests.post(e.metrics_url + "/-/reload", timeout=10).status_code == 200
     send()
     assert "app.tier" not in seen[-1] and seen[-1]["url.path"] == "/"

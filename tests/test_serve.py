@@ -6,15 +6,20 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
+import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import ROOT, eventually
+import exporter.app
+from exporter.config import ConfigError, load_config
+from tests.helpers import ROOT, eventually, free_port
 
 PAGE_VIEW = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
     {"eventName": "app.page_view",
@@ -28,6 +33,10 @@ rules:
     match: {signal: log, name: app.signup}
     labels: {plan: app.plan}
 """
+
+
+# POST /-/reload is off unless enabled, as Prometheus' lifecycle API is.
+LIFECYCLE = "server: {enable_lifecycle: true}\n"
 
 
 def signup(plan="pro"):
@@ -73,7 +82,7 @@ def test_self_metrics_are_exposed(exporter):
 
 
 def test_reload_over_http_keeps_unchanged_series_and_refuses_a_broken_config(exporter_factory):
-    e = exporter_factory(CUSTOM)
+    e = exporter_factory(LIFECYCLE + CUSTOM)
     e.post("/v1/logs", signup())
     e.post("/v1/logs", PAGE_VIEW)
     assert e.config_path is not None
@@ -101,16 +110,142 @@ def test_reload_over_http_keeps_unchanged_series_and_refuses_a_broken_config(exp
 
 
 def test_reload_drops_series_whose_labels_changed(exporter_factory):
-    e = exporter_factory(CUSTOM)
+    e = exporter_factory(LIFECYCLE + CUSTOM)
     e.post("/v1/logs", signup())
     assert e.config_path is not None
     with open(e.config_path, "w") as f:
-        f.write(CUSTOM.replace("labels: {plan: app.plan}", "labels: {tier: app.plan}"))
+        f.write(LIFECYCLE + CUSTOM.replace("labels: {plan: app.plan}", "labels: {tier: app.plan}"))
     assert requests.post(e.metrics_url + "/-/reload", timeout=5).status_code == 200
     e.post("/v1/logs", signup())
     s = e.scrape()
     assert s.value("app_signups_total", plan="pro") is None
     assert s.value("app_signups_total", tier="pro") == 1
+
+
+def test_reload_over_http_is_off_unless_the_lifecycle_api_is_enabled(exporter_factory):
+    e = exporter_factory(CUSTOM)
+    r = requests.post(e.metrics_url + "/-/reload", timeout=5)
+    assert r.status_code == 403
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert r.text == ("Lifecycle API is not enabled: start the exporter with "
+                      "--web.enable-lifecycle (or server.enable_lifecycle: true, or "
+                      "KPI_EXPORTER_WEB_ENABLE_LIFECYCLE=true) to reload with POST /-/reload, "
+                      "or send it SIGHUP.\n")
+    s = e.scrape()
+    assert s.value("kpi_exporter_config_reloads_total", outcome="success") == 0
+    assert s.value("kpi_exporter_config_reloads_total", outcome="failure") == 0
+    assert "SIGHUP reloads" in requests.get(e.metrics_url + "/", timeout=5).text
+
+
+@pytest.mark.parametrize("how", [("--web.enable-lifecycle",), ()], ids=["flag", "env"])
+def test_the_lifecycle_api_is_enabled_by_flag_or_environment(process_factory, how):
+    env = {} if how else {"KPI_EXPORTER_WEB_ENABLE_LIFECYCLE": "true"}
+    e = process_factory(*how, env=env)
+    r = requests.post(e.metrics_url + "/-/reload", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.text.startswith("config reloaded from built-in defaults")
+
+
+def test_lifecycle_settings_precedence_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("server: {enable_lifecycle: true}\n")
+    assert load_config(str(path), env={}).server.enable_lifecycle
+    assert not load_config(str(path), env={"KPI_EXPORTER_WEB_ENABLE_LIFECYCLE": "false"}
+                           ).server.enable_lifecycle
+    assert load_config(None, env={"KPI_EXPORTER_WEB_ENABLE_LIFECYCLE": "false"},
+                       overrides={"enable_lifecycle": True}).server.enable_lifecycle
+    assert not load_config(None, env={}).server.enable_lifecycle
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={"KPI_EXPORTER_WEB_ENABLE_LIFECYCLE": "sure"})
+    assert err.value.problems == ["KPI_EXPORTER_WEB_ENABLE_LIFECYCLE: expected true or false, "
+                                  "got 'sure'"]
+    path.write_text("server: {enable_lifecycle: yes please}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert err.value.problems == [f"{path}:1: server.enable_lifecycle: expected true or false, "
+                                  f"got 'yes please'"]
+
+
+def test_on_a_shared_port_reload_over_http_is_never_reachable_by_senders(process_factory,
+                                                                          tmp_path):
+    port = free_port()
+    e = process_factory(otlp_port=port, metrics_port=port)  # one listener for both
+    assert e.post("/v1/logs", PAGE_VIEW).status_code == 200
+    assert requests.post(e.otlp_url + "/-/reload", timeout=5).status_code == 403
+    # enabling it there is refused at start: whoever can send could reload
+    config = tmp_path / "c.yaml"
+    config.write_text(f"server: {{otlp_listen: '127.0.0.1:{port}', "
+                      f"metrics_listen: '127.0.0.1:{port}', enable_lifecycle: true}}\n")
+    r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--config", str(config)],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2
+    assert (f"{config}:1: server.enable_lifecycle: the OTLP receiver and the metrics listener "
+            f"share 127.0.0.1:{port}, so whoever can send could reload the config; give "
+            f"server.metrics_listen a port of its own, or leave the lifecycle API off and "
+            f"reload with SIGHUP") in r.stderr
+
+
+def test_the_reload_answer_names_the_settings_that_need_a_restart(exporter_factory):
+    e = exporter_factory(LIFECYCLE + CUSTOM)
+    assert e.config_path is not None
+    with open(e.config_path, "w") as f:
+        f.write("server: {enable_lifecycle: true, threads: 3}\nstate: {interval: 10s}\n"
+                + CUSTOM)
+    r = requests.post(e.metrics_url + "/-/reload", timeout=5)
+    assert r.status_code == 200
+    assert r.text.endswith("; restart to apply: server.threads, state\n"), r.text
+
+
+def test_reloads_run_one_at_a_time(exporter_factory, monkeypatch):
+    e = exporter_factory(LIFECYCLE + CUSTOM)
+    loading, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+    real_load = exporter.app.load_config
+
+    def slow_load(*args, **kwargs):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            loading.set()
+            release.wait(20)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(exporter.app, "load_config", slow_load)
+    answers: list[int] = []
+    over_http = threading.Thread(target=lambda: answers.append(
+        requests.post(e.metrics_url + "/-/reload", timeout=30).status_code))
+    over_http.start()
+    assert loading.wait(20)
+    by_signal = threading.Thread(target=e.app.reload)  # what SIGHUP runs
+    by_signal.start()
+    time.sleep(0.5)
+    assert calls == [0]  # the second reload waits for the first to finish
+    release.set()
+    over_http.join(30)
+    by_signal.join(30)
+    assert calls == [0, 1] and answers == [200]
+    assert e.scrape().value("kpi_exporter_config_reloads_total", outcome="success") == 2
+
+
+def test_a_request_is_mapped_with_the_rules_it_was_decoded_with(exporter_factory, tmp_path):
+    e = exporter_factory("default_rules: false\n" + CUSTOM)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text("default_rules: false\n" + CUSTOM.replace("name: app.signup",
+                                                                 "name: app.register"))
+    new_config = load_config(str(changed), env={})
+
+    def reload_midway(batch):  # runs between decode and map
+        e.pipeline.reconfigure(new_config, [])
+
+    e.pipeline.reconfigure(e.pipeline.config, [reload_midway])
+    assert e.post("/v1/logs", signup()).status_code == 200
+    s = e.scrape()
+    assert s.value("app_signups_total", plan="pro") == 1  # the rules it was decoded with
+    assert s.value("kpi_exporter_records_unmatched_total", signal="log") is None
+    assert e.post("/v1/logs", signup()).status_code == 200  # the next request: the new rules
+    s = e.scrape()
+    assert s.value("app_signups_total", plan="pro") == 1
+    assert s.value("kpi_exporter_records_unmatched_total", signal="log") == 1
 
 
 def test_sighup_reloads_and_sigterm_stops_the_real_process(process_factory, tmp_path):
