@@ -15,6 +15,11 @@ LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 SELF_PREFIX = "kpi_exporter_"
 OVERFLOW_LABEL = "otel_metric_overflow"
 
+# Names the exporter's process, platform and garbage-collector collectors (prometheus_client)
+# serve on the same /metrics: a rule's metric must not collide with them.
+_RUNTIME_PREFIXES = ("process_", "python_gc_")
+_RUNTIME_NAMES = ("python_info",)
+
 # Suffixes that name a unit Prometheus wants in its base unit instead.
 _NON_BASE_UNITS = {
     "milliseconds": ("seconds", "0.001"), "ms": ("seconds", "0.001"),
@@ -57,6 +62,10 @@ def check_metric_name(name: str, metric_type: str, unit_hint: str | None = None)
     if name.startswith(SELF_PREFIX):
         problems.append(f"{name!r}: the prefix {SELF_PREFIX!r} is reserved for the exporter's "
                         f"own metrics; pick another prefix such as 'app_'")
+    if name.startswith(_RUNTIME_PREFIXES) or name in _RUNTIME_NAMES:
+        problems.append(f"{name!r}: process_*, python_gc_* and python_info are the exporter's "
+                        f"own process and runtime metrics on the same /metrics; pick another "
+                        f"name, such as one starting with 'app_'")
     if ":" in name:
         problems.append(f"{name!r}: colons are reserved for recording rules; use underscores")
     base = name

@@ -44,6 +44,13 @@ BROKEN = [
      "    value: {attribute: n}\n", "'_seconds' and convert with 'scale: 0.001'"),
     ("rules:\n  - metric: kpi_exporter_mine_total\n    type: counter\n"
      "    match: {signal: log, name: a}\n", "reserved for the exporter's own metrics"),
+    ("rules:\n  - metric: process_open_fds\n    type: gauge\n    match: {signal: log, name: a}\n"
+     "    value: {attribute: n}\n", ":2: rules[0] (process_open_fds).metric: 'process_open_fds': "
+     "process_*, python_gc_* and python_info are the exporter's own process and runtime metrics"),
+    ("rules:\n  - metric: python_gc_objects_collected_total\n    type: counter\n"
+     "    match: {signal: log, name: a}\n", "are the exporter's own process and runtime metrics"),
+    ("rules:\n  - metric: python_info\n    type: gauge\n    match: {signal: log, name: a}\n"
+     "    value: {attribute: n}\n", "are the exporter's own process and runtime metrics"),
     ("rules:\n  - metric: span_time\n    type: histogram\n    match: {signal: span}\n"
      "    value: duration\n", "must end in '_seconds'"),
     (RULE + "    labels: {user: user.id}\n", "app_active_users"),

@@ -7,12 +7,12 @@ the OpenMetrics format, which Prometheus asks for first.
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
+from prometheus_client.utils import floatToGoString
 
 from exporter.naming import OVERFLOW_LABEL
 from exporter.rules import COUNTER, GAUGE
@@ -37,11 +37,6 @@ def exemplar(stored: StoredExemplar | None) -> Exemplar | None:
     if sum(len(k) + len(v) for k, v in labels.items()) > MAX_EXEMPLAR_LABEL_LENGTH:
         return None
     return Exemplar(labels, value, t / 1e9)
-
-
-def _bound(b: float) -> str:
-    # prometheus_client's own formatting of le values ("0.5", "1.0", "+Inf")
-    return "+Inf" if math.isinf(b) else repr(float(b))
 
 
 class MappedMetricsCollector(Collector):
@@ -74,7 +69,9 @@ class MappedMetricsCollector(Collector):
                     family.samples.append(Sample(definition.name, lab, value, None, None))
             else:
                 family = Metric(definition.name, definition.help, "histogram")
-                bounds = [_bound(b) for b in definition.buckets] + ["+Inf"]
+                # le as prometheus_client's own histograms write it ("0.5", "1.0",
+                # "1.048576e+06", "+Inf"), the same in text and OpenMetrics
+                bounds = [floatToGoString(b) for b in definition.buckets] + ["+Inf"]
                 bucket_name = definition.name + "_bucket"
                 samples = family.samples
                 for labels, h in series.items():
