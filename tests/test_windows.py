@@ -3,6 +3,7 @@ events, conversion rate, breakdowns and their cap, and the gauges over real HTTP
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -154,6 +155,101 @@ def test_a_late_batch_lands_in_the_buckets_of_its_own_timestamps():
     clock.t += 30 * DAY
     assert {k: v[0] for k, v in by_window(w).items()} == dict.fromkeys(users, 0)
     assert w.sketch_bytes() == 0  # buckets no window covers are freed
+
+
+# -- scrapes and ingest ---------------------------------------------------------------------------
+
+def users_of(w: MemoryWindowStore) -> dict[str, float]:
+    return {k: v[0] for k, v in by_window(w).items()}
+
+
+def counting_unions(w: MemoryWindowStore, monkeypatch, during=None) -> list[bool]:
+    """Records, for every union of closed buckets a scrape builds, whether the ingest lock
+    was held while it was built; ``during`` runs in the middle of the first one."""
+    calls: list[bool] = []
+    real = w._union
+
+    def union(sketches):
+        calls.append(w.lock.locked())
+        if during is not None and len(calls) == 1:
+            during()
+        return real(sketches)
+
+    monkeypatch.setattr(w, "_union", union)
+    return calls
+
+
+def test_a_scrape_merges_closed_buckets_once_and_without_the_ingest_lock(monkeypatch):
+    clock = Clock(NOW - NOW % 86400 + 3605)  # 5 s into a 10 s bucket, an hour into a day
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
+    w.add([(clock.t - age, HASHER.hash(f"u{age}"), None, False, ())
+           for age in (5, 30, 200, 1000, 5000, 90_000)])
+    calls = counting_unions(w, monkeypatch)
+    assert users_of(w) == {"5m": 3, "1h": 4, "1d": 5, "7d": 6, "30d": 6}
+    assert len(calls) == 5 * 3 and not any(calls)  # every window's closed buckets, unlocked
+    w.add([(clock.t - 1, HASHER.hash("new"), None, False, ())])  # the current buckets
+    assert users_of(w) == {"5m": 4, "1h": 5, "1d": 6, "7d": 7, "30d": 7}
+    assert len(calls) == 15  # nothing built again: closed buckets did not change
+    clock.t += 10  # the 5m window's current bucket closes: only its union is built again
+    assert users_of(w) == {"5m": 4, "1h": 5, "1d": 6, "7d": 7, "30d": 7}
+    assert len(calls) == 15 + 3
+
+
+def test_a_late_event_in_a_closed_bucket_renews_the_unions_that_cover_it(monkeypatch):
+    clock = Clock(NOW - NOW % 86400 + 3600)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
+    w.add([(clock.t - 5, HASHER.hash("now"), None, False, ())])
+    assert users_of(w) == {"5m": 1, "1h": 1, "1d": 1, "7d": 1, "30d": 1}
+    calls = counting_unions(w, monkeypatch)
+    # late: 2 minutes and 50 minutes ago, into buckets every window had closed
+    w.add([(clock.t - 120, HASHER.hash("late-1"), None, False, ()),
+           (clock.t - 3000, HASHER.hash("late-2"), None, False, ())])
+    assert users_of(w) == {"5m": 2, "1h": 3, "1d": 3, "7d": 3, "30d": 3}
+    # built again: the 5m, 1h and 1d windows, whose closed buckets (10 s, 1 min, 30 min) the
+    # late events landed in; the 7d and 30d windows' current buckets (3 h, a day) hold them
+    assert len(calls) == 3 * 3
+
+
+def test_a_union_built_while_a_late_event_lands_is_not_kept(monkeypatch):
+    clock = Clock(NOW - NOW % 86400 + 3600)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
+    w.add([(clock.t - 60, HASHER.hash("early"), None, False, ())])
+    late = lambda: w.add([(clock.t - 90, HASHER.hash("late"), None, False, ())])  # noqa: E731
+    calls = counting_unions(w, monkeypatch, during=late)
+    users_of(w)  # the scrape that raced with the late event (it may count it or not)
+    assert not any(calls)
+    # the next scrape does not reuse a union that may have missed it
+    assert users_of(w)["5m"] == 2 and users_of(w)["1h"] == 2
+
+
+def test_scrapes_racing_with_late_and_current_events_leave_no_stale_union():
+    clock = Clock(NOW - NOW % 86400 + 3605)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
+    ages = [5, 25, 95, 250, 1200, 3000, 7000, 40_000, 200_000, 900_000]
+    done = threading.Event()
+
+    def ingest(worker: int) -> None:
+        for i in range(60):
+            w.add([(clock.t - ages[(i + worker) % len(ages)],
+                    HASHER.hash(f"u{worker}-{i}"), None, False, ())])
+
+    def scrape() -> None:
+        while not done.is_set():
+            w.estimates()
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    workers = [threading.Thread(target=ingest, args=(k,)) for k in range(4)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    done.set()
+    scraper.join()
+    exact = {spec.name: sum(1 for k in range(4) for i in range(60)
+                            if clock.t - ages[(i + k) % len(ages)] >= window_start(spec, clock.t))
+             for spec in w.config.windows}
+    assert users_of(w) == exact
 
 
 def test_window_edges_follow_their_buckets():

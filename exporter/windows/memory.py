@@ -6,6 +6,13 @@ scrape merges the buckets a window covers. Memory is a function of the windows a
 precision, never of the number of users. The sketches survive a restart in the exporter's
 snapshot.
 
+Scrapes never stall ingest. A scrape holds the lock only to pick the sketches it needs, and
+merges them after letting it go. It keeps, per window and group, the union of the window's
+closed buckets (all but the current one), so most scrapes merge that union with the current
+bucket only. A closed bucket changes only when a late event lands in it: that bumps the
+group's version, and the unions cut at that bucket width are built again at the next scrape.
+A new union is kept only if no late event came in while it was being built.
+
 A record lands in the bucket of its own timestamp, so a batch that arrives late is counted
 where it belongs. Records older than every window, or further in the future than
 ``max_future``, are dropped and counted by reason.
@@ -46,6 +53,22 @@ TOTAL: tuple[Any, ...] = ()
 
 # One time slot's identity hashes: users, sessions, converting sessions.
 _Slot = tuple[set[int], set[int], set[int]]
+
+_KINDS = ("users", "sessions", "conversions")
+
+
+class _Closed:
+    """The union of a window's closed buckets for one group: one sketch (or None) and its
+    estimate per figure, valid while the window's current bucket is ``current`` and the
+    group's version at its bucket width is ``version``."""
+
+    __slots__ = ("current", "version", "sketches", "estimates")
+
+    def __init__(self, current: int, version: int, sketches: tuple[Any, Any, Any]):
+        self.current = current
+        self.version = version
+        self.sketches = sketches
+        self.estimates = tuple(0.0 if s is None else float(s.get_estimate()) for s in sketches)
 
 # Runs an iterator to its end in C: the sketch updates of a set without a Python loop.
 _consume: Callable[[Iterable[Any]], None] = collections.deque(maxlen=0).extend
@@ -101,6 +124,10 @@ class MemoryWindowStore(WindowStore):
             tuple(self._tiers[t] for t in sorted({by_name[n].bucket_seconds for n in b.windows}))
             for b in config.breakdowns)
         self._admitted: list[dict[str, None]] = [{} for _ in config.breakdowns]
+        # (bucket width, group) -> how many batches put late events into a closed bucket
+        self._versions: dict[tuple[int, tuple[Any, ...]], int] = {}
+        # (window name, group) -> the union of its closed buckets
+        self._closed: dict[tuple[str, tuple[Any, ...]], _Closed] = {}
         self.dropped = {"too_old": 0, "in_future": 0}
         self.overflow = [0 for _ in config.breakdowns]
         self.accepted = 0
@@ -111,6 +138,7 @@ class MemoryWindowStore(WindowStore):
         with self.lock:
             for tier in self._tiers.values():
                 tier.cells = {}
+            self._closed = {}
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -137,9 +165,6 @@ class MemoryWindowStore(WindowStore):
     def add(self, events: Iterable[Event]) -> None:
         """Counts events: (time in seconds, user hash or None, session hash or None,
         is a conversion, breakdown values in config order). A time of 0 means now."""
-        now = self.clock()
-        now_s = int(now)
-        horizon = now + self.config.max_future
         slot = self._slot
         breakdowns = range(len(self.config.breakdowns))
         # Identities are gathered into sets per time slot first: a batch mostly repeats a few
@@ -147,6 +172,12 @@ class MemoryWindowStore(WindowStore):
         totals: dict[int, _Slot] = {}
         split: dict[tuple[Any, ...], dict[int, _Slot]] = {}
         with self.lock:
+            # The time is read under the lock, so a scrape that took it before sees this
+            # batch's current bucket as current (or later), never a closed bucket changing
+            # without a version bump.
+            now = self.clock()
+            now_s = int(now)
+            horizon = now + self.config.max_future
             self._rotate(now)
             earliest = min((self._start(w, now) for w in self.config.windows), default=now_s)
             accepted = 0
@@ -203,6 +234,9 @@ class MemoryWindowStore(WindowStore):
                     by_bucket.setdefault(bucket, []).append(entry)
             if not by_bucket:
                 continue
+            if min(by_bucket) < int(now) // width:  # late events in a closed bucket
+                key = (width, group)
+                self._versions[key] = self._versions.get(key, 0) + 1
             cells = tier.cells.get(group)
             if cells is None:
                 cells = tier.cells[group] = {}
@@ -252,51 +286,96 @@ class MemoryWindowStore(WindowStore):
     # -- reads --------------------------------------------------------------------------------
 
     def estimates(self) -> list[Estimate]:
-        """Every window's estimates: the totals (always), then each breakdown value seen."""
-        now = self.clock()
-        out: list[Estimate] = []
+        """Every window's estimates: the totals (always), then each breakdown value seen.
+        Holds the lock only to pick the sketches; merges them without it."""
+        plan: list[tuple[WindowSpec, tuple[Any, ...], int, int, _Closed | None, list[_Cell],
+                         _Cell | None]] = []
         with self.lock:
+            now = self.clock()
             self._rotate(now)
             for w in self.config.windows:
                 tier = self._tiers[w.bucket_seconds]
-                first = int(now) // w.bucket_seconds - w.buckets + 1
+                current = int(now) // w.bucket_seconds
+                first = current - w.buckets + 1
                 groups: list[tuple[Any, ...]] = [TOTAL]
                 groups += sorted((g for g in tier.cells if g and
                                   w.name in self.config.breakdowns[g[0]].windows),
                                  key=lambda g: (g[0], g[1] == OVERFLOW_VALUE, g[1]))
                 for group in groups:
-                    cells = [c for b, c in tier.cells.get(group, {}).items() if b >= first]
-                    users, sessions, conversions = (
-                        self._merge([getattr(c, kind) for c in cells])
-                        for kind in ("users", "sessions", "conversions"))
-                    if group and not (users or sessions):
-                        continue
-                    out.append(Estimate(w.name, group[0] if group else -1,
-                                        group[1] if group else "", users, sessions, conversions))
+                    cells = tier.cells.get(group, {})
+                    version = self._versions.get((w.bucket_seconds, group), 0)
+                    closed = self._closed.get((w.name, group))
+                    closed_cells: list[_Cell] = []
+                    if closed is None or closed.current != current or closed.version != version:
+                        closed = None
+                        closed_cells = [c for b, c in cells.items() if first <= b < current]
+                    plan.append((w, group, current, version, closed, closed_cells,
+                                 cells.get(current)))
+        out: list[Estimate] = []
+        built: list[tuple[tuple[str, tuple[Any, ...]], int, _Closed]] = []
+        for w, group, current, version, closed, closed_cells, live in plan:
+            if closed is None:
+                closed = _Closed(current, version, tuple(
+                    self._union([getattr(c, kind) for c in closed_cells]) for kind in _KINDS))
+                built.append(((w.name, group), w.bucket_seconds, closed))
+            users, sessions, conversions = (
+                self._with_current(closed, i, None if live is None else getattr(live, kind))
+                for i, kind in enumerate(_KINDS))
+            if group and not (users or sessions):
+                continue
+            out.append(Estimate(w.name, group[0] if group else -1,
+                                group[1] if group else "", users, sessions, conversions))
+        if built:
+            with self.lock:
+                for key, width, closed in built:
+                    # kept only if no late event landed in its buckets while it was built
+                    if self._versions.get((width, key[1]), 0) == closed.version:
+                        self._closed[key] = closed
+                self._forget_closed()
         return out
 
-    def _merge(self, sketches: list[Any]) -> float:
+    def _union(self, sketches: list[Any]) -> Any:
+        """A new sketch of the union of ``sketches`` (None when all are None), in HLL_8: a
+        union takes an HLL_8 sketch of its own precision as a plain copy, where an HLL_4 one
+        costs a conversion at every scrape."""
         present = [s for s in sketches if s is not None]
         if not present:
-            return 0.0
-        if len(present) == 1:
-            return float(present[0].get_estimate())
+            return None
         union = datasketches.hll_union(self.lg_k)
         for s in present:
             union.update(s)
+        return union.get_result(datasketches.tgt_hll_type.HLL_8)
+
+    def _with_current(self, closed: _Closed, kind: int, live: Any) -> float:
+        """A figure's estimate: the closed buckets' union and the current bucket."""
+        base = closed.sketches[kind]
+        if live is None:
+            return closed.estimates[kind]
+        if base is None:
+            return float(live.get_estimate())
+        union = datasketches.hll_union(self.lg_k)
+        union.update(base)
+        union.update(live)
         return float(union.get_estimate())
+
+    def _forget_closed(self) -> None:
+        """Drops the unions of groups that have no buckets any more (breakdown values whose
+        data aged out). Called under the lock."""
+        if len(self._closed) <= len(self.config.windows) * (
+                1 + sum(b.max_values for b in self.config.breakdowns)):
+            return
+        by_name = {w.name: w for w in self.config.windows}
+        for key in [k for k in self._closed
+                    if k[1] not in self._tiers[by_name[k[0]].bucket_seconds].cells]:
+            del self._closed[key]
 
     def sketch_bytes(self) -> int:
         """What the sketches would take serialized: a measure of the windows' memory."""
-        total = 0
         with self.lock:
-            for tier in self._tiers.values():
-                for cells in tier.cells.values():
-                    for c in cells.values():
-                        for s in (c.users, c.sessions, c.conversions):
-                            if s is not None:
-                                total += s.get_compact_serialization_bytes()
-        return total
+            sketches = [s for tier in self._tiers.values() for cells in tier.cells.values()
+                        for c in cells.values() for s in (c.users, c.sessions, c.conversions)
+                        if s is not None]
+        return sum(s.get_compact_serialization_bytes() for s in sketches)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -378,6 +457,7 @@ class MemoryWindowStore(WindowStore):
             for tier in self._tiers.values():
                 tier.cells = staged.get(tier.width, {})
                 tier.floor = 0
+            self._closed = {}
             self._admitted = [{} for _ in self.config.breakdowns]
             for tier in self._tiers.values():
                 for group in tier.cells:
