@@ -38,14 +38,20 @@ __all__ = ["MemoryWindowStore"]
 
 
 class _Cell:
-    """The sketches of one bucket of one group: users, sessions, converting sessions."""
+    """The sketches of one bucket of one group: users, sessions, converting sessions.
+    ``changes`` counts the batches that updated them (under the lock); ``size`` is their
+    serialized size as of ``sized_at`` changes, so a scrape sizes only the cells that
+    changed."""
 
-    __slots__ = ("users", "sessions", "conversions")
+    __slots__ = ("users", "sessions", "conversions", "changes", "size", "sized_at")
 
     def __init__(self) -> None:
         self.users: Any = None
         self.sessions: Any = None
         self.conversions: Any = None
+        self.changes = 0
+        self.size = 0
+        self.sized_at = -1
 
 
 # The group of the totals; a breakdown's groups are (breakdown index, value).
@@ -55,20 +61,28 @@ TOTAL: tuple[Any, ...] = ()
 _Slot = tuple[set[int], set[int], set[int]]
 
 _KINDS = ("users", "sessions", "conversions")
+# How long a scrape merges sketches before it lets waiting request threads run.
+_SLICE = 0.002
 
 
 class _Closed:
     """The union of a window's closed buckets for one group: one sketch (or None) and its
     estimate per figure, valid while the window's current bucket is ``current`` and the
-    group's version at its bucket width is ``version``."""
+    group's version at its bucket width is ``version``. It also remembers the last figures
+    merged with the current bucket (``live``, as of ``live_changes``), reused while that
+    bucket has not changed."""
 
-    __slots__ = ("current", "version", "sketches", "estimates")
+    __slots__ = ("current", "version", "sketches", "estimates", "live", "live_changes",
+                 "live_estimates")
 
     def __init__(self, current: int, version: int, sketches: tuple[Any, Any, Any]):
         self.current = current
         self.version = version
         self.sketches = sketches
         self.estimates = tuple(0.0 if s is None else float(s.get_estimate()) for s in sketches)
+        self.live: _Cell | None = None
+        self.live_changes = -1
+        self.live_estimates = self.estimates
 
 # Runs an iterator to its end in C: the sketch updates of a set without a Python loop.
 _consume: Callable[[Iterable[Any]], None] = collections.deque(maxlen=0).extend
@@ -244,6 +258,7 @@ class MemoryWindowStore(WindowStore):
                 cell = cells.get(bucket)
                 if cell is None:
                     cell = cells[bucket] = _Cell()
+                cell.changes += 1
                 if len(entries) == 1:
                     users, sessions, conversions = entries[0]
                 else:
@@ -313,14 +328,18 @@ class MemoryWindowStore(WindowStore):
                                  cells.get(current)))
         out: list[Estimate] = []
         built: list[tuple[tuple[str, tuple[Any, ...]], int, _Closed]] = []
+        pause = time.perf_counter() + _SLICE
         for w, group, current, version, closed, closed_cells, live in plan:
+            if time.perf_counter() > pause:
+                # Sketch merges hold the interpreter lock while they run: every few
+                # milliseconds of them, let a request thread that waits for it go first.
+                time.sleep(0)
+                pause = time.perf_counter() + _SLICE
             if closed is None:
                 closed = _Closed(current, version, tuple(
                     self._union([getattr(c, kind) for c in closed_cells]) for kind in _KINDS))
                 built.append(((w.name, group), w.bucket_seconds, closed))
-            users, sessions, conversions = (
-                self._with_current(closed, i, None if live is None else getattr(live, kind))
-                for i, kind in enumerate(_KINDS))
+            users, sessions, conversions = self._with_current(closed, live)
             if group and not (users or sessions):
                 continue
             out.append(Estimate(w.name, group[0] if group else -1,
@@ -346,17 +365,29 @@ class MemoryWindowStore(WindowStore):
             union.update(s)
         return union.get_result(datasketches.tgt_hll_type.HLL_8)
 
-    def _with_current(self, closed: _Closed, kind: int, live: Any) -> float:
-        """A figure's estimate: the closed buckets' union and the current bucket."""
-        base = closed.sketches[kind]
+    def _with_current(self, closed: _Closed, live: _Cell | None) -> tuple[float, ...]:
+        """A window's figures: the closed buckets' union merged with the current bucket,
+        or the last such merge while the current bucket has not changed since."""
         if live is None:
-            return closed.estimates[kind]
-        if base is None:
-            return float(live.get_estimate())
-        union = datasketches.hll_union(self.lg_k)
-        union.update(base)
-        union.update(live)
-        return float(union.get_estimate())
+            return closed.estimates
+        changes = live.changes  # read first: a change during the merge is seen next time
+        if closed.live is live and closed.live_changes == changes:
+            return closed.live_estimates
+        figures = []
+        for base, estimate, kind in zip(closed.sketches, closed.estimates, _KINDS):
+            sketch = getattr(live, kind)
+            if sketch is None:
+                figures.append(estimate)
+            elif base is None:
+                figures.append(float(sketch.get_estimate()))
+            else:
+                union = datasketches.hll_union(self.lg_k)
+                union.update(base)
+                union.update(sketch)
+                figures.append(float(union.get_estimate()))
+        result = tuple(figures)
+        closed.live, closed.live_changes, closed.live_estimates = live, changes, result
+        return result
 
     def _forget_closed(self) -> None:
         """Drops the unions of groups that have no buckets any more (breakdown values whose
@@ -370,12 +401,20 @@ class MemoryWindowStore(WindowStore):
             del self._closed[key]
 
     def sketch_bytes(self) -> int:
-        """What the sketches would take serialized: a measure of the windows' memory."""
+        """What the sketches would take serialized: a measure of the windows' memory. Only
+        the cells that changed since the last call are sized again, outside the lock."""
         with self.lock:
-            sketches = [s for tier in self._tiers.values() for cells in tier.cells.values()
-                        for c in cells.values() for s in (c.users, c.sessions, c.conversions)
-                        if s is not None]
-        return sum(s.get_compact_serialization_bytes() for s in sketches)
+            cells = [c for tier in self._tiers.values() for by_bucket in tier.cells.values()
+                     for c in by_bucket.values()]
+        total = 0
+        for c in cells:
+            changes = c.changes
+            if c.sized_at != changes:
+                c.size = sum(s.get_compact_serialization_bytes()
+                             for s in (c.users, c.sessions, c.conversions) if s is not None)
+                c.sized_at = changes
+            total += c.size
+        return total
 
     # -- state --------------------------------------------------------------------------------
 
