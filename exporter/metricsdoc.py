@@ -86,7 +86,8 @@ def _event(name: str, when_ns: int, **attributes: Any) -> dict[str, Any]:
 def _exercise(app: App) -> None:
     """Sends a few requests through the real receiver so every labelled family has samples:
     used, rejected and unmatched records, an event too old and one too far ahead for the
-    windows, a GenAI span, a malformed body, then a state save."""
+    windows, a GenAI span, a cumulative GenAI histogram point (a stream to remember), a
+    malformed body, then a state save."""
     now = time.time_ns()
     day = 86_400 * 10**9
     who = {"user.id": "u-1", "session.id": "s-1", _BREAKDOWN_ATTRIBUTE: "ios"}
@@ -110,11 +111,23 @@ def _exercise(app: App) -> None:
                                _attr("gen_ai.provider.name", "openai"),
                                _attr("gen_ai.request.model", "m"),
                                _attr("gen_ai.usage.input_tokens", 10)]}]}]}]}).encode()),
+        client.post("/v1/metrics", content_type="application/json", data=json.dumps(
+            {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+                "name": "gen_ai.client.operation.duration", "histogram": {
+                    "aggregationTemporality": 2, "dataPoints": [{
+                        "startTimeUnixNano": str(now - 10**9), "timeUnixNano": str(now),
+                        "count": "1", "sum": 0.5,
+                        "explicitBounds": [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28,
+                                           2.56, 5.12, 10.24, 20.48, 40.96, 81.92],
+                        "bucketCounts": ["0"] * 6 + ["1"] + ["0"] * 8,
+                        "attributes": [_attr("gen_ai.operation.name", "chat")]}]}}]}]}]}
+        ).encode()),
         client.post("/v1/metrics", content_type="application/json", data=b"{not json"),
     ]
     codes = [a.status_code for a in answers]
-    if codes != [200, 200, 400]:
-        raise RuntimeError(f"the example requests were answered {codes}, not [200, 200, 400]")
+    if codes != [200, 200, 200, 400]:
+        raise RuntimeError(f"the example requests were answered {codes}, not "
+                           f"[200, 200, 200, 400]")
     if app.state is not None:
         app.state.save()
 
