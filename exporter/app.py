@@ -396,6 +396,7 @@ def build(config: Config, *, config_path: str | None = None,
 
     if state is not None:
         state.add("store", store)
+        store.on_unsaved_change = state.mark_unsaved
         if windows is not None and not config.windows.shared:
             # a shared store keeps its sketches itself, for every replica
             state.add("windows", windows, salted=True)

@@ -6,15 +6,19 @@ fsync, rename, fsync of the directory) every ``state.interval`` and at shutdown,
 back at start. A snapshot that cannot be read is moved aside, never overwritten, so nothing
 is lost that a person might still want to recover.
 
-A snapshot says whether a clean stop wrote it (``"clean": true``, only from the final save
-at SIGTERM). Counters must never go back to an older value Prometheus has already passed:
-it would read the drop as a reset and count their whole history again. So only a clean
-snapshot, which holds everything the stopped process counted, gives its counters back;
-after an unclean stop (kill -9, an OOM kill, a lost node, a failed final save) the latest
-snapshot is a periodic one, older than what Prometheus may have scraped, and the parts are
-told to start their counters from zero, a reset Prometheus handles. A clean snapshot is
-marked used (rewritten with ``"clean": false``) before anything is restored from it, so a
-crash of the run that restored it cannot restore its counters a second time.
+Counters must never go back to an older value Prometheus has already passed: it would read
+the drop as a reset and count their whole history again. So a snapshot gives its counters
+back only when it is *complete*, holding everything the stopped process counted; otherwise
+the parts are told to start their counters from zero, a reset Prometheus handles.
+
+Snapshots are numbered (``generation``). Before the first change to the counts after a
+snapshot is taken, the store calls :meth:`StateManager.mark_unsaved`, which writes that
+snapshot's number durably to the file ``unsaved``. At start, a snapshot is complete when
+that file names an older snapshot (or does not exist): nothing was counted after it was
+taken. So a clean stop (SIGTERM: the listeners close, then the final save, marked
+``"clean": true``) is complete, and so is a kill -9 or a crash that came after a save with
+no traffic since; a crash after counting more is not, and neither is a crash of a run that
+restored a snapshot and counted more since (its first change marked it).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ log = logging.getLogger("kpi_exporter")
 FORMAT = "kpi-exporter-state"
 VERSION = 1
 STATE_FILE = "state.json.gz"
+UNSAVED_FILE = "unsaved"
 LOCK_FILE = "lock"
 DEFAULT_DIR = "./data"
 STATE_DIR_ENV = "KPI_EXPORTER_STATE_DIR"
@@ -112,13 +117,13 @@ class SnapshotError(ValueError):
 class StatePart(Protocol):
     """Something whose state the snapshot keeps: it exports a JSON-ready document, reads one
     back without changing anything (raising ValueError when it is malformed), then applies
-    what it read. ``clean`` is False when the snapshot was not written by a clean stop: the
-    part must then leave out anything Prometheus reads as a counter (see the module
+    what it read. ``complete`` is False when more was counted after the snapshot was taken:
+    the part must then leave out anything Prometheus reads as a counter (see the module
     docstring)."""
 
     def export_state(self) -> Any: ...
 
-    def parse_state(self, doc: Any, clean: bool) -> tuple[Any, list[str]]: ...
+    def parse_state(self, doc: Any, complete: bool) -> tuple[Any, list[str]]: ...
 
     def apply_state(self, staged: Any) -> None: ...
 
@@ -175,6 +180,9 @@ class StateManager:
                  wall_clock: Callable[[], float] = time.time):
         self.directory = directory
         self.path = directory / STATE_FILE
+        self.unsaved_path = directory / UNSAVED_FILE
+        # The number of the latest snapshot taken (restored, or written since).
+        self.generation = 0
         self.metrics = metrics
         self.wall_clock = wall_clock
         self.parts: dict[str, StatePart] = {}
@@ -218,7 +226,7 @@ class StateManager:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
-        for leftover in remove_leftovers(self.path):
+        for leftover in remove_leftovers(self.path) + remove_leftovers(self.unsaved_path):
             log.info("removed %s, left by a save a crash interrupted", leftover)
 
     def close(self) -> None:
@@ -252,7 +260,13 @@ class StateManager:
             saved_at = doc.get("saved_at", 0)
             if not isinstance(saved_at, (int, float)):
                 raise ValueError("'saved_at' is not a number")
-            clean = doc.get("clean") is True
+            generation = doc.get("generation")
+            if generation is not None and (not isinstance(generation, int)
+                                           or isinstance(generation, bool)):
+                raise ValueError("'generation' is not an integer")
+            unsaved = self._read_unsaved()
+            # Snapshots of versions that did not number them cannot be told complete.
+            complete = generation is not None and unsaved is not None and unsaved < generation
             # Everything is read and checked before anything is applied, so a bad part
             # never leaves the state half restored.
             for name, part in self.parts.items():
@@ -264,7 +278,7 @@ class StateManager:
                                  f"with the old salt) would count every returning user twice; "
                                  f"they start empty")
                 else:
-                    staged[name], part_notes = part.parse_state(part_doc, clean)
+                    staged[name], part_notes = part.parse_state(part_doc, complete)
                     notes += part_notes
         except OSError as exc:
             aside = self._move_aside("unreadable")
@@ -282,49 +296,69 @@ class StateManager:
             log.error("the state file %s is corrupt (%s); %s; starting with empty state",
                       self.path, exc, f"moved it to {aside}" if aside else "left it in place")
             return False
-        if clean and not self._mark_used(doc):
-            # Counters restored from a snapshot still marked clean would be restored again
-            # after a crash of this run: start them from zero instead.
-            clean = False
-            staged = {name: self.parts[name].parse_state(doc[name], False)[0]
-                      for name in staged}
+        self.generation = max(generation or 0, unsaved or 0)
+        if unsaved is None and generation is not None:
+            # An unreadable mark: keep this snapshot marked incomplete, readably, until the
+            # next one is taken.
+            self.mark_unsaved()
         for name, value in staged.items():
             self.parts[name].apply_state(value)
         if self.metrics is not None:
             self.metrics.bytes.set(self.path.stat().st_size)
             self.metrics.last_save.set(saved_at)
         age = max(0.0, self.wall_clock() - saved_at)
-        if not clean:
-            log.warning("the state file %s was not written by a clean stop (the exporter was "
-                        "killed, crashed, or failed its final save): counters and histograms "
-                        "start from zero, which Prometheus reads as a counter reset; gauges "
-                        "and window sketches are restored as saved %.0fs ago", self.path, age)
-        log.info("restored state from %s (saved %.0fs ago%s): %s%s", self.path, age,
-                 ", at a clean stop" if clean else "", ", ".join(staged) or "nothing",
-                 "".join(f"; not restored: {n}" for n in notes))
+        if not complete:
+            log.warning("the exporter counted more after the state file %s was written (it "
+                        "was killed or crashed, or failed its final save): counters and "
+                        "histograms start from zero, which Prometheus reads as a counter "
+                        "reset; gauges and window sketches are restored as saved %.0fs ago",
+                        self.path, age)
+        how = ("at a clean stop" if doc.get("clean") is True else
+               "nothing counted after it" if complete else "counters not restored")
+        log.info("restored state from %s (saved %.0fs ago, %s): %s%s", self.path, age, how,
+                 ", ".join(staged) or "nothing", "".join(f"; not restored: {n}" for n in notes))
         return True
 
-    def _mark_used(self, doc: dict[str, Any]) -> bool:
-        """Rewrites a clean snapshot as an unclean one before its counters are restored;
-        False when that cannot be written."""
+    def _read_unsaved(self) -> int | None:
+        """The snapshot number the ``unsaved`` file names: -1 when there is none, None when
+        it cannot be read (then no snapshot counts as complete)."""
         try:
-            write_atomic(self.path, encode_snapshot({**doc, "clean": False}))
+            text = self.unsaved_path.read_text("ascii")
+        except FileNotFoundError:
+            return -1
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error("cannot read %s (%s)", self.unsaved_path, exc)
+            return None
+        try:
+            return int(text.strip())
+        except ValueError:
+            log.error("%s does not hold a snapshot number", self.unsaved_path)
+            return None
+
+    def mark_unsaved(self) -> None:
+        """Writes, durably, that the counts change after the latest snapshot taken: called
+        by the store, under its lock, before the first change after each snapshot. A
+        failure is logged: if the exporter then crashes before its next save, the snapshot
+        may be restored as complete although it is not."""
+        try:
+            write_atomic(self.unsaved_path, f"{self.generation}\n".encode("ascii"))
         except OSError as exc:
-            log.error("cannot rewrite the state file %s (%s) to mark it restored; counters "
-                      "and histograms start from zero so that a crash cannot restore them "
-                      "twice", self.path, exc.strerror or exc)
-            return False
-        return True
+            log.error("cannot write %s (%s): if the exporter stops without saving again, its "
+                      "counters may be restored from an older state", self.unsaved_path,
+                      exc.strerror or exc)
 
     # -- save ------------------------------------------------------------------------------
 
     def snapshot(self, clean: bool = False) -> dict[str, Any]:
-        """The snapshot document of the current state; ``clean`` only from a stop after
-        which nothing more is counted."""
+        """The snapshot document of the current state, with the next snapshot number;
+        ``clean`` marks the final save of a stop (for the log of the next start)."""
+        # Numbered before the parts export: a change marked in between names this snapshot,
+        # which then counts as incomplete (safe), never the other way round.
+        self.generation += 1
         doc: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "saved_at": self.wall_clock(),
             "exporter_version": __version__, "salt_fingerprint": self.fingerprint,
-            "clean": clean,
+            "generation": self.generation, "clean": clean,
         }
         for name, part in self.parts.items():
             doc[name] = part.export_state()
@@ -333,7 +367,7 @@ class StateManager:
     def save(self, clean: bool = False) -> bool:
         """Writes the snapshot; True on success. Failures are logged and counted, never
         raised: the exporter keeps serving and tries again at the next interval. ``clean``
-        marks the final save of a stop (see the module docstring)."""
+        marks the final save of a stop."""
         with self._save_lock:
             started = time.perf_counter()
             try:

@@ -153,6 +153,11 @@ class Store:
         self.max_streams_per_metric: int | None = None
         self.stream_ttl = DEFAULT_STREAM_TTL
         self.clock = clock
+        # Called under the lock before the first change after each export_state(), so that
+        # the state manager can record, before the change is visible, that the last
+        # snapshot no longer holds everything counted.
+        self.on_unsaved_change: Callable[[], None] | None = None
+        self._unsaved = False
         metrics = metrics or {}
         self.metrics: dict[str, MetricState] = {n: MetricState(d) for n, d in metrics.items()}
         self._definitions = metrics
@@ -202,6 +207,10 @@ class Store:
         now = self.clock()
         slot = self._slot
         with self.lock:
+            if not self._unsaved:
+                if self.on_unsaved_change is not None:
+                    self.on_unsaved_change()
+                self._unsaved = True
             if deltas.metrics is not None and deltas.metrics is not self._definitions:
                 deltas = self._without_reshaped(deltas)
             exemplars = deltas.exemplars
@@ -385,6 +394,7 @@ class Store:
         """A JSON-ready copy of every metric's series, overflow count and cumulative streams."""
         out = []
         with self.lock:
+            self._unsaved = False  # the export holds every change so far
             for state in self.metrics.values():
                 d = state.definition
                 copy: Callable[[Any], Any] = (lambda v: v) if d.type == COUNTER else list
@@ -398,11 +408,12 @@ class Store:
                 })
         return {"metrics": out}
 
-    def parse_state(self, doc: Any, clean: bool) -> tuple[list[_Restored], list[str]]:
+    def parse_state(self, doc: Any, complete: bool) -> tuple[list[_Restored], list[str]]:
         """Reads a document of :meth:`export_state` without changing the store: (staged,
         notes). Raises ValueError when it is malformed.
 
-        After an unclean stop (``clean`` False) only gauges are taken. Counter and histogram
+        When more was counted after the document was exported (``complete`` False: a crash
+        after traffic since the last save), only gauges are taken. Counter and histogram
         series, the overflow and expiry counts (all counters to Prometheus) start from zero,
         and so do the cumulative streams: a stream's last value in an old snapshot is older
         than points the crashed run had already counted (and Prometheus scraped), so
@@ -440,7 +451,7 @@ class Store:
                       else isinstance(v, list) and len(v) == (2 if mtype == GAUGE else width))
                 if not ok:
                     raise ValueError(f"store: {name}: a series value does not fit a {mtype}")
-            if not clean:
+            if not complete:
                 if mtype != GAUGE:
                     series = {}
                 streams, overflow, expired = {}, 0, 0

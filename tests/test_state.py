@@ -21,7 +21,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import otlp_json
 from exporter.collectors.selfmetrics import StateMetrics
 from exporter.config import ConfigError, load_config
-from exporter.state import FORMAT, STATE_FILE, VERSION, StateManager, encode_snapshot
+from exporter.state import (
+    FORMAT, STATE_FILE, UNSAVED_FILE, VERSION, StateManager, encode_snapshot,
+)
 from tests.helpers import ROOT, ProcessExporter, built, eventually, parse_samples
 from tests.otel import logger_provider, meter_provider, tracer_provider
 
@@ -105,6 +107,7 @@ def manager(app, directory):
     registry = CollectorRegistry()
     m = StateManager(Path(directory), StateMetrics(registry))
     m.add("store", app.store)
+    app.store.on_unsaved_change = m.mark_unsaved
     m.add("windows", app.windows, salted=True)
     if app.sessions is not None:
         m.add("visits", app.sessions.metrics.store)
@@ -156,18 +159,22 @@ def test_snapshot_round_trip_restores_series_overflow_streams_and_windows(tmp_pa
     assert samples[("kpi_exporter_state_bytes", frozenset())] == path.stat().st_size
 
 
-def test_after_an_unclean_stop_counters_start_from_zero_and_gauges_and_windows_are_restored(
+def test_after_counting_past_the_last_save_counters_start_from_zero_and_gauges_and_windows_are_restored(
         tmp_path, caplog):
     before = new_app(tmp_path=tmp_path)
     start_ns = time.time_ns()
     feed(before, start_ns)
-    assert manager(before, tmp_path)[0].save()  # a periodic save: not clean
+    m, _ = manager(before, tmp_path)
+    assert m.save()  # a periodic save...
+    assert not (tmp_path / UNSAVED_FILE).exists()
+    before.pipeline.ingest_batch(otlp_json.decode_logs(logs_body(traffic()[:1])))  # ...then more
+    assert (tmp_path / UNSAVED_FILE).read_text() == "1\n"  # counted after snapshot 1
     doc = json.loads(gzip.decompress((tmp_path / STATE_FILE).read_bytes()))
-    assert doc["clean"] is False
-    after = new_app(tmp_path=tmp_path)
+    assert (doc["generation"], doc["clean"]) == (1, False)
+    after = new_app(tmp_path=tmp_path)  # the first process was killed: no save since
     with caplog.at_level(logging.INFO, logger="kpi_exporter"):
         assert manager(after, tmp_path)[0].restore()
-    assert "was not written by a clean stop" in caplog.text
+    assert "counted more after the state file" in caplog.text
     samples = parse_samples(generate_latest(after.registry).decode())
     # counters and histograms: nothing (Prometheus sees a reset when they come back)
     assert not [k for k in samples if k[0] in ("app_page_views_total", "app_jobs_total",
@@ -185,38 +192,40 @@ def test_after_an_unclean_stop_counters_start_from_zero_and_gauges_and_windows_a
     assert after.store.get("app_jobs_total", ("q1",)) == 1.0
 
 
-def test_a_clean_snapshot_is_marked_used_so_a_crash_cannot_restore_its_counters_twice(
+def test_a_snapshot_with_nothing_counted_after_it_is_restored_whole_however_the_run_ended(
         tmp_path):
     before = new_app(tmp_path=tmp_path)
     feed(before, time.time_ns())
-    assert manager(before, tmp_path)[0].save(clean=True)
-    path = tmp_path / STATE_FILE
-    assert json.loads(gzip.decompress(path.read_bytes()))["clean"] is True
+    assert manager(before, tmp_path)[0].save()  # a periodic save, then a kill: complete
     first = new_app(tmp_path=tmp_path)
-    assert manager(first, tmp_path)[0].restore()
+    m1, _ = manager(first, tmp_path)
+    assert m1.restore()
     assert first.store.get("app_jobs_total", ("q1",)) == 10.0
-    assert json.loads(gzip.decompress(path.read_bytes()))["clean"] is False
-    # that run is killed before it saves: the next one must not restore the counters again
+    # killed again before counting anything: still complete
     second = new_app(tmp_path=tmp_path)
-    assert manager(second, tmp_path)[0].restore()
-    assert second.store.get("app_jobs_total", ("q1",)) is None
+    m2, _ = manager(second, tmp_path)
+    assert m2.restore() and second.store.get("app_jobs_total", ("q1",)) == 10.0
+    # this run counts one more event, then is killed: its snapshot is no longer complete
+    second.pipeline.ingest_batch(otlp_json.decode_logs(logs_body(traffic()[:1])))
+    third = new_app(tmp_path=tmp_path)
+    assert manager(third, tmp_path)[0].restore()
+    assert third.store.get("app_jobs_total", ("q1",)) is None
 
 
-def test_a_clean_snapshot_that_cannot_be_marked_used_restores_no_counters(tmp_path, caplog):
+def test_an_unreadable_unsaved_mark_restores_no_counters(tmp_path, caplog):
     before = new_app(tmp_path=tmp_path)
     feed(before, time.time_ns())
     assert manager(before, tmp_path)[0].save(clean=True)
+    (tmp_path / UNSAVED_FILE).write_bytes(b"\x00\x00")  # torn by a crash of the disk
     after = new_app(tmp_path=tmp_path)
-    m, _ = manager(after, tmp_path)
-    # a directory where the rewrite's temp file goes: the rewrite fails
-    (tmp_path / f".{STATE_FILE}.tmp-{os.getpid()}").mkdir()
     with caplog.at_level(logging.INFO, logger="kpi_exporter"):
-        assert m.restore()
-    assert "to mark it restored; counters and histograms start from zero" in caplog.text
+        assert manager(after, tmp_path)[0].restore()
+    assert "does not hold a snapshot number" in caplog.text
     assert after.store.get("app_jobs_total", ("q1",)) is None
     samples = parse_samples(generate_latest(after.registry).decode())
     assert samples[("ai_model_accuracy_ratio", frozenset({("model", "m1")}))] == 0.81
     assert samples[("app_active_users", frozenset({("window", "5m")}))] == 7
+    assert (tmp_path / UNSAVED_FILE).read_text() == "1\n"  # readable again, still incomplete
 
 
 def test_a_changed_metric_is_not_restored_and_the_rest_is(tmp_path, caplog):
@@ -423,7 +432,7 @@ def test_kill_9_after_a_periodic_save_resets_counters_instead_of_rewinding_them(
 
     e2 = process_factory(*args)
     s = e2.scrape()
-    assert "was not written by a clean stop" in e2.log()
+    assert "counted more after the state file" in e2.log()
     assert views_of(s) is None and s.value("ai_model_latency_seconds_count", model="m1") is None
     assert s.value("ai_model_accuracy_ratio", model="m1") in (0.5, 0.75)  # as last saved
     assert s.value("app_active_users", window="1h") == 7
@@ -435,6 +444,29 @@ def test_kill_9_after_a_periodic_save_resets_counters_instead_of_rewinding_them(
     assert prometheus_increase(scraped) == 10
     assert s.value("ai_model_latency_seconds_count", model="m1") == 1
     assert s.value("ai_model_accuracy_ratio", model="m1") == 0.9
+
+
+def test_kill_9_after_a_save_with_nothing_counted_since_loses_nothing(process_factory,
+                                                                        tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG + "state: {interval: 1s}\n")
+    args = ("--config", str(config), "--state-dir", str(tmp_path / "state"))
+    e = process_factory(*args)
+    assert e.post("/v1/logs", page_views(1000)).status_code == 200
+    sent_at = time.time()
+    scraped = [views_of(e.scrape())]
+    assert eventually(lambda: (e.scrape().value("kpi_exporter_state_last_save_timestamp_seconds")
+                               or 0) > sent_at + 1), e.log()  # saved, idle since
+    e.signal(signal.SIGKILL)
+    assert e.proc.wait(20) == -signal.SIGKILL
+
+    e2 = process_factory(*args)
+    assert "nothing counted after it" in e2.log()
+    scraped.append(views_of(e2.scrape()))
+    assert e2.post("/v1/logs", page_views(10)).status_code == 200
+    scraped.append(views_of(e2.scrape()))
+    assert scraped == [1000, 1000, 1010]  # no reset
+    assert scraped[0] + prometheus_increase(scraped) == 1010
 
 
 def test_kill_9_of_a_run_restored_from_a_clean_stop_does_not_restore_its_counters_again(

@@ -438,12 +438,12 @@ class MemoryWindowStore(WindowStore):
                 tiers.append({"width": width, "cells": cells})
             return {"precision": self.lg_k, "tiers": tiers}
 
-    def parse_state(self, doc: Any, clean: bool
+    def parse_state(self, doc: Any, complete: bool
                     ) -> tuple[dict[int, dict[tuple[Any, ...], dict[int, _Cell]]], list[str]]:
         """Reads an exported document without changing anything: (sketches by tier width,
-        notes). Raises ValueError when it is malformed. The sketches are restored after an
-        unclean stop too (``clean`` False): an older sketch misses the identities seen since,
-        but never counts one twice."""
+        notes). Raises ValueError when it is malformed. The sketches are restored even when
+        more was counted after the export (``complete`` False): an older sketch misses the
+        identities seen since, but never counts one twice."""
         if not isinstance(doc, dict) or not isinstance(doc.get("tiers"), list):
             raise ValueError("windows: expected an object with 'tiers'")
         notes: list[str] = []

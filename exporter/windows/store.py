@@ -93,10 +93,11 @@ class WindowStore(ABC):
         """The sketches as a JSON-ready document, or None when the store keeps them itself."""
         return None
 
-    def parse_state(self, doc: Any, clean: bool) -> tuple[Any, list[str]]:
+    def parse_state(self, doc: Any, complete: bool) -> tuple[Any, list[str]]:
         """Reads an exported document without changing anything: (staged, notes). Raises
-        ValueError when the document is malformed. ``clean`` says whether a clean stop wrote
-        it (sketches are unions: an older one is safe to restore either way)."""
+        ValueError when the document is malformed. ``complete`` says whether it holds
+        everything counted (sketches are unions: an older one is safe to restore either
+        way)."""
         return None, ["the window store keeps its own sketches"]
 
     def apply_state(self, staged: Any) -> None:
