@@ -31,13 +31,15 @@ generate: $(BIN)/kpi-exporter
 	$(BIN)/python -m mixin.generate
 	$(BIN)/python -m exporter.metricsdoc
 
-## bench: throughput, scrape and memory benchmarks, then the shared window store and
-## --reuse-port against one process, then the OTLP transports (HTTP and gRPC, plain and
-## TLS) and new requests while idle connections are open, then what visits cost (not part of
-## the tests; the scale-out and visit runs start their own redis-server, from
+## bench: throughput, scrape and memory benchmarks, scrapes against ingest in the KPI
+## windows, then the shared window store and --reuse-port against one process, then the
+## OTLP transports (HTTP and gRPC, plain and TLS) and new requests while idle connections
+## are open, then what visits cost (not part of the tests; the scale-out and visit runs
+## start their own redis-server, from
 ## `make system-deps`)
 bench: $(BIN)/kpi-exporter
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/window_scrapes.py --json benchmarks/results/window-scrapes.json
 	$(BIN)/python benchmarks/scale_out.py
 	$(BIN)/python benchmarks/transports.py
 	$(BIN)/python benchmarks/idle_clients.py

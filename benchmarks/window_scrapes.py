@@ -2,7 +2,8 @@
 30 days in its KPI windows (the default windows, then the same with a breakdown by a
 20-value attribute). Reports the /metrics scrape time, and the latency of small export
 requests (events stamped now) sent one after another, without scrapes and while another
-process scrapes back to back. Not a test: nothing here asserts a number.
+process scrapes back to back. The two alternate in one-second slices, so that the load of
+a shared machine falls on both alike. Not a test: nothing here asserts a number.
 
     python benchmarks/window_scrapes.py
     python benchmarks/window_scrapes.py --tree /path/to/another/checkout   # its exporter code
@@ -113,20 +114,27 @@ def scrape_times(port: int, n: int) -> tuple[list[float], int]:
     return times, size
 
 
-def ingest_latencies(port: int, seconds: float, events: int, users: int) -> list[float]:
-    out: list[float] = []
-    offset = 0
-    with requests.Session() as s:
+class Sender:
+    """Sends export requests of ``events`` events stamped now, one after another."""
+
+    def __init__(self, port: int, events: int, users: int):
+        self.port, self.events, self.users = port, events, users
+        self.offset = 0
+        self.session = requests.Session()
+
+    def latencies(self, seconds: float) -> list[float]:
+        out: list[float] = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            body = live(events, users, offset)
-            offset += events
+            body = live(self.events, self.users, self.offset)
+            self.offset += self.events
             t = time.perf_counter()
-            r = s.post(f"http://127.0.0.1:{port}/v1/logs", data=body,
-                       headers={"Content-Type": "application/x-protobuf"}, timeout=120)
+            r = self.session.post(f"http://127.0.0.1:{self.port}/v1/logs", data=body,
+                                  headers={"Content-Type": "application/x-protobuf"},
+                                  timeout=120)
             out.append((time.perf_counter() - t) * 1000)
             r.raise_for_status()
-    return out
+        return out
 
 
 def run(tree: Path, name: str, config_text: str, args: argparse.Namespace) -> dict:
@@ -139,13 +147,21 @@ def run(tree: Path, name: str, config_text: str, args: argparse.Namespace) -> di
                        timeout=120).raise_for_status()
         scrape_times(e.metrics, 2)  # warm up
         scrapes, size = scrape_times(e.metrics, args.scrapes)
-        quiet = ingest_latencies(e.otlp, args.seconds, args.request_events, args.users)
         # the scraper is a process of its own, so its work does not slow this one's sending
         scraper = subprocess.Popen(
             [sys.executable, __file__, "--scrape-loop", str(e.metrics)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert scraper.stdin is not None and scraper.stdout is not None
+        sender = Sender(e.otlp, args.request_events, args.users)
+        quiet: list[float] = []
+        busy: list[float] = []
         try:
-            busy = ingest_latencies(e.otlp, args.seconds, args.request_events, args.users)
+            for _ in range(int(args.seconds)):
+                quiet += sender.latencies(1.0)
+                scraper.stdin.write("go\n")
+                busy += sender.latencies(1.0)
+                scraper.stdin.write("pause\n")
+                scraper.stdout.readline()  # its scrape in flight has finished
         finally:
             busy_scrapes = json.loads(scraper.communicate("stop\n", timeout=300)[0])
     finally:
@@ -166,16 +182,36 @@ def run(tree: Path, name: str, config_text: str, args: argparse.Namespace) -> di
 
 
 def scrape_loop(port: int) -> None:
-    """Scrapes back to back until a line arrives on standard input; prints the times."""
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    """Scrapes back to back between "go" and "pause" on standard input (answering "paused"
+    once its scrape in flight is done) until "stop"; then prints the times."""
+    go, stop = threading.Event(), threading.Event()
+    paused = threading.Semaphore(0)
+
+    def commands() -> None:
+        for line in sys.stdin:
+            if line.strip() == "go":
+                go.set()
+            elif line.strip() == "pause":
+                go.clear()
+                paused.release()
+            else:
+                break
+        stop.set()
+        go.set()
+
+    threading.Thread(target=commands, daemon=True).start()
     times: list[float] = []
     with requests.Session() as s:
         while not stop.is_set():
+            if not go.is_set():
+                if paused.acquire(blocking=False):
+                    print("paused", flush=True)
+                go.wait(0.05)
+                continue
             t = time.perf_counter()
             s.get(f"http://127.0.0.1:{port}/metrics", timeout=120)
             times.append((time.perf_counter() - t) * 1000)
-    print(json.dumps(times))
+    print(json.dumps(times), flush=True)
 
 
 def main() -> None:
@@ -190,8 +226,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000, help="distinct users")
     parser.add_argument("--batch", type=int, default=2000, help="history events per request")
     parser.add_argument("--scrapes", type=int, default=20, help="timed scrapes (default 20)")
-    parser.add_argument("--seconds", type=float, default=10.0,
-                        help="ingest time with and without scrapes (default 10)")
+    parser.add_argument("--seconds", type=int, default=15,
+                        help="seconds of ingest with scrapes, and as many without (default 15)")
     parser.add_argument("--request-events", type=int, default=100,
                         help="events per timed export request (default 100)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")

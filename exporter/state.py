@@ -250,6 +250,10 @@ class StateManager:
     def restore(self) -> bool:
         """Loads the snapshot, if there is one. Returns True when something was restored; an
         unusable snapshot is moved aside with a log line and the exporter starts fresh."""
+        unsaved = self._read_unsaved()
+        # Numbers go on from the mark even without a usable snapshot, so that an old mark
+        # never names a newer snapshot.
+        self.generation = max(self.generation, unsaved or 0)
         if not self.path.exists():
             log.info("no state file at %s; starting with empty state", self.path)
             return False
@@ -264,7 +268,6 @@ class StateManager:
             if generation is not None and (not isinstance(generation, int)
                                            or isinstance(generation, bool)):
                 raise ValueError("'generation' is not an integer")
-            unsaved = self._read_unsaved()
             # Snapshots of versions that did not number them cannot be told complete.
             complete = generation is not None and unsaved is not None and unsaved < generation
             # Everything is read and checked before anything is applied, so a bad part
@@ -296,7 +299,7 @@ class StateManager:
             log.error("the state file %s is corrupt (%s); %s; starting with empty state",
                       self.path, exc, f"moved it to {aside}" if aside else "left it in place")
             return False
-        self.generation = max(generation or 0, unsaved or 0)
+        self.generation = max(self.generation, generation or 0)
         if unsaved is None and generation is not None:
             # An unreadable mark: keep this snapshot marked incomplete, readably, until the
             # next one is taken.

@@ -39,9 +39,9 @@ __all__ = ["MemoryWindowStore"]
 
 class _Cell:
     """The sketches of one bucket of one group: users, sessions, converting sessions.
-    ``changes`` counts the batches that updated them (under the lock); ``size`` is their
-    serialized size as of ``sized_at`` changes, so a scrape sizes only the cells that
-    changed."""
+    ``changes`` counts, per figure, the batches that updated its sketch (under the lock);
+    ``size`` is the serialized size of the three as of ``sized_at`` (the sum of the
+    changes), so a scrape merges and sizes again only what changed."""
 
     __slots__ = ("users", "sessions", "conversions", "changes", "size", "sized_at")
 
@@ -49,7 +49,7 @@ class _Cell:
         self.users: Any = None
         self.sessions: Any = None
         self.conversions: Any = None
-        self.changes = 0
+        self.changes = [0, 0, 0]
         self.size = 0
         self.sized_at = -1
 
@@ -68,21 +68,19 @@ _SLICE = 0.002
 class _Closed:
     """The union of a window's closed buckets for one group: one sketch (or None) and its
     estimate per figure, valid while the window's current bucket is ``current`` and the
-    group's version at its bucket width is ``version``. It also remembers the last figures
-    merged with the current bucket (``live``, as of ``live_changes``), reused while that
-    bucket has not changed."""
+    group's version at its bucket width is ``version``. ``live`` remembers the current
+    bucket and, per figure, the last estimate merged with it and that figure's changes then,
+    reused while the figure's sketch in the bucket has not changed. (Each is replaced in one
+    assignment, so concurrent scrapes never pair an estimate with the wrong changes.)"""
 
-    __slots__ = ("current", "version", "sketches", "estimates", "live", "live_changes",
-                 "live_estimates")
+    __slots__ = ("current", "version", "sketches", "estimates", "live")
 
     def __init__(self, current: int, version: int, sketches: tuple[Any, Any, Any]):
         self.current = current
         self.version = version
         self.sketches = sketches
         self.estimates = tuple(0.0 if s is None else float(s.get_estimate()) for s in sketches)
-        self.live: _Cell | None = None
-        self.live_changes = -1
-        self.live_estimates = self.estimates
+        self.live: tuple[_Cell, list[tuple[int, float]]] | None = None
 
 # Runs an iterator to its end in C: the sketch updates of a set without a Python loop.
 _consume: Callable[[Iterable[Any]], None] = collections.deque(maxlen=0).extend
@@ -142,6 +140,9 @@ class MemoryWindowStore(WindowStore):
         self._versions: dict[tuple[int, tuple[Any, ...]], int] = {}
         # (window name, group) -> the union of its closed buckets
         self._closed: dict[tuple[str, tuple[Any, ...]], _Closed] = {}
+        self._tier_windows = {width: tuple(w.name for w in config.windows
+                                           if w.bucket_seconds == width)
+                              for width in self._tiers}
         self.dropped = {"too_old": 0, "in_future": 0}
         self.overflow = [0 for _ in config.breakdowns]
         self.accepted = 0
@@ -258,25 +259,28 @@ class MemoryWindowStore(WindowStore):
                 cell = cells.get(bucket)
                 if cell is None:
                     cell = cells[bucket] = _Cell()
-                cell.changes += 1
                 if len(entries) == 1:
                     users, sessions, conversions = entries[0]
                 else:
                     users = set().union(*(e[0] for e in entries))
                     sessions = set().union(*(e[1] for e in entries))
                     conversions = set().union(*(e[2] for e in entries))
+                changes = cell.changes
                 if users:
                     if cell.users is None:
                         cell.users = hll(lg_k, hll4)
                     _consume(map(cell.users.update, users))
+                    changes[0] += 1
                 if sessions:
                     if cell.sessions is None:
                         cell.sessions = hll(lg_k, hll4)
                     _consume(map(cell.sessions.update, sessions))
+                    changes[1] += 1
                 if conversions:
                     if cell.conversions is None:
                         cell.conversions = hll(lg_k, hll4)
                     _consume(map(cell.conversions.update, conversions))
+                    changes[2] += 1
 
     def _rotate(self, now: float) -> None:
         """Drops buckets no window covers any more; frees breakdown values with no data."""
@@ -292,6 +296,11 @@ class MemoryWindowStore(WindowStore):
                     changed = True
                 if not cells:
                     del tier.cells[group]
+                    # no window covers its data any more: nor do its unions, and the buckets
+                    # moved on since they were made
+                    self._versions.pop((tier.width, group), None)
+                    for name in self._tier_windows[tier.width]:
+                        self._closed.pop((name, group), None)
         if changed and self._admitted:
             live = {g for tier in self._tiers.values() for g in tier.cells}
             for i, admitted in enumerate(self._admitted):
@@ -347,10 +356,11 @@ class MemoryWindowStore(WindowStore):
         if built:
             with self.lock:
                 for key, width, closed in built:
-                    # kept only if no late event landed in its buckets while it was built
-                    if self._versions.get((width, key[1]), 0) == closed.version:
+                    # kept only if no late event landed in its buckets while it was built,
+                    # and its group still has data (else rotation has forgotten it)
+                    if self._versions.get((width, key[1]), 0) == closed.version and (
+                            not key[1] or key[1] in self._tiers[width].cells):
                         self._closed[key] = closed
-                self._forget_closed()
         return out
 
     def _union(self, sketches: list[Any]) -> Any:
@@ -366,39 +376,31 @@ class MemoryWindowStore(WindowStore):
         return union.get_result(datasketches.tgt_hll_type.HLL_8)
 
     def _with_current(self, closed: _Closed, live: _Cell | None) -> tuple[float, ...]:
-        """A window's figures: the closed buckets' union merged with the current bucket,
-        or the last such merge while the current bucket has not changed since."""
+        """A window's figures: the closed buckets' union merged with the current bucket; a
+        figure whose sketch in that bucket has not changed since the last merge keeps its
+        estimate. (A union's estimate reads every register: the costly part.)"""
         if live is None:
             return closed.estimates
-        changes = live.changes  # read first: a change during the merge is seen next time
-        if closed.live is live and closed.live_changes == changes:
-            return closed.live_estimates
-        figures = []
-        for base, estimate, kind in zip(closed.sketches, closed.estimates, _KINDS):
-            sketch = getattr(live, kind)
+        remembered = closed.live
+        if remembered is None or remembered[0] is not live:
+            remembered = closed.live = (live, [(-1, 0.0)] * 3)
+        merged = remembered[1]
+        for i, kind in enumerate(_KINDS):
+            changes = live.changes[i]  # read first: a change during the merge is seen next
+            if merged[i][0] == changes:
+                continue
+            sketch, base = getattr(live, kind), closed.sketches[i]
             if sketch is None:
-                figures.append(estimate)
+                figure = closed.estimates[i]
             elif base is None:
-                figures.append(float(sketch.get_estimate()))
+                figure = float(sketch.get_estimate())
             else:
                 union = datasketches.hll_union(self.lg_k)
                 union.update(base)
                 union.update(sketch)
-                figures.append(float(union.get_estimate()))
-        result = tuple(figures)
-        closed.live, closed.live_changes, closed.live_estimates = live, changes, result
-        return result
-
-    def _forget_closed(self) -> None:
-        """Drops the unions of groups that have no buckets any more (breakdown values whose
-        data aged out). Called under the lock."""
-        if len(self._closed) <= len(self.config.windows) * (
-                1 + sum(b.max_values for b in self.config.breakdowns)):
-            return
-        by_name = {w.name: w for w in self.config.windows}
-        for key in [k for k in self._closed
-                    if k[1] not in self._tiers[by_name[k[0]].bucket_seconds].cells]:
-            del self._closed[key]
+                figure = float(union.get_estimate())
+            merged[i] = (changes, figure)
+        return tuple(figure for _changes, figure in merged)
 
     def sketch_bytes(self) -> int:
         """What the sketches would take serialized: a measure of the windows' memory. Only
@@ -408,7 +410,7 @@ class MemoryWindowStore(WindowStore):
                      for c in by_bucket.values()]
         total = 0
         for c in cells:
-            changes = c.changes
+            changes = sum(c.changes)
             if c.sized_at != changes:
                 c.size = sum(s.get_compact_serialization_bytes()
                              for s in (c.users, c.sessions, c.conversions) if s is not None)
