@@ -436,14 +436,17 @@ def test_updates_mapped_before_a_reshaping_reload_are_dropped_not_misapplied():
     assert store.get("c_total", ()) == 2  # unchanged metric: applied
 
 
-def test_a_gauge_stamped_far_in_the_future_does_not_pin_its_value():
-    m = compile_rules("""
+ACC_GAUGE_RULE = """
 rules:
   - metric: acc_ratio
     type: gauge
     match: {signal: log, name: perf}
     value: {attribute: acc}
-""")
+"""
+
+
+def test_a_gauge_stamped_far_in_the_future_does_not_pin_its_value():
+    m = compile_rules(ACC_GAUGE_RULE)
     far = time.time_ns() + 10 ** 18
     store, _ = run(m, [log("perf", t=far, acc=0.1)])
     run(m, [log("perf", t=time.time_ns(), acc=0.9)], store)
@@ -451,13 +454,7 @@ rules:
 
 
 def test_a_gauge_stamped_minutes_ahead_counts_as_arriving_then():
-    m = compile_rules("""
-rules:
-  - metric: acc_ratio
-    type: gauge
-    match: {signal: log, name: perf}
-    value: {attribute: acc}
-""")
+    m = compile_rules(ACC_GAUGE_RULE)
     now = 1_700_000_000 * 10 ** 9
     store = Store(m.metrics)
     for t, acc, arrival in ((now + 300 * 10 ** 9, 0.1, now),  # a clock five minutes fast
