@@ -120,7 +120,8 @@ def _exercise(app: App) -> None:
                         "explicitBounds": [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28,
                                            2.56, 5.12, 10.24, 20.48, 40.96, 81.92],
                         "bucketCounts": ["0"] * 6 + ["1"] + ["0"] * 8,
-                        "attributes": [_attr("gen_ai.operation.name", "chat")]}]}}]}]}]}
+                        "attributes": [_attr("gen_ai.operation.name", "chat"),
+                                       _attr("gen_ai.request.model", "m")]}]}}]}]}]}
         ).encode()),
         client.post("/v1/metrics", content_type="application/json", data=b"{not json"),
     ]
