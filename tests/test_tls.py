@@ -283,7 +283,7 @@ def test_basic_auth_guards_metrics_and_admin_endpoints_not_otlp(exporter_factory
              "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
              "    X-Frame-Options: deny\n")
     e = start(exporter_factory, web_config(tmp_path, TLS + users), pki,
-              auth=("prometheus", PASSWORD))
+              extra="  enable_lifecycle: true\n", auth=("prometheus", PASSWORD))
     url, ca = e.metrics_url, str(pki.ca_file)
     for path in ("/metrics", "/", "/-/healthy", "/-/ready"):
         r = requests.get(url + path, verify=ca, timeout=10)
@@ -412,7 +412,7 @@ def test_reload_refuses_a_broken_web_config_and_keeps_the_running_one(process_fa
                                                                       tmp_path, pki):
     web = web_config(tmp_path, TLS + f"basic_auth_users:\n  prom: '{password_hash()}'\n")
     config = tmp_path / "config.yaml"
-    config.write_text(f"server:\n  web_config_file: {web}\n")
+    config.write_text(f"server:\n  web_config_file: {web}\n  enable_lifecycle: true\n")
     e = process_factory("--config", str(config), "--state-dir", str(tmp_path / "state"),
                         scheme="https", verify=str(pki.ca_file), auth=("prom", PASSWORD))
     web.write_text(TLS + "basic_auth_users:\n  prom: plaintext\n")
