@@ -142,7 +142,7 @@ def test_exemplars_follow_their_series_and_start_empty_after_a_restart(exporter_
     assert openmetrics(e)[key] is not None
     ok, _ = e.app.reload()  # the same rules: the series and its exemplar stay
     assert ok and openmetrics(e)[key] is not None
-    staged, _notes = e.app.store.parse_state(e.app.store.export_state())
+    staged, _notes = e.app.store.parse_state(e.app.store.export_state(), True)
     e.app.store.apply_state(staged)
     assert openmetrics(e)[key] is None
     assert e.scrape().value("app_page_views_total", route="/r", service_name="shop") == 1
