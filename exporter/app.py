@@ -402,6 +402,7 @@ def build(config: Config, *, config_path: str | None = None,
             state.add("windows", windows, salted=True)
         if visit_metrics is not None:
             state.add("visits", visit_metrics.store)
+            visit_metrics.store.on_unsaved_change = state.mark_unsaved
         if session_store is not None and not config.windows.shared:
             state.add("sessions", session_store, salted=True)
         state.fingerprint = hasher.fingerprint

@@ -296,6 +296,21 @@ def test_open_visits_survive_a_restart_in_the_snapshot_without_their_ids(tmp_pat
     assert again.value("app_sessions_started_total") == 1
 
 
+def test_after_a_crash_past_the_last_save_open_visits_are_not_restored_to_end_twice(tmp_path):
+    clock = Clock()
+    site = Site(tmp_path, clock=clock)
+    site.send(pv("a", 0, "/in"))
+    assert site.app.state is not None and site.app.state.save()  # a periodic save: a open
+    assert site.later(3600) == 1  # a ends and is counted (and scraped) after the save...
+    assert site.value("app_sessions_closed_total") == 1
+    site.app.state.close()  # ...then the process is killed: no final save
+
+    again = Site(tmp_path, clock=clock)
+    assert again.app.sessions.store.open_sessions() == 0  # a would end, and count, again
+    assert again.later(3600) == 0
+    assert again.value("app_sessions_closed_total") == 0  # from zero: a reset, nothing twice
+
+
 def test_an_open_visit_takes_64_bytes_of_record_and_32_of_key():
     assert RECORD.size == 31
     assert sys.getsizeof(bytes(31)) <= 64

@@ -216,9 +216,12 @@ class MemorySessionStore(SessionStore):
                     "records": base64.b64encode(blob).decode("ascii"),
                     "ended": [[k, deadline] for k, deadline in self._ended.items()]}
 
-    def parse_state(self, doc: Any) -> tuple[dict[str, Any], list[str]]:
+    def parse_state(self, doc: Any, complete: bool) -> tuple[dict[str, Any], list[str]]:
         """Reads an exported document without changing anything; raises ValueError when it
-        is malformed."""
+        is malformed. When more was counted after the export (``complete`` False: a crash
+        after traffic), the open visits are left out: some of them may have ended, and been
+        counted and scraped, before the crash, and would be counted again when they end after
+        it."""
         if not isinstance(doc, dict) or doc.get("version") != _STATE_VERSION:
             raise ValueError(f"sessions: expected an object with version {_STATE_VERSION}")
         routes, dims, blob, ended = (doc.get("routes"), doc.get("dims"), doc.get("records"),
@@ -255,6 +258,10 @@ class MemorySessionStore(SessionStore):
                 raise ValueError("sessions: 'ended' holds [key, deadline] pairs")
             if item[0] in records:
                 deadlines[item[0]] = float(item[1])
+        if not complete:
+            return {"routes": routes, "dims": [tuple(d) for d in dims], "records": {},
+                    "ended": {}}, [f"{len(records)} open visits (the exporter counted more after "
+                                   f"the state file was written)"]
         return {"routes": routes, "dims": [tuple(d) for d in dims], "records": records,
                 "ended": deadlines}, []
 

@@ -180,7 +180,7 @@ class SessionStore(ABC):
     def export_state(self) -> Any:
         return None
 
-    def parse_state(self, doc: Any) -> tuple[Any, list[str]]:
+    def parse_state(self, doc: Any, complete: bool) -> tuple[Any, list[str]]:
         return None, ["the session store keeps its own visits"]
 
     def apply_state(self, staged: Any) -> None:
