@@ -92,7 +92,7 @@ class Exporter:
         self.otlp, self.metrics = free_port(), free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "serve", "--config", str(config),
-             "--otlp-listen", f"127.0.0.1:{self.otlp}",
+             "--otlp-listen", f"127.0.0.1:{self.otlp}", "--otlp-grpc-listen", "",
              "--metrics-listen", f"127.0.0.1:{self.metrics}", "--log-level", "warning"],
             cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

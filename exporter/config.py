@@ -378,11 +378,11 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     if s.enable_lifecycle and otlp_address is not None and otlp_address == parse_listen_or_none(
             s.metrics_listen):
         # the line of the setting that turned it on, or else of the address that is shared
-        line = lifecycle_line or at(server, "metrics_listen") or at(server, "otlp_listen")
-        problems.append(f"{line}{lifecycle_name}: the OTLP receiver and the metrics listener "
-                        f"share {s.metrics_listen}, so whoever can send could reload the "
-                        f"config; give server.metrics_listen a port of its own, or leave the "
-                        f"lifecycle API off and reload with SIGHUP")
+        shared_line = lifecycle_line or at(server, "metrics_listen") or at(server, "otlp_listen")
+        problems.append(f"{shared_line}{lifecycle_name}: the OTLP receiver and the metrics "
+                        f"listener share {s.metrics_listen}, so whoever can send could reload "
+                        f"the config; give server.metrics_listen a port of its own, or leave "
+                        f"the lifecycle API off and reload with SIGHUP")
 
     tokens = list(get_names(auth, "bearer_tokens", "server.auth", problems,
                             "non-empty strings") or ())
@@ -469,18 +469,19 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     cfg.state = parse_state(top("state", dict, "a mapping with keys like 'dir'"), env,
                             overrides, problems)
     cfg.genai = parse_genai(top("genai", dict, "a mapping with keys like 'prices'"), problems)
-    if problems:
-        raise ConfigError(problems, source if path else "")
-    cfg.user_rule_count = len(user_rules)
-    rules = list(user_rules)
+    builtin: list[Rule] = []
     if cfg.default_rules:
         # A user rule for a metric the defaults also feed replaces the defaults' rules for it.
         mine = {r.metric.name for r in user_rules}
         builtin = [r for r in _default_rules(rule_limits) if r.metric.name not in mine]
-        leaks = cfg.windows.identity_label_problems(builtin)
-        if leaks:
-            raise ConfigError(leaks, source if path else "")
-        rules = builtin + user_rules
+        # a built-in rule labelled by a configured identity: the setting that chose it is wrong
+        problems.extend(cfg.windows.identity_label_problems(
+            builtin, {getattr(cfg.windows, k): at(windows, k)
+                      for k in ("user_attribute", "session_attribute") if k in windows}))
+    if problems:
+        raise ConfigError(problems, source if path else "")
+    cfg.user_rule_count = len(user_rules)
+    rules = builtin + user_rules
     for order, rule in enumerate(rules):
         rule.order = order
     cfg.rules = rules

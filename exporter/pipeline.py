@@ -5,8 +5,8 @@ A request sees one rule set from decode to store: the pipeline's view (config, c
 mapping, filters, the attribute keys to decode) is read once per request, and a reload swaps
 the whole view at once. Filters (the privacy denylist) change records in place before they
 are mapped; observers (the KPI windows) see the records that were used, after the store was
-updated: a record a rule rejected (used whole or not at all) counts nowhere. The pipeline knows neither windows nor state: the composition root hands it its
-filters and observers.
+updated: a record a rule rejected (used whole or not at all) counts nowhere. The pipeline
+knows neither windows nor state: the composition root hands it its filters and observers.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ _ALWAYS_DECODED = frozenset({"event.name"})
 # are decoded too.
 Filter = Callable[[Batch], None]
 # Called with the records of a batch that were used (matched or not, never rejected), after
-# the store was updated (the KPI windows are one). An observer may name the attribute keys it reads in an ``attributes``
-# attribute (a frozenset), so decoders can skip the rest; without one it sees them all.
+# the store was updated (the KPI windows are one). An observer may name the attribute keys it
+# reads in an ``attributes`` attribute (a frozenset), so decoders can skip the rest; without
+# one it sees them all.
 Observer = Callable[[Batch], None]
 
 

@@ -261,9 +261,11 @@ def _schema(weird: bool) -> st.SearchStrategy[Pairs]:
     rewrite = maps(regex=st.sampled_from(["(.*)-v[0-9]+", "gpt-(?P<family>[a-z0-9]+).*", "(",
                                           "a"]),
                    replacement=st.sampled_from(["$1", "${family}", "$$", "$2", "x"]))
+    # a label may name an attribute the windows are configured to count as an identity
+    label_attrs = st.one_of(attr_names, st.sampled_from(["app.user", "app.session"]))
     label_spec = st.one_of(
-        attr_names,
-        maps(attribute=st.one_of(attr_names, names), default=st.text(max_size=8),
+        label_attrs,
+        maps(attribute=st.one_of(label_attrs, names), default=st.text(max_size=8),
              on_error_status=st.sampled_from(["_OTHER", "error"]),
              rewrite=st.lists(rewrite, max_size=2),
              allow=st.one_of(value_lists, maps(regex=st.sampled_from(["[a-z]+", "(["]))),
@@ -300,7 +302,7 @@ def _schema(weird: bool) -> st.SearchStrategy[Pairs]:
     return maps(
         server=maps(
             otlp_listen=listens, metrics_listen=listens, reuse_port=st.booleans(),
-            otlp_grpc_listen=st.one_of(st.just(""), listens),
+            otlp_grpc_listen=st.one_of(st.just(""), listens), enable_lifecycle=st.booleans(),
             web_config_file=st.sampled_from(["", "/nonexistent/web.yml", "/dev/null"]),
             max_body_size=st.sampled_from(["64MiB", "1KiB", 1048576, "10MB"]),
             max_concurrent_requests=st.integers(1, 64), threads=st.integers(1, 16),
@@ -312,7 +314,10 @@ def _schema(weird: bool) -> st.SearchStrategy[Pairs]:
                 max_age=st.integers(0, 86400)),
         ),
         limits=maps(max_series_per_metric=st.integers(1, 100000),
-                    max_label_value_length=st.integers(1, 1024)),
+                    max_label_value_length=st.integers(1, 1024),
+                    max_streams_per_metric=st.integers(1, 400000),
+                    stream_ttl=st.sampled_from(["1m", "5m", "1h", "1d", "400d", 3600, "59s",
+                                                "30s", "0s"])),
         windows=maps(
             enabled=st.booleans(),
             store=st.sampled_from(["memory", "redis://127.0.0.1:1/0", "rediss://h:6380/0",
@@ -322,8 +327,9 @@ def _schema(weird: bool) -> st.SearchStrategy[Pairs]:
             redis_buffer=st.integers(100, 10_000_000),
             durations=st.lists(durations, min_size=1, max_size=5),
             precision=st.integers(8, 18), max_future=durations,
-            user_attribute=st.sampled_from(["user.id", "enduser.id", "app.user"]),
-            session_attribute=st.sampled_from(["session.id", "app.session"]),
+            # url.path is a label of the built-in page view rule: refused as an identity there
+            user_attribute=st.sampled_from(["user.id", "enduser.id", "app.user", "url.path"]),
+            session_attribute=st.sampled_from(["session.id", "app.session", "url.path"]),
             conversion_events=st.lists(st.sampled_from(["app.conversion", "app.purchase"])),
             breakdowns=st.lists(_or_weird(breakdown, weird), max_size=2),
             session_timeout=st.one_of(durations, st.sampled_from(["2d", "0s"])),

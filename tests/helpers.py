@@ -121,7 +121,7 @@ class InProcessExporter(RunningExporter):
 
     def __init__(self, config_text: str | None = None, tmp: Path | None = None,
                  verify: str | bool = True, auth: tuple[str, str] | None = None,
-                 cert: tuple[str, str] | None = None):
+                 cert: tuple[str, str] | None = None, lifecycle: bool = False):
         self.verify, self.auth, self.cert = verify, auth, cert
         self._dir = tempfile.TemporaryDirectory() if tmp is None else None
         tmp = Path(self._dir.name) if self._dir else tmp
@@ -136,6 +136,8 @@ class InProcessExporter(RunningExporter):
                      "otlp_grpc_listen": f"127.0.0.1:{self.grpc_port}",
                      "metrics_listen": f"127.0.0.1:{self.metrics_port}",
                      "state_dir": str(tmp / "data")}
+        if lifecycle:  # as --web.enable-lifecycle: POST /-/reload on, whatever the file says
+            overrides["enable_lifecycle"] = True
         config = load_config(self.config_path, env={}, overrides=overrides)
         self.app = build(config, config_path=self.config_path, config_overrides=overrides,
                          process_metrics=False)

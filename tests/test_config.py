@@ -315,7 +315,7 @@ def test_a_configured_identity_is_refused_as_a_label_of_the_builtin_rules(tmp_pa
         load_config(str(path), env={})
     assert len(err.value.problems) == 1
     assert err.value.problems[0].startswith(
-        f"{path}: built-in rules[1] (app_page_views_total).labels.route: attribute 'url.path' "
+        f"{path}:1: built-in rules[1] (app_page_views_total).labels.route: attribute 'url.path' "
         f"is windows.session_attribute")
     # a rule of one's own for that metric replaces the built-in one
     path.write_text("windows: {session_attribute: url.path}\nrules:\n"

@@ -289,7 +289,7 @@ def signups(e: Any) -> float:
 
 @slow
 def test_reload_endpoint_refuses_every_broken_config_and_keeps_serving(exporter_factory):
-    e = exporter_factory(CUSTOM)
+    e = exporter_factory(CUSTOM, lifecycle=True)
     path = Path(e.config_path)
     count = Counter[str]()
 

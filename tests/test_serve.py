@@ -176,8 +176,8 @@ def test_on_a_shared_port_reload_over_http_is_never_reachable_by_senders(process
     config = tmp_path / "c.yaml"
     config.write_text(f"server: {{otlp_listen: '127.0.0.1:{port}', "
                       f"metrics_listen: '127.0.0.1:{port}', enable_lifecycle: true}}\n")
-    r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--config", str(config)],
-                       capture_output=True, text=True, timeout=60,
+    r = subprocess.run([sys.executable, "-m", "exporter", "serve", "--config", str(config),
+                        "--otlp-grpc-listen", ""], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2
     assert (f"{config}:1: server.enable_lifecycle: the OTLP receiver and the metrics listener "
@@ -460,9 +460,7 @@ def test_a_failing_page_answers_500_in_plain_text_and_logs_why(caplog):
 
 def test_a_reload_that_fails_unexpectedly_is_refused_and_the_old_config_kept(
         exporter_factory, monkeypatch, caplog):
-    import exporter.app
-
-    e = exporter_factory(CUSTOM)
+    e = exporter_factory(LIFECYCLE + CUSTOM)
 
     def failing_load(*_args, **_kwargs):
         raise RuntimeError("disk on fire")

@@ -192,10 +192,13 @@ class WindowsConfig:
         """The store for logs and pages, without a password."""
         return redact_url(self.store)
 
-    def identity_label_problems(self, rules: list[Rule]) -> list[str]:
+    def identity_label_problems(self, rules: list[Rule],
+                                lines: Mapping[str, str] | None = None) -> list[str]:
         """A problem for every rule that would make a label of the attribute the windows
         count as a user or a session (whatever its name, and whether the windows are on):
-        that would put raw identities on /metrics. Each names the rule and its line."""
+        that would put raw identities on /metrics. Each names the rule and its line; for a
+        built-in rule, the line of the setting that chose the attribute (``lines``: 'line N: '
+        by attribute)."""
         keys = {self.user_attribute: "windows.user_attribute",
                 self.session_attribute: "windows.session_attribute"}
         problems = []
@@ -205,8 +208,10 @@ class WindowsConfig:
                     key = keys.get(attribute)
                     if key is None:
                         continue
-                    where = f"line {rule.line}: " if rule.line and rule.source != "built-in" \
-                        else ""
+                    if rule.source == "built-in":
+                        where = (lines or {}).get(attribute, "")
+                    else:
+                        where = f"line {rule.line}: " if rule.line else ""
                     fix = ("set windows.user_attribute and windows.session_attribute to the "
                            "attributes that hold the ids, or replace this built-in rule with "
                            "one of your own" if rule.source == "built-in" else
