@@ -363,7 +363,10 @@ def test_a_refused_batch_is_dropped_and_counted_not_retried_forever(exporter_fac
 
 def test_exporter_down_neither_raises_nor_blocks_and_delivers_once_back(process_factory, tmp_path):
     port = free_port()
-    a = sdk.Analytics(f"http://127.0.0.1:{port}", SERVICE, schedule_delay_millis=50, timeout=1,
+    # OTLP delivery is at least once: a request that outlives the export timeout is sent
+    # again. While the exporter is down a refused connection fails at once; once it is up, a
+    # timeout a loaded machine can meet keeps each batch to one delivery.
+    a = sdk.Analytics(f"http://127.0.0.1:{port}", SERVICE, schedule_delay_millis=50, timeout=10,
                       close_at_exit=False)
     try:
         with sdk.identify(user_id="offline", session_id="offline-1"):
