@@ -431,7 +431,8 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
     cfg.max_label_value_length = get_int(limits, "max_label_value_length", "limits", problems,
                                          cfg.max_label_value_length)
     cfg.max_streams_per_metric = get_int(limits, "max_streams_per_metric", "limits", problems,
-                                         0, hint=" (default: 4 x each metric's max_series)") or None
+                                         0, high=4 * MAX_SERIES,
+                                         hint=" (default: 4 x each metric's max_series)") or None
     ttl = get_duration(limits, "stream_ttl", "limits", problems, cfg.stream_ttl)
     if ttl < _MIN_STREAM_TTL:
         problems.append(problem(limits, "stream_ttl", "limits",

@@ -70,6 +70,8 @@ def complete_tree() -> Pairs:
                        ("medium", "referral")]),
                 Pairs([("utm_source", "spring-mailing"), ("source", "Newsletter"),
                        ("medium", "email")])])
+    limits = _section(node, "limits")
+    limits.insert(0, ("max_streams_per_metric", 8000))
     privacy = _section(node, "privacy")
     privacy.insert(0, ("salt", "0123456789abcdef0123456789abcdef"))
     privacy[[k for k, _ in privacy].index("attribute_denylist")] = (

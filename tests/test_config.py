@@ -28,8 +28,8 @@ BROKEN = [
     ("servr: {}\n", "did you mean 'server'"),
     ("server:\n  cors: {allowed_origins: ['https://a.example.com/path']}\n", "is not an origin"),
     ("limits: {max_series_per_metric: -1}\n", "limits.max_series_per_metric"),
-    ("limits: {max_streams_per_metric: 0}\n", "limits.max_streams_per_metric: expected a "
-                                              "positive integer"),
+    ("limits: {max_streams_per_metric: 0}\n", "limits.max_streams_per_metric: expected an "
+                                              "integer from 1 to 40000000"),
     ("limits: {stream_ttl: 30s}\n", "limits.stream_ttl: '30s' is shorter than a minute"),
     ("limits: {stream_ttl: often}\n", "limits.stream_ttl: 'often' is not a duration"),
     ("limits: {max_series_per_metric: 1" + "0" * 400 + "}\n",
