@@ -262,12 +262,15 @@ class Store:
             # A stream the table does not know: all of it is new only if it started after this
             # store, was never forgotten, and started after the table last lost track of a
             # forgotten stream; otherwise its total so far may have been counted already, and
-            # this point is its baseline.
+            # this point is its baseline. A start time ahead of this clock proves nothing (the
+            # sender's clock is fast: it may have started long before this store), so it is a
+            # baseline too.
             trace = hash(c.stream)
             forgotten = trace in state.streams_forgotten
             if forgotten:
                 del state.streams_forgotten[trace]
-            if forgotten or c.start_ns <= max(self.started_ns, state.streams_untraced_ns):
+            if (forgotten or c.start_ns <= max(self.started_ns, state.streams_untraced_ns)
+                    or c.start_ns > time.time_ns()):
                 inc = [0] * len(value) if isinstance(value, list) else 0.0
         elif prev[0] == c.start_ns:
             # The increase since the stream's last point; a value that went down is a reset

@@ -237,17 +237,13 @@ rules:
 """
 
 
-# Streams that started after the store did (earlier ones are taken from their next point on).
-LATER = time.time_ns() + 10 ** 12
-
-
-def hist_point(counts, total, count, temporality, start=LATER, bounds=(0.1, 0.5, 1, 5)):
+def hist_point(counts, total, count, temporality, start=0, bounds=(0.1, 0.5, 1, 5)):
     return Record(METRIC, "d", 10, {"op": "chat"}, value=Histogram(bounds, counts, total, count),
                   point_kind=POINT_HISTOGRAM, temporality=temporality, monotonic=True,
                   start_ns=start)
 
 
-def sum_point(value, temporality, start=LATER, monotonic=True):
+def sum_point(value, temporality, start=0, monotonic=True):
     return Record(METRIC, "c", 10, {}, value=value, point_kind=POINT_SUM,
                   temporality=temporality, monotonic=monotonic, start_ns=start)
 
@@ -266,20 +262,34 @@ def test_histogram_points_are_rebucketed_into_a_subset_of_their_bounds():
 def test_cumulative_points_become_increases_with_reset_detection():
     m = compile_rules(HIST_POINT_RULE)
     store = Store(m.metrics)
+    later = store.started_ns + 1  # streams that started after the store did
     for v in (5.0, 8.0, 8.0):
-        run(m, [sum_point(v, TEMPORALITY_CUMULATIVE)], store, signal=METRIC)
+        run(m, [sum_point(v, TEMPORALITY_CUMULATIVE, start=later)], store, signal=METRIC)
     assert store.get("c_total", ()) == 8
-    run(m, [sum_point(3.0, TEMPORALITY_CUMULATIVE, start=LATER + 1)], store, signal=METRIC)  # restart
+    run(m, [sum_point(3.0, TEMPORALITY_CUMULATIVE, start=later + 1)], store, signal=METRIC)  # restart
     assert store.get("c_total", ()) == 11
-    run(m, [sum_point(1.0, TEMPORALITY_CUMULATIVE, start=LATER + 1)], store, signal=METRIC)  # went down
+    run(m, [sum_point(1.0, TEMPORALITY_CUMULATIVE, start=later + 1)], store, signal=METRIC)  # went down
     assert store.get("c_total", ()) == 12
     run(m, [sum_point(2.0, TEMPORALITY_DELTA)], store, signal=METRIC)
     assert store.get("c_total", ()) == 14
     assert store.get("g_ratio", ())[1] == 2.0
     for counts, total in (((1, 0, 0, 0, 0), 0.05), ((2, 1, 0, 0, 1), 10.4)):
-        run(m, [hist_point(counts, total, sum(counts), TEMPORALITY_CUMULATIVE)], store,
-            signal=METRIC)
+        run(m, [hist_point(counts, total, sum(counts), TEMPORALITY_CUMULATIVE, start=later)],
+            store, signal=METRIC)
     assert store.get("d_seconds", ("chat",)) == pytest.approx([10.4, 4, 2, 1, 1])
+
+
+def test_a_stream_started_ahead_of_the_store_clock_is_a_baseline_not_counted_in_full():
+    # a sender whose clock is 10 min fast: its start time looks later than the store's, but
+    # it may have started (and been counted) long before a restart of the exporter
+    m = compile_rules(STREAM_RULE)
+    store = Store(m.metrics)
+    fast = time.time_ns() + 600 * 10 ** 9
+    slow = store.started_ns - 10 ** 9
+    for source, value in [("x", 115), ("y", 75), ("x", 120), ("y", 80)]:
+        run(m, [source_point(source, value, fast if source == "x" else slow)], store,
+            signal=METRIC)
+    assert store.get("jobs_total", ()) == 10  # x 115 and y 75 are baselines: +5 +5
 
 
 def test_streams_older_than_the_store_count_from_their_next_point():
@@ -415,7 +425,9 @@ rules:
     value: data_point
     buckets: [1, 10]
 """)
-    store, result = run(m, [sum_point(5.0, TEMPORALITY_CUMULATIVE)], signal=METRIC)
+    store = Store(m.metrics)
+    run(m, [sum_point(5.0, TEMPORALITY_CUMULATIVE, start=store.started_ns + 1)], store,
+        signal=METRIC)
     assert store.get("h_seconds", ()) == [5.0, 1, 0, 1, 0]
     _, result = run(m, [sum_point(5.0, TEMPORALITY_CUMULATIVE, monotonic=False)], store,
                     signal=METRIC)
