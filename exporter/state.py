@@ -19,6 +19,10 @@ taken. So a clean stop (SIGTERM: the listeners close, then the final save, marke
 ``"clean": true``) is complete, and so is a kill -9 or a crash that came after a save with
 no traffic since; a crash after counting more is not, and neither is a crash of a run that
 restored a snapshot and counted more since (its first change marked it).
+
+When the mark cannot be written (a full disk), the snapshot is renamed to
+``state-incomplete.json.gz`` (a rename needs no free space), which is only ever restored as
+incomplete, and the mark is tried again at the next change. A later save replaces it.
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ from typing import Any, Callable, Mapping, Protocol
 from exporter import __version__
 from exporter.collectors.selfmetrics import StateMetrics
 from exporter.configcheck import at, get_bool, get_duration, open_section, path, problem, show
-from exporter.fsutil import remove_leftovers, write_atomic
+from exporter.fsutil import fsync_dir, remove_leftovers, write_atomic
 
 __all__ = [
     "StateConfig", "parse_state", "StateError", "SnapshotError", "StateManager", "StatePart",
     "write_atomic", "encode_snapshot", "read_snapshot", "FORMAT", "VERSION", "STATE_FILE",
+    "INCOMPLETE_FILE", "UNSAVED_FILE",
     "DEFAULT_DIR",
 ]
 
@@ -51,6 +56,8 @@ log = logging.getLogger("kpi_exporter")
 FORMAT = "kpi-exporter-state"
 VERSION = 1
 STATE_FILE = "state.json.gz"
+# A snapshot withdrawn because the mark after it could not be written: never complete.
+INCOMPLETE_FILE = "state-incomplete.json.gz"
 UNSAVED_FILE = "unsaved"
 LOCK_FILE = "lock"
 DEFAULT_DIR = "./data"
@@ -181,6 +188,7 @@ class StateManager:
         self.directory = directory
         self.path = directory / STATE_FILE
         self.unsaved_path = directory / UNSAVED_FILE
+        self.incomplete_path = directory / INCOMPLETE_FILE
         # The number of the latest snapshot taken (restored, or written since).
         self.generation = 0
         self.metrics = metrics
@@ -192,6 +200,10 @@ class StateManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
+        # The snapshot number whose mark could not be written (None: every change is marked);
+        # guarded by _files_lock, as are the renames of the snapshot file.
+        self._unmarked: int | None = None
+        self._files_lock = threading.Lock()
 
     def add(self, name: str, part: StatePart, salted: bool = False) -> None:
         """Keeps ``part``'s state in the snapshot under ``name``."""
@@ -237,14 +249,14 @@ class StateManager:
 
     # -- restore ---------------------------------------------------------------------------
 
-    def _move_aside(self, suffix: str) -> Path | None:
+    def _move_aside(self, source: Path, suffix: str) -> Path | None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.wall_clock()))
-        aside = self.path.with_name(f"{self.path.name}.{suffix}-{stamp}")
+        aside = source.with_name(f"{source.name}.{suffix}-{stamp}")
         try:
-            os.replace(self.path, aside)
+            os.replace(source, aside)
             return aside
         except OSError as exc:
-            log.error("cannot move the state file %s aside: %s", self.path, exc.strerror or exc)
+            log.error("cannot move the state file %s aside: %s", source, exc.strerror or exc)
             return None
 
     def restore(self) -> bool:
@@ -254,13 +266,17 @@ class StateManager:
         # Numbers go on from the mark even without a usable snapshot, so that an old mark
         # never names a newer snapshot.
         self.generation = max(self.generation, unsaved or 0)
-        if not self.path.exists():
-            log.info("no state file at %s; starting with empty state", self.path)
-            return False
+        source = self.path
+        if not source.exists():
+            if not self.incomplete_path.exists():
+                log.info("no state file at %s; starting with empty state", self.path)
+                return False
+            source = self.incomplete_path  # withdrawn: its mark could not be written
+        withdrawn = source == self.incomplete_path
         notes: list[str] = []
         staged: dict[str, Any] = {}
         try:
-            doc = read_snapshot(self.path)
+            doc = read_snapshot(source)
             saved_at = doc.get("saved_at", 0)
             if not isinstance(saved_at, (int, float)):
                 raise ValueError("'saved_at' is not a number")
@@ -269,7 +285,8 @@ class StateManager:
                                            or isinstance(generation, bool)):
                 raise ValueError("'generation' is not an integer")
             # Snapshots of versions that did not number them cannot be told complete.
-            complete = generation is not None and unsaved is not None and unsaved < generation
+            complete = (generation is not None and unsaved is not None and unsaved < generation
+                        and not withdrawn)
             # Everything is read and checked before anything is applied, so a bad part
             # never leaves the state half restored.
             for name, part in self.parts.items():
@@ -284,30 +301,31 @@ class StateManager:
                     staged[name], part_notes = part.parse_state(part_doc, complete)
                     notes += part_notes
         except OSError as exc:
-            aside = self._move_aside("unreadable")
+            aside = self._move_aside(source, "unreadable")
             log.error("cannot read the state file %s (%s); %s; starting with empty state",
-                      self.path, exc.strerror or exc,
+                      source, exc.strerror or exc,
                       f"moved it to {aside}" if aside else "left it in place")
             return False
         except SnapshotError as exc:
-            aside = self._move_aside(exc.kind)
+            aside = self._move_aside(source, exc.kind)
             log.error("the state file %s cannot be restored: %s; %s; starting with empty state",
-                      self.path, exc, f"moved it to {aside}" if aside else "left it in place")
+                      source, exc, f"moved it to {aside}" if aside else "left it in place")
             return False
         except ValueError as exc:
-            aside = self._move_aside("corrupt")
+            aside = self._move_aside(source, "corrupt")
             log.error("the state file %s is corrupt (%s); %s; starting with empty state",
-                      self.path, exc, f"moved it to {aside}" if aside else "left it in place")
+                      source, exc, f"moved it to {aside}" if aside else "left it in place")
             return False
         self.generation = max(self.generation, generation or 0)
-        if unsaved is None and generation is not None:
+        size = source.stat().st_size
+        if unsaved is None and generation is not None and not withdrawn:
             # An unreadable mark: keep this snapshot marked incomplete, readably, until the
             # next one is taken.
             self.mark_unsaved()
         for name, value in staged.items():
             self.parts[name].apply_state(value)
         if self.metrics is not None:
-            self.metrics.bytes.set(self.path.stat().st_size)
+            self.metrics.bytes.set(size)
             self.metrics.last_save.set(saved_at)
         age = max(0.0, self.wall_clock() - saved_at)
         if not complete:
@@ -315,10 +333,10 @@ class StateManager:
                         "was killed or crashed, or failed its final save): counters and "
                         "histograms start from zero, which Prometheus reads as a counter "
                         "reset; gauges and window sketches are restored as saved %.0fs ago",
-                        self.path, age)
+                        source, age)
         how = ("at a clean stop" if doc.get("clean") is True else
                "nothing counted after it" if complete else "counters not restored")
-        log.info("restored state from %s (saved %.0fs ago, %s): %s%s", self.path, age, how,
+        log.info("restored state from %s (saved %.0fs ago, %s): %s%s", source, age, how,
                  ", ".join(staged) or "nothing", "".join(f"; not restored: {n}" for n in notes))
         return True
 
@@ -338,16 +356,47 @@ class StateManager:
             log.error("%s does not hold a snapshot number", self.unsaved_path)
             return None
 
-    def mark_unsaved(self) -> None:
+    def mark_unsaved(self) -> bool:
         """Writes, durably, that the counts change after the latest snapshot taken: called
-        by the store, under its lock, before the first change after each snapshot. A
-        failure is logged: if the exporter then crashes before its next save, the snapshot
-        may be restored as complete although it is not."""
+        by the store, under its lock, before the first change after each snapshot. True when
+        the mark is written. When it cannot be (a full disk), the snapshot is withdrawn
+        (renamed, which needs no free space) so it is never restored as complete, and False
+        tells the store to try the mark again at its next change."""
+        generation = self.generation
         try:
-            write_atomic(self.unsaved_path, f"{self.generation}\n".encode("ascii"))
+            write_atomic(self.unsaved_path, f"{generation}\n".encode("ascii"))
         except OSError as exc:
-            log.error("cannot write %s (%s): if the exporter stops without saving again, its "
-                      "counters may be restored from an older state", self.unsaved_path,
+            with self._files_lock:
+                first = self._unmarked is None
+                self._unmarked = generation
+                self._withdraw()
+            if first:
+                log.error("cannot write %s (%s): the state file is renamed to %s, whose "
+                          "counters are not restored; the mark is tried again at each change",
+                          self.unsaved_path, exc.strerror or exc, self.incomplete_path.name)
+            return False
+        with self._files_lock:
+            if self._unmarked is not None and self._unmarked <= generation:
+                self._unmarked = None
+                log.info("wrote %s again", self.unsaved_path)
+        return True
+
+    def _withdraw(self) -> None:
+        """Renames the snapshot to the name restored only as incomplete. Called under
+        _files_lock."""
+        try:
+            os.replace(self.path, self.incomplete_path)
+        except FileNotFoundError:
+            return  # no snapshot yet, or withdrawn already
+        except OSError as exc:
+            log.error("cannot rename %s to %s (%s): if the exporter stops without saving "
+                      "again, its counters may be restored from an older state", self.path,
+                      self.incomplete_path.name, exc.strerror or exc)
+            return
+        try:
+            fsync_dir(self.directory)
+        except OSError as exc:
+            log.error("cannot flush the state directory %s (%s)", self.directory,
                       exc.strerror or exc)
 
     # -- save ------------------------------------------------------------------------------
@@ -374,8 +423,10 @@ class StateManager:
         with self._save_lock:
             started = time.perf_counter()
             try:
-                data = encode_snapshot(self.snapshot(clean))
+                doc = self.snapshot(clean)
+                data = encode_snapshot(doc)
                 write_atomic(self.path, data)
+                self._settle(doc["generation"])
             except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
                 if self.metrics is not None:
                     self.metrics.saves.labels("failure").inc()
@@ -391,6 +442,20 @@ class StateManager:
                 self.metrics.last_save.set(self.wall_clock())
             log.debug("saved the state to %s: %d bytes in %.3fs", self.path, len(data), elapsed)
             return True
+
+    def _settle(self, generation: int) -> None:
+        """After snapshot ``generation`` is written: withdrawn at once when a change it may
+        lack could not be marked; otherwise it replaces a withdrawn one."""
+        with self._files_lock:
+            if self._unmarked is not None and self._unmarked >= generation:
+                self._withdraw()
+                return
+            try:
+                self.incomplete_path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # the newer snapshot is restored first anyway
+                log.warning("cannot remove %s (%s)", self.incomplete_path, exc.strerror or exc)
 
     def start(self, interval: float) -> None:
         """Saves every ``interval`` seconds in a background thread."""

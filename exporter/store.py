@@ -156,7 +156,7 @@ class Store:
         # Called under the lock before the first change after each export_state(), so that
         # the state manager can record, before the change is visible, that the last
         # snapshot no longer holds everything counted.
-        self.on_unsaved_change: Callable[[], None] | None = None
+        self.on_unsaved_change: Callable[[], bool] | None = None
         self._unsaved = False
         metrics = metrics or {}
         self.metrics: dict[str, MetricState] = {n: MetricState(d) for n, d in metrics.items()}
@@ -208,9 +208,8 @@ class Store:
         slot = self._slot
         with self.lock:
             if not self._unsaved:
-                if self.on_unsaved_change is not None:
-                    self.on_unsaved_change()
-                self._unsaved = True
+                # a mark that could not be written is tried again at the next change
+                self._unsaved = self.on_unsaved_change is None or self.on_unsaved_change()
             if deltas.metrics is not None and deltas.metrics is not self._definitions:
                 deltas = self._without_reshaped(deltas)
             exemplars = deltas.exemplars

@@ -4,6 +4,7 @@ directory lock."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import logging
@@ -22,7 +23,7 @@ from exporter import otlp_json
 from exporter.collectors.selfmetrics import StateMetrics
 from exporter.config import ConfigError, load_config
 from exporter.state import (
-    FORMAT, STATE_FILE, UNSAVED_FILE, VERSION, StateManager, encode_snapshot,
+    FORMAT, INCOMPLETE_FILE, STATE_FILE, UNSAVED_FILE, VERSION, StateManager, encode_snapshot,
 )
 from tests.helpers import ROOT, ProcessExporter, built, eventually, parse_samples
 from tests.otel import logger_provider, meter_provider, tracer_provider
@@ -269,6 +270,85 @@ def test_a_failed_save_is_counted_and_leaves_no_temp_file(tmp_path, caplog):
     samples = parse_samples(generate_latest(registry).decode())
     assert samples[("kpi_exporter_state_saves_total", frozenset({("outcome", "failure")}))] == 1
     assert samples[("kpi_exporter_state_saves_total", frozenset({("outcome", "success")}))] == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A state directory on a 64 KiB tmpfs of its own (mounted as root; unmounted after), so
+    a test can fill the disk and free it again."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        (mount / "state").mkdir()
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fills the disk to the last block; returns the file that does it."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        with pytest.raises(OSError) as full:
+            while True:
+                f.write(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    return filler
+
+
+def views_total(app):
+    return sum(v for k, v in parse_samples(generate_latest(app.registry).decode()).items()
+               if k[0] == "app_page_views_total")
+
+
+def test_a_full_disk_that_stops_the_unsaved_mark_never_restores_older_counters(
+        small_disk, tmp_path, caplog):
+    state_dir = small_disk / "state"
+    before = new_app(tmp_path=tmp_path)
+    m, registry = manager(before, state_dir)
+    before.pipeline.ingest_batch(otlp_json.decode_logs(page_views(1000)))
+    assert m.save()  # a periodic save of 1000
+    filler = fill(small_disk)
+    with caplog.at_level(logging.ERROR, logger="kpi_exporter"):
+        before.pipeline.ingest_batch(otlp_json.decode_logs(page_views(500)))  # scraped: 1500
+        assert not m.save(clean=True)  # the final save fails too
+    assert views_total(before) == 1500
+    assert f"cannot write {state_dir / UNSAVED_FILE}" in caplog.text
+    filler.unlink()  # the disk is freed, the exporter restarted
+    after = new_app(tmp_path=tmp_path)
+    ma, _ = manager(after, state_dir)
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        assert ma.restore()
+    # Prometheus read 1000, 1500, then the reset: 0, never 1000 again (+1000 counted twice)
+    assert views_total(after) == 0
+    assert "counters not restored" in caplog.text
+    # the snapshot of 1000 was withdrawn by a rename, which needs no space
+    assert not (state_dir / STATE_FILE).exists() and (state_dir / INCOMPLETE_FILE).exists()
+    after.pipeline.ingest_batch(otlp_json.decode_logs(page_views(10)))
+    assert prometheus_increase([1000, 1500, views_total(after)]) == 1510 - 1000
+    samples = parse_samples(generate_latest(after.registry).decode())
+    assert samples[("app_active_users", frozenset({("window", "5m")}))] == 7  # windows restored
+
+
+def test_an_unsaved_mark_that_failed_is_written_at_the_next_change(small_disk, tmp_path):
+    state_dir = small_disk / "state"
+    before = new_app(tmp_path=tmp_path)
+    m, _ = manager(before, state_dir)
+    before.pipeline.ingest_batch(otlp_json.decode_logs(page_views(1000)))
+    assert m.save()
+    filler = fill(small_disk)
+    before.pipeline.ingest_batch(otlp_json.decode_logs(page_views(500)))
+    assert (state_dir / UNSAVED_FILE).read_text() == "0\n"  # the mark of snapshot 1 failed
+    filler.unlink()
+    before.pipeline.ingest_batch(otlp_json.decode_logs(page_views(1)))
+    assert (state_dir / UNSAVED_FILE).read_text() == "1\n"  # tried again, written
+    assert m.save()  # snapshot 2 replaces the withdrawn one
+    assert (state_dir / STATE_FILE).exists() and not (state_dir / INCOMPLETE_FILE).exists()
+    after = new_app(tmp_path=tmp_path)  # killed with nothing counted since: complete
+    assert manager(after, state_dir)[0].restore()
+    assert views_total(after) == 1501
 
 
 # -- unusable snapshots ---------------------------------------------------------------------------
