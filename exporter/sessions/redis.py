@@ -41,12 +41,12 @@ from exporter.sessions.store import (
     END, ENDED, EVICTED, TIMEOUT, Delta, Dims, SessionStore, Visit,
 )
 from exporter.windows.config import WindowsConfig
+from exporter.windows.redis import send_delay
 
 __all__ = ["RedisSessionStore", "END_GRACE", "START_GRACE", "CHUNK"]
 
 log = logging.getLogger("kpi_exporter")
 
-FLUSH_INTERVAL = 1.0
 # An ended visit waits this long (server time) for events still in another replica's buffer.
 END_GRACE = 5.0
 # A visit is counted as started this long (server time) after it opened, with the dimensions
@@ -59,7 +59,6 @@ CLAIM_LIMIT = 1000
 DONE_TTL = 300  # seconds an answer is kept for a retry
 MEASURE_EVERY = 5.0
 SIZE_EVERY = 60.0
-BACKOFF_MAX = 8.0
 _SEP = "\x1f"
 _KEY = struct.Struct("<Q")
 
@@ -385,9 +384,7 @@ class RedisSessionStore(SessionStore):
 
     def _send_loop(self) -> None:
         while True:
-            delay = FLUSH_INTERVAL if self._failures == 0 else min(
-                BACKOFF_MAX, 0.5 * 2 ** (self._failures - 1))
-            self._wake.wait(delay)
+            self._wake.wait(send_delay(self._failures))
             self._wake.clear()
             stopping = self._stop.is_set()
             self.flush()

@@ -46,7 +46,7 @@ from redis.retry import Retry
 from exporter.windows.config import WindowsConfig
 from exporter.windows.store import OVERFLOW_VALUE, Estimate, Event, WindowStore
 
-__all__ = ["RedisWindowStore", "WindowStoreError", "KeyLayout", "LAYOUT", "KINDS"]
+__all__ = ["send_delay", "RedisWindowStore", "WindowStoreError", "KeyLayout", "LAYOUT", "KINDS"]
 
 log = logging.getLogger("kpi_exporter")
 
@@ -71,6 +71,12 @@ SIZE_EVERY = 60.0  # how often the keys' size is measured
 BACKOFF_MAX = 8.0
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
+
+
+def send_delay(failures: int) -> float:
+    """Seconds a store's sender waits before its next send: FLUSH_INTERVAL while sends
+    succeed; after failures 0.5 s, 1 s, 2 s, ... up to BACKOFF_MAX."""
+    return FLUSH_INTERVAL if failures == 0 else min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))
 
 # Admits breakdown values while the breakdown has fewer than its cap, atomically, so that
 # every replica exposes the same values and the same overflow. Values not seen for longer
@@ -511,9 +517,7 @@ class RedisWindowStore(WindowStore):
 
     def _send_loop(self) -> None:
         while True:
-            delay = FLUSH_INTERVAL if self._failures == 0 else min(
-                BACKOFF_MAX, 0.5 * 2 ** (self._failures - 1))
-            self._wake.wait(delay)
+            self._wake.wait(send_delay(self._failures))
             self._wake.clear()
             stopping = self._stop.is_set()
             self.flush()
