@@ -7,12 +7,13 @@ idle series expire after a metric's TTL when one is set.
 
 Cumulative OTLP streams are remembered per metric (their start time and last value) to turn
 each point into an increase. The table has its own limit and forgets idle streams after
-``stream_ttl``; a forgotten stream leaves a trace (a hash of its key) in a bounded list. A
-stream the table does not know is taken in full only when it provably started after this
-store existed, left no trace, and started after the metric last forgot a stream without
-one; any other unknown stream may have been counted already (by a previous run, or before it
-was forgotten), so its first point is only a baseline. That may miss one interval of a
-stream, never count one twice.
+``stream_ttl``; a forgotten stream leaves a trace (a hash of its key, and its start time) in
+a bounded list. A stream the table does not know is taken in full only when its start time
+proves it new: after this store existed, after the start time its trace holds (a restart
+since it was forgotten), and after the start time of every forgotten stream whose trace the
+list has dropped. Any other unknown stream may have been counted already (by a previous run,
+or before it was forgotten), so its first point is only a baseline. That may miss one
+interval of a stream, never count one twice.
 """
 
 from __future__ import annotations
@@ -124,10 +125,11 @@ class MetricState:
         self.streams: dict[tuple[Any, ...], tuple[int, Any, float]] = {}
         self.streams_evicted = 0
         self.streams_expired = 0
-        # Hashes of the keys of forgotten streams (evicted or expired), oldest first, at most
-        # as many as the table holds; and the wall-clock time (ns) the oldest trace was last
-        # dropped to make room: a stream forgotten before then may have left no trace.
-        self.streams_forgotten: dict[int, None] = {}
+        # Hash of the key -> start time (ns) of forgotten streams (evicted or expired), oldest
+        # first, at most as many as the table holds; and the newest start time of a forgotten
+        # stream whose trace was dropped to make room: a stream that started no later may be
+        # one of those.
+        self.streams_forgotten: dict[int, int] = {}
         self.streams_untraced_ns = 0
         # Regular series allowed; the overflow series is the last of max_series.
         self.limit = max(1, definition.max_series - 1)
@@ -259,16 +261,13 @@ class Store:
         inc: Any = value
         if prev is None:
             # A stream the table does not know: all of it is new only if it started after this
-            # store, was never forgotten, and started after the table last lost track of a
-            # forgotten stream; otherwise its total so far may have been counted already, and
-            # this point is its baseline. A start time ahead of this clock proves nothing (the
-            # sender's clock is fast: it may have started long before this store), so it is a
-            # baseline too.
-            trace = hash(c.stream)
-            forgotten = trace in state.streams_forgotten
-            if forgotten:
-                del state.streams_forgotten[trace]
-            if (forgotten or c.start_ns <= max(self.started_ns, state.streams_untraced_ns)
+            # store, after its own trace (it restarted since it was forgotten) and after every
+            # forgotten stream the table lost the trace of; otherwise its total so far may have
+            # been counted already, and this point is its baseline. A start time ahead of this
+            # clock proves nothing (the sender's clock is fast: it may have started long before
+            # this store), so it is a baseline too.
+            traced = state.streams_forgotten.pop(hash(c.stream), 0)
+            if (c.start_ns <= max(self.started_ns, state.streams_untraced_ns, traced)
                     or c.start_ns > time.time_ns()):
                 inc = [0] * len(value) if isinstance(value, list) else 0.0
         elif prev[0] == c.start_ns:
@@ -293,30 +292,28 @@ class Store:
         when there is nothing to drop."""
         streams = state.streams
         limit = self.stream_limit(state)
-        gone: list[tuple[Any, ...]] = []
+        gone: list[tuple[tuple[Any, ...], int]] = []  # (key, start time)
         if self.stream_ttl:
             deadline = now - self.stream_ttl
             while streams:
                 oldest = next(iter(streams))
                 if streams[oldest][2] >= deadline:
                     break
-                del streams[oldest]
-                gone.append(oldest)
+                gone.append((oldest, streams.pop(oldest)[0]))
             state.streams_expired += len(gone)
         while len(streams) > limit:
             oldest = next(iter(streams))
-            del streams[oldest]
-            gone.append(oldest)
+            gone.append((oldest, streams.pop(oldest)[0]))
             state.streams_evicted += 1
         if not gone:
             return
         traces = state.streams_forgotten
-        for key in gone:
-            traces[hash(key)] = None
-        if len(traces) > limit:
-            while len(traces) > limit:
-                del traces[next(iter(traces))]
-            state.streams_untraced_ns = time.time_ns()
+        for key, start_ns in gone:
+            traces[hash(key)] = start_ns
+        while len(traces) > limit:
+            dropped = traces.pop(next(iter(traces)))
+            if dropped > state.streams_untraced_ns:
+                state.streams_untraced_ns = dropped
 
     def expire(self) -> int:
         """Drops series idle for longer than their metric's TTL, and idle cumulative streams;
@@ -415,13 +412,15 @@ class Store:
         notes). Raises ValueError when it is malformed.
 
         When more was counted after the document was exported (``complete`` False: a crash
-        after traffic since the last save), only gauges are taken. Counter and histogram
-        series, the overflow and expiry counts (all counters to Prometheus) start from zero,
-        and so do the cumulative streams: a stream's last value in an old snapshot is older
-        than points the crashed run had already counted (and Prometheus scraped), so
-        restoring it would count that stretch again after the reset. Without it each
-        stream's next point is a baseline: at most one export interval per stream is
-        missed, never counted twice."""
+        after traffic since the last save), only gauges are taken whole. Counter and
+        histogram series start from zero: each is kept at 0, so that the first scrape
+        after the restart shows Prometheus the reset (a series that was left out until its
+        next event could come back above its last scraped value, and its reset would go
+        unseen). The overflow and expiry counts start from zero too, and so do the
+        cumulative streams: a stream's last value in an old snapshot is older than points
+        the crashed run had already counted (and Prometheus scraped), so restoring it would
+        count that stretch again after the reset. Without it each stream's next point is a
+        baseline: at most one export interval per stream is missed, never counted twice."""
         if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), list):
             raise ValueError("store: expected an object with a 'metrics' list")
         staged: list[_Restored] = []
@@ -455,7 +454,7 @@ class Store:
                     raise ValueError(f"store: {name}: a series value does not fit a {mtype}")
             if not complete:
                 if mtype != GAUGE:
-                    series = {}
+                    series = {k: state.new_value() for k in series}
                 streams, overflow, expired = {}, 0, 0
             staged.append((state, series, streams, overflow, expired))
         return staged, notes

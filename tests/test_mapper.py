@@ -348,25 +348,62 @@ def test_an_evicted_stream_that_comes_back_is_a_baseline_not_counted_twice(max_s
     assert state.streams_evicted == (3 if max_streams is None else 0)  # e, f, a evict a, b, c
 
 
-def test_a_new_stream_counts_in_full_unless_the_table_lost_track_of_a_forgotten_one():
+def test_a_new_stream_counts_in_full_unless_it_may_be_a_forgotten_one_without_a_trace():
     m = compile_rules(STREAM_RULE)
     store = Store(m.metrics)
     store.max_streams_per_metric = 2  # and at most 2 traces of forgotten streams
-    started = store.started_ns + 1
-    for source in "abc":  # c evicts a, which leaves a trace
-        run(m, [source_point(source, 1, started)], store, signal=METRIC)
+    t0 = store.started_ns
+    for i, source in enumerate("abc"):  # c evicts a, which leaves a trace
+        run(m, [source_point(source, 1, t0 + 10 + i)], store, signal=METRIC)
     state = store.metrics["jobs_total"]
     assert (store.get("jobs_total", ()), state.streams_untraced_ns) == (3, 0)
-    run(m, [source_point("d", 1, started)], store, signal=METRIC)  # new: in full; b evicted
-    run(m, [source_point("e", 1, started)], store, signal=METRIC)  # new: in full; c evicted,
+    run(m, [source_point("d", 1, t0 + 20)], store, signal=METRIC)  # new: in full; b evicted
+    run(m, [source_point("e", 1, t0 + 21)], store, signal=METRIC)  # new: in full; c evicted,
     assert store.get("jobs_total", ()) == 5  # and a's trace dropped for c's
-    lost = state.streams_untraced_ns
-    assert lost > 0
-    # from now on a stream that started before `lost` may be a, counted before: a baseline
-    run(m, [source_point("f", 50, lost - 1)], store, signal=METRIC)
-    assert store.get("jobs_total", ()) == 5
-    run(m, [source_point("g", 7, state.streams_untraced_ns + 1)], store, signal=METRIC)
+    # the table lost track of a, which started at t0 + 10: the newest untraced start time
+    assert state.streams_untraced_ns == t0 + 10
+    # a stream that started no later may be a, counted before: a baseline (it evicts d, and
+    # b's trace, t0 + 11, is dropped)
+    run(m, [source_point("f", 50, t0 + 10)], store, signal=METRIC)
+    assert (store.get("jobs_total", ()), state.streams_untraced_ns) == (5, t0 + 11)
+    # one that started after every untraced stream cannot be one of them (those forgotten
+    # later left traces), however long after the traces were dropped
+    run(m, [source_point("g", 7, t0 + 12)], store, signal=METRIC)
     assert store.get("jobs_total", ()) == 12
+
+
+def test_short_jobs_that_start_after_the_traces_were_dropped_count_in_full():
+    # A fleet of one-point jobs (a batch queue, serverless functions with cumulative
+    # temporality): once the trace list overflows, traces are dropped all the time; a job
+    # that started after every dropped stream is still new, and is its whole count.
+    m = compile_rules(STREAM_RULE)
+    store = Store(m.metrics)
+    store.max_streams_per_metric = 2
+    t0 = store.started_ns
+    for i in range(10):  # ten older jobs fill the table and overflow the traces
+        run(m, [source_point(f"old-{i}", 10, t0 + 1 + i)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 100
+    assert store.metrics["jobs_total"].streams_untraced_ns == t0 + 6
+    # six jobs started after all of them, each sending its only point: 10 each
+    for i in range(6):
+        run(m, [source_point(f"new-{i}", 10, t0 + 100 + i)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 160
+
+
+def test_a_forgotten_stream_that_restarted_since_counts_in_full():
+    m = compile_rules(STREAM_RULE)
+    store = Store(m.metrics)
+    store.max_streams_per_metric = 1
+    t0 = store.started_ns
+    run(m, [source_point("a", 100, t0 + 1)], store, signal=METRIC)
+    run(m, [source_point("b", 5, t0 + 2)], store, signal=METRIC)  # evicts a: a trace
+    run(m, [source_point("a", 120, t0 + 1)], store, signal=METRIC)  # a again: baseline
+    assert store.get("jobs_total", ()) == 105
+    # b again, forgotten since its 5: a baseline (its +1 is missed); evicts a again
+    run(m, [source_point("b", 6, t0 + 2)], store, signal=METRIC)
+    # a restarted (a new start time after the one its trace holds): its 3 are all new
+    run(m, [source_point("a", 3, t0 + 50)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 108
 
 
 def test_a_stream_without_a_start_time_counts_from_its_next_point():

@@ -177,9 +177,14 @@ def test_after_counting_past_the_last_save_counters_start_from_zero_and_gauges_a
         assert manager(after, tmp_path)[0].restore()
     assert "counted more after the state file" in caplog.text
     samples = parse_samples(generate_latest(after.registry).decode())
-    # counters and histograms: nothing (Prometheus sees a reset when they come back)
-    assert not [k for k in samples if k[0] in ("app_page_views_total", "app_jobs_total",
-                                                 "ai_model_latency_seconds_count")]
+    # counters and histograms: every series at zero (Prometheus sees the reset at once)
+    reset = {k: v for k, v in samples.items()
+             if k[0] in ("app_page_views_total", "app_jobs_total",
+                         "ai_model_latency_seconds_count", "ai_model_latency_seconds_bucket")}
+    assert {k[0] for k in reset} == {"app_page_views_total", "app_jobs_total",
+                                     "ai_model_latency_seconds_count",
+                                     "ai_model_latency_seconds_bucket"}
+    assert set(reset.values()) == {0}
     assert samples[("kpi_exporter_metric_overflow_updates_total",
                     frozenset({("metric", "app_feature_clicks_total")}))] == 0
     # gauges and window sketches: as saved
@@ -210,7 +215,7 @@ def test_a_snapshot_with_nothing_counted_after_it_is_restored_whole_however_the_
     second.pipeline.ingest_batch(otlp_json.decode_logs(logs_body(traffic()[:1])))
     third = new_app(tmp_path=tmp_path)
     assert manager(third, tmp_path)[0].restore()
-    assert third.store.get("app_jobs_total", ("q1",)) is None
+    assert third.store.get("app_jobs_total", ("q1",)) == 0.0  # kept at zero: a visible reset
 
 
 def test_an_unreadable_unsaved_mark_restores_no_counters(tmp_path, caplog):
@@ -222,7 +227,7 @@ def test_an_unreadable_unsaved_mark_restores_no_counters(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="kpi_exporter"):
         assert manager(after, tmp_path)[0].restore()
     assert "does not hold a snapshot number" in caplog.text
-    assert after.store.get("app_jobs_total", ("q1",)) is None
+    assert after.store.get("app_jobs_total", ("q1",)) == 0.0
     samples = parse_samples(generate_latest(after.registry).decode())
     assert samples[("ai_model_accuracy_ratio", frozenset({("model", "m1")}))] == 0.81
     assert samples[("app_active_users", frozenset({("window", "5m")}))] == 7
@@ -513,14 +518,17 @@ def test_kill_9_after_a_periodic_save_resets_counters_instead_of_rewinding_them(
     e2 = process_factory(*args)
     s = e2.scrape()
     assert "counted more after the state file" in e2.log()
-    assert views_of(s) is None and s.value("ai_model_latency_seconds_count", model="m1") is None
+    # every counter and histogram series is there at zero: the first scrape shows the reset
+    scraped.append(views_of(s))
+    assert s.value("ai_model_latency_seconds_count", model="m1") == 0
+    assert s.value("ai_model_latency_seconds_bucket", model="m1", le="+Inf") == 0
     assert s.value("ai_model_accuracy_ratio", model="m1") in (0.5, 0.75)  # as last saved
     assert s.value("app_active_users", window="1h") == 7
     assert e2.post("/v1/logs", page_views(10)).status_code == 200
     assert e2.post("/v1/logs", perf(1, 0.9)).status_code == 200
     s = e2.scrape()
     scraped.append(views_of(s))
-    assert scraped == [1500, 10]  # the reset is visible
+    assert scraped == [1500, 0, 10]  # the reset is visible
     assert prometheus_increase(scraped) == 10
     assert s.value("ai_model_latency_seconds_count", model="m1") == 1
     assert s.value("ai_model_accuracy_ratio", model="m1") == 0.9
@@ -606,7 +614,7 @@ def test_kill_9_never_counts_a_cumulative_stream_twice(process_factory, tmp_path
     # 125 is the stream's baseline after the reset: the 5 are missed, nothing is counted
     # twice. (Restoring the saved counter and last point, 100, would show 100 first, a drop
     # Prometheus reads as a reset, then 125: 100 + 25 counted again.)
-    assert scraped == [120, None, 0, 3]
+    assert scraped == [120, 0, 0, 3]
     assert scraped[0] + prometheus_increase(scraped) == 123 <= 100 + 20 + 5 + 3
 
 
