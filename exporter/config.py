@@ -451,6 +451,9 @@ def load_config(path: str | None = None, env: TMapping[str, str] | None = None,
                                  source=source)
     except RuleError as exc:
         problems.extend(exc.problems)
+        # the rules without a problem of their own are still checked against the rest of the
+        # config (identities as labels, ...), so that one pass names every problem
+        user_rules = exc.rules
     cfg.windows = parse_windows(top("windows", dict, "a mapping with keys like 'durations'"),
                                 user_rules, problems, env, overrides)
     cfg.web_analytics = parse_web_analytics(

@@ -4,6 +4,7 @@ what an interrupted one leaves behind, and bounded reads."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 __all__ = ["fsync_dir", "read_limited", "write_atomic", "remove_leftovers"]
@@ -48,7 +49,8 @@ def _temp_prefix(path: Path) -> str:
 def write_atomic(path: Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that a crash leaves either the old file or the new one
     (temp file in the same directory, fsync, rename, fsync of the directory); mode 0600."""
-    tmp = path.with_name(f"{_temp_prefix(path)}{os.getpid()}")
+    # one temp file per process and thread: two writers of one path never share it
+    tmp = path.with_name(f"{_temp_prefix(path)}{os.getpid()}-{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         try:

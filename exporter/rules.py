@@ -47,11 +47,14 @@ _REPLACEMENT_REF = re.compile(r"\$(?:(\d+)|\{(\w+)\}|(\$))")
 
 
 class RuleError(ValueError):
-    """One or more problems in the rules; ``problems`` holds one message per problem."""
+    """One or more problems in the rules; ``problems`` holds one message per problem, and
+    ``rules`` the rules that were read without one, so that checks made across the config
+    (an identity used as a label, say) can report their problems in the same pass."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], rules: list["Rule"] | None = None):
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.rules = rules or []
 
 
 class RecordError(ValueError):
@@ -868,7 +871,7 @@ def parse_rules(raw_rules: Any, limits: dict[str, Any] | None = None,
         elif b.help and not a.help:
             first[rule.metric.name] = rule
     if problems:
-        raise RuleError(problems)
+        raise RuleError(problems, rules)
     # Every rule of a metric shares one MetricDef (the first with a help text).
     for rule in rules:
         rule.metric = first[rule.metric.name].metric

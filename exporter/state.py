@@ -204,6 +204,11 @@ class StateManager:
         # guarded by _files_lock, as are the renames of the snapshot file.
         self._unmarked: int | None = None
         self._files_lock = threading.Lock()
+        # The snapshot number the ``unsaved`` file was last written with (None: not yet in
+        # this run): every part marks its first change after each snapshot, and one write per
+        # snapshot says it for all of them. Guarded by _mark_lock.
+        self._marked: int | None = None
+        self._mark_lock = threading.Lock()
 
     def add(self, name: str, part: StatePart, salted: bool = False) -> None:
         """Keeps ``part``'s state in the snapshot under ``name``."""
@@ -361,20 +366,27 @@ class StateManager:
         by the store, under its lock, before the first change after each snapshot. True when
         the mark is written. When it cannot be (a full disk), the snapshot is withdrawn
         (renamed, which needs no free space) so it is never restored as complete, and False
-        tells the store to try the mark again at its next change."""
-        generation = self.generation
-        try:
-            write_atomic(self.unsaved_path, f"{generation}\n".encode("ascii"))
-        except OSError as exc:
-            with self._files_lock:
-                first = self._unmarked is None
-                self._unmarked = generation
-                self._withdraw()
-            if first:
-                log.error("cannot write %s (%s): the state file is renamed to %s, whose "
-                          "counters are not restored; the mark is tried again at each change",
-                          self.unsaved_path, exc.strerror or exc, self.incomplete_path.name)
-            return False
+        tells the store to try the mark again at its next change. Parts marking at the same
+        time (the store, the windows, the visits, each under its own lock) wait for one
+        another, and a snapshot already marked is not written again."""
+        with self._mark_lock:
+            generation = self.generation
+            if self._marked == generation:
+                return True
+            try:
+                write_atomic(self.unsaved_path, f"{generation}\n".encode("ascii"))
+            except OSError as exc:
+                with self._files_lock:
+                    first = self._unmarked is None
+                    self._unmarked = generation
+                    self._withdraw()
+                if first:
+                    log.error("cannot write %s (%s): the state file is renamed to %s, whose "
+                              "counters are not restored; the mark is tried again at each "
+                              "change", self.unsaved_path, exc.strerror or exc,
+                              self.incomplete_path.name)
+                return False
+            self._marked = generation
         with self._files_lock:
             if self._unmarked is not None and self._unmarked <= generation:
                 self._unmarked = None

@@ -308,6 +308,26 @@ def test_a_configured_identity_is_refused_as_a_label_with_the_rule_and_line(tmp_
     assert run_cli("check-config", str(path)).returncode == 1
 
 
+def test_a_configured_identity_as_a_label_is_reported_with_the_other_rules_problems(tmp_path):
+    # one pass names every problem: a rule with a problem of its own does not hide the
+    # identity label of another
+    path = tmp_path / "c.yaml"
+    path.write_text("windows: {user_attribute: customer_no}\n"
+                    "rules:\n"
+                    "  - metric: app_orders_total\n    type: counter\n"
+                    "    match: {signal: log, name: app.order}\n"
+                    "    labels: {customer: customer_no}\n"
+                    "  - metric: app_logins_total\n    type: counter\n"
+                    "    match: {signal: log, name: app.login}\n"
+                    "    labels: {user: enduser.id}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert [p.split(" is ")[0].split(" identifies ")[0] for p in err.value.problems] == [
+        f"{path}:10: rules[1] (app_logins_total).labels.user: attribute 'enduser.id'",
+        f"{path}:3: rules[0] (app_orders_total).labels.customer: attribute 'customer_no'"]
+    assert "'customer_no' is windows.user_attribute" in err.value.problems[1]
+
+
 def test_a_configured_identity_is_refused_as_a_label_of_the_builtin_rules(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("windows: {session_attribute: url.path}\n")

@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import otlp_json
+from exporter import state as state_module
 from exporter.collectors.selfmetrics import StateMetrics
 from exporter.config import ConfigError, load_config
 from exporter.state import (
@@ -354,6 +356,46 @@ def test_an_unsaved_mark_that_failed_is_written_at_the_next_change(small_disk, t
     after = new_app(tmp_path=tmp_path)  # killed with nothing counted since: complete
     assert manager(after, state_dir)[0].restore()
     assert views_total(after) == 1501
+
+
+def test_parts_that_mark_at_once_write_the_mark_once_per_snapshot(tmp_path, monkeypatch,
+                                                                   caplog):
+    # The store, the windows and the visits each mark their first change after a snapshot
+    # from their own locks, so several marks can come at the same moment: one write (two
+    # fsyncs) says it for all of them, and no two writes share a temp file.
+    app = new_app(tmp_path=tmp_path)
+    m, _ = manager(app, tmp_path)
+    writes: list[bytes] = []
+    real = state_module.write_atomic
+
+    def slow_write(path, data):
+        if path.name == UNSAVED_FILE:
+            writes.append(data)
+            time.sleep(0.05)  # every other marker arrives while this one writes
+        real(path, data)
+
+    monkeypatch.setattr(state_module, "write_atomic", slow_write)
+    start = threading.Barrier(8)
+
+    def mark():
+        start.wait()
+        results.append(m.mark_unsaved())
+
+    results: list[bool] = []
+    with caplog.at_level(logging.INFO, logger="kpi_exporter"):
+        threads = [threading.Thread(target=mark) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert results == [True] * 8
+    assert writes == [b"0\n"]
+    assert "cannot write" not in caplog.text
+    assert (tmp_path / UNSAVED_FILE).read_text() == "0\n"
+    assert m.save()  # snapshot 1: the next change is marked again
+    assert m.mark_unsaved() and m.mark_unsaved()
+    assert writes == [b"0\n", b"1\n"]
+    assert (tmp_path / UNSAVED_FILE).read_text() == "1\n"
 
 
 # -- unusable snapshots ---------------------------------------------------------------------------
