@@ -3,6 +3,7 @@ events, conversion rate, breakdowns and their cap, and the gauges over real HTTP
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
@@ -250,6 +251,51 @@ def test_scrapes_racing_with_late_and_current_events_leave_no_stale_union():
                             if clock.t - ages[(i + k) % len(ages)] >= window_start(spec, clock.t))
              for spec in w.config.windows}
     assert users_of(w) == exact
+
+
+def test_scrapes_racing_with_events_while_buckets_turn_leave_no_stale_union():
+    # The clock moves on during the race, so buckets close, unions of closed buckets are
+    # built and thrown away, and old buckets leave their windows while scrapes run.
+    clock = Clock(NOW - NOW % 86400 + 3605)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
+    ages = [0, 5, 25, 95, 250, 1200, 3000, 7000, 40_000, 200_000, 900_000]
+    stamps: list[float] = []
+    done = threading.Event()
+    rng = random.Random(13)
+    steps = [rng.choice((0, 1, 3, 10)) for _ in range(400)]
+
+    def ingest(worker: int) -> None:
+        for i in range(80):
+            t = clock.t - ages[(i + worker) % len(ages)]
+            w.add([(t, HASHER.hash(f"u{worker}-{i}"), None, False, ())])
+            stamps.append(t)
+            time.sleep(0.0005)
+
+    def tick() -> None:
+        for step in steps:
+            clock.t += step
+            time.sleep(0.0002)
+
+    def scrape() -> None:
+        while not done.is_set():
+            w.estimates()
+
+    scrapers = [threading.Thread(target=scrape) for _ in range(2)]
+    others = [threading.Thread(target=ingest, args=(k,)) for k in range(4)]
+    others.append(threading.Thread(target=tick))
+    for t in scrapers + others:
+        t.start()
+    for t in others:
+        t.join()
+    done.set()
+    for t in scrapers:
+        t.join()
+    assert clock.t > NOW - NOW % 86400 + 3605 + 1000  # buckets of every width turned
+    now = int(clock.t)
+    exact = {spec.name: sum(1 for t in stamps if t >= window_start(spec, now))
+             for spec in w.config.windows}
+    assert users_of(w) == exact
+    assert len({v for v in exact.values()}) > 2  # the windows hold different numbers
 
 
 def test_window_edges_follow_their_buckets():
