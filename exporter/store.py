@@ -13,17 +13,22 @@ proves it new: after this store existed, after the start time its trace holds (a
 since it was forgotten), and after the start time of every forgotten stream whose trace the
 list has dropped. Any other unknown stream may have been counted already (by a previous run,
 or before it was forgotten), so its first point is only a baseline. That may miss one
-interval of a stream, never count one twice.
+interval of a stream, never count one twice. A start time ahead of this clock (a sender whose
+clock is fast) proves nothing either way, so such a point is held back until its start time
+has passed: every start time the table and its marks hold is then in this clock's past.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from exporter.rules import COUNTER, GAUGE, MetricDef
+
+log = logging.getLogger("kpi_exporter")
 
 __all__ = ["Store", "Deltas", "MetricState", "OVERFLOW", "Cumulative", "Exemplar",
            "COUNTER_EXEMPLAR"]
@@ -168,6 +173,9 @@ class Store:
         # cumulative-to-delta does): their earlier total may already have been counted by a
         # previous run, or was never part of what this exporter saw.
         self.started_ns = time.time_ns()
+        # Metrics whose points were held back for a start time ahead of this clock (logged
+        # once per metric).
+        self._ahead_logged: set[str] = set()
 
     def stream_limit(self, state: MetricState) -> int:
         """How many cumulative streams a metric's table keeps."""
@@ -252,6 +260,14 @@ class Store:
             exemplars={k: v for k, v in deltas.exemplars.items() if k[0] not in stale})
 
     def _apply_cumulative(self, c: Cumulative, now: float) -> None:
+        known = self.metrics.get(c.metric)
+        if known is None:  # the metric left the config while this request was in flight
+            return
+        if c.start_ns > time.time_ns():
+            prev = known.streams.get(c.stream)
+            if prev is None or prev[0] != c.start_ns:
+                self._hold_back(c)
+                return
         state, key = self._slot(c.metric, c.labels, now)
         if state is None:
             return
@@ -263,12 +279,10 @@ class Store:
             # A stream the table does not know: all of it is new only if it started after this
             # store, after its own trace (it restarted since it was forgotten) and after every
             # forgotten stream the table lost the trace of; otherwise its total so far may have
-            # been counted already, and this point is its baseline. A start time ahead of this
-            # clock proves nothing (the sender's clock is fast: it may have started long before
-            # this store), so it is a baseline too.
+            # been counted already, and this point is its baseline. (Its start time is not
+            # ahead of this clock: such points are held back.)
             traced = state.streams_forgotten.pop(hash(c.stream), 0)
-            if (c.start_ns <= max(self.started_ns, state.streams_untraced_ns, traced)
-                    or c.start_ns > time.time_ns()):
+            if c.start_ns <= max(self.started_ns, state.streams_untraced_ns, traced):
                 inc = [0] * len(value) if isinstance(value, list) else 0.0
         elif prev[0] == c.start_ns:
             # The increase since the stream's last point; a value that went down is a reset
@@ -285,6 +299,21 @@ class Store:
             _add_into(state.series[key], inc)
         else:
             state.series[key] += inc * c.factor
+
+    def _hold_back(self, c: Cumulative) -> None:
+        """Skips a point of a new stream (or a restart) whose start time is ahead of this
+        clock. Its start time proves nothing: the sender's clock is fast, and the stream may
+        have started (and been counted) long before this store, or the stamp may pass this
+        store's next restart. Once the start time has passed, the stream's next point enters
+        the table like any other (in full if it is new, so nothing is lost, only late); until
+        then nothing of it is kept, not even a mark that a stamp from a wrong clock could
+        push into the future. Called under the lock."""
+        if c.metric not in self._ahead_logged:
+            self._ahead_logged.add(c.metric)
+            log.warning("%s: a cumulative stream's start time is %.0fs ahead of this "
+                        "exporter's clock; its points are not counted until that time has "
+                        "passed (then in full). Check the sender's clock (NTP)", c.metric,
+                        (c.start_ns - time.time_ns()) / 1e9)
 
     def _forget_streams(self, state: MetricState, now: float) -> None:
         """Drops streams idle for longer than the TTL, then the stalest ones over the limit,

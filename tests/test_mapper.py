@@ -279,7 +279,7 @@ def test_cumulative_points_become_increases_with_reset_detection():
     assert store.get("d_seconds", ("chat",)) == pytest.approx([10.4, 4, 2, 1, 1])
 
 
-def test_a_stream_started_ahead_of_the_store_clock_is_a_baseline_not_counted_in_full():
+def test_a_stream_started_ahead_of_the_store_clock_is_held_back_not_counted_in_full():
     # a sender whose clock is 10 min fast: its start time looks later than the store's, but
     # it may have started (and been counted) long before a restart of the exporter
     m = compile_rules(STREAM_RULE)
@@ -289,7 +289,47 @@ def test_a_stream_started_ahead_of_the_store_clock_is_a_baseline_not_counted_in_
     for source, value in [("x", 115), ("y", 75), ("x", 120), ("y", 80)]:
         run(m, [source_point(source, value, fast if source == "x" else slow)], store,
             signal=METRIC)
-    assert store.get("jobs_total", ()) == 10  # x 115 and y 75 are baselines: +5 +5
+    assert store.get("jobs_total", ()) == 5  # y 75 is a baseline: +5; x is held back
+    assert len(store.metrics["jobs_total"].streams) == 1  # y: nothing of x is kept
+
+
+def test_a_stream_stamped_ahead_is_counted_once_across_a_crash_whose_restart_its_stamp_passes():
+    # x's clock is ahead: its start is stamped after the crashed run and the restart alike.
+    # The crashed run must not count x while the stamp is ahead, or the restarted run (whose
+    # streams are forgotten), seeing a start after its own, counts x's whole total again.
+    m = compile_rules(STREAM_RULE)
+    crashed = Store(m.metrics)
+    ahead = time.time_ns() + 2 * 10 ** 9
+    for value in (100, 130):
+        run(m, [source_point("x", value, ahead)], crashed, signal=METRIC)
+    restarted = Store(m.metrics)  # started before x's stamp
+    assert restarted.started_ns < ahead
+    while time.time_ns() <= ahead:
+        time.sleep(0.05)
+    run(m, [source_point("x", 135, ahead)], restarted, signal=METRIC)
+    # all of x is counted once: 0 + 135 (before: 30, then 135 again)
+    assert (crashed.get("jobs_total", ()) or 0) + restarted.get("jobs_total", ()) == 135
+    # once its stamp has passed, x counts as any stream; a later run takes it as a baseline
+    run(m, [source_point("x", 140, ahead)], restarted, signal=METRIC)
+    assert restarted.get("jobs_total", ()) == 140
+    later = Store(m.metrics)
+    run(m, [source_point("x", 141, ahead)], later, signal=METRIC)
+    assert later.get("jobs_total", ()) == 0
+
+
+def test_a_stream_stamped_far_ahead_does_not_stop_new_streams_from_counting():
+    # a device whose clock is a day ahead is one of the streams the table forgets: its start
+    # time must not become the mark below which every new stream is a baseline
+    m = compile_rules(STREAM_RULE)
+    store = Store(m.metrics)
+    store.max_streams_per_metric = 1  # and 1 trace
+    t0 = store.started_ns
+    run(m, [source_point("device", 5, time.time_ns() + 86400 * 10 ** 9)], store,
+        signal=METRIC)
+    for i, source in enumerate("abc"):  # each evicts the one before; traces are dropped
+        run(m, [source_point(source, 10, t0 + 1 + i)], store, signal=METRIC)
+    assert store.get("jobs_total", ()) == 30
+    assert store.metrics["jobs_total"].streams_untraced_ns < time.time_ns()
 
 
 def test_streams_older_than_the_store_count_from_their_next_point():
