@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from exporter import __version__
 from exporter.config import LIFECYCLE_ENV, Config
+from exporter.pacing import PacedRegistry
 from exporter.server import WSGIApp
 
 __all__ = ["create_web_app"]
@@ -69,7 +70,8 @@ def create_web_app(registry: CollectorRegistry, config: Callable[[], Config],
     """The WSGI app of the metrics listener: ``registry`` on /metrics, ``config()`` on the
     landing page, ``is_ready`` for /-/ready, ``do_reload()`` for POST /-/reload."""
     app = Flask("kpi_exporter.web")
-    metrics_app = make_wsgi_app(registry)
+    # scrapes give way to the export requests they run beside (exporter/pacing.py)
+    metrics_app = make_wsgi_app(PacedRegistry(registry))
 
     @app.get("/")
     def index() -> Response:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 import datasketches
 
+from exporter.pacing import Pacer
 from exporter.windows.config import WindowSpec, WindowsConfig
 from exporter.windows.store import OVERFLOW_VALUE, Estimate, Event, WindowStore
 
@@ -61,8 +62,6 @@ TOTAL: tuple[Any, ...] = ()
 _Slot = tuple[set[int], set[int], set[int]]
 
 _KINDS = ("users", "sessions", "conversions")
-# How long a scrape merges sketches before it lets waiting request threads run.
-_SLICE = 0.002
 
 
 class _Closed:
@@ -337,13 +336,11 @@ class MemoryWindowStore(WindowStore):
                                  cells.get(current)))
         out: list[Estimate] = []
         built: list[tuple[tuple[str, tuple[Any, ...]], int, _Closed]] = []
-        pause = time.perf_counter() + _SLICE
+        # Sketch merges hold the interpreter lock while they run: after every slice of them,
+        # a request thread that waits for it goes first.
+        pacer = Pacer()
         for w, group, current, version, closed, closed_cells, live in plan:
-            if time.perf_counter() > pause:
-                # Sketch merges hold the interpreter lock while they run: every few
-                # milliseconds of them, let a request thread that waits for it go first.
-                time.sleep(0)
-                pause = time.perf_counter() + _SLICE
+            pacer.pace()
             if closed is None:
                 closed = _Closed(current, version, tuple(
                     self._union([getattr(c, kind) for c in closed_cells]) for kind in _KINDS))
