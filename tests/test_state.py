@@ -360,8 +360,8 @@ def test_an_unsaved_mark_that_failed_is_written_at_the_next_change(small_disk, t
 
 def test_parts_that_mark_at_once_write_the_mark_once_per_snapshot(tmp_path, monkeypatch,
                                                                    caplog):
-    # The store, the windows and the visits each mark their first change after a snapshot
-    # from their own locks, so several marks can come at the same moment: one write (two
+    # The mapped counters and the visit counters each mark their first change after a
+    # snapshot from their own locks, so several marks can come at the same moment: one write (two
     # fsyncs) says it for all of them, and no two writes share a temp file.
     app = new_app(tmp_path=tmp_path)
     m, _ = manager(app, tmp_path)
