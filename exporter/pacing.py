@@ -10,12 +10,15 @@ busy (the work still completes; a scrape of a few milliseconds takes a few more)
 are not slowed by them.
 
 :class:`Pacer` is the pause; :class:`PacedRegistry` gives a registry's metric families to the
-exposition with a pacer between them. Long computations in a collector (the KPI windows'
-sketch merges) use a pacer of their own.
+exposition with a pacer between them and between every few samples of a family (a family of
+thousands of series takes tens of milliseconds to format). Long computations in a collector
+(the KPI windows' sketch merges) use a pacer of their own; a collector building one family's
+samples does not pause (about 30 ms for a histogram at the 2,000-series cap).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -29,6 +32,8 @@ __all__ = ["Pacer", "PacedRegistry", "WORK_SECONDS", "PAUSE_SECONDS"]
 # cores): shorter slices or longer pauses cost scrape time for little ingest latency.
 WORK_SECONDS = 0.0005
 PAUSE_SECONDS = 0.0002
+# Samples formatted between two looks at the clock (each takes a few microseconds).
+SAMPLES_PER_LOOK = 16
 
 
 class Pacer:
@@ -54,7 +59,8 @@ class Pacer:
 class PacedRegistry(Collector):
     """A registry seen through a pacer: the exposition (``make_wsgi_app``,
     ``generate_latest``) reads the same families, in the same order, with a pause after
-    every slice of the work of collecting and formatting them."""
+    every slice of the work of collecting and formatting them (looking at the clock between
+    families and every ``SAMPLES_PER_LOOK`` samples within one)."""
 
     def __init__(self, registry: Any, pacer: Callable[[], Pacer] = Pacer):
         self.registry = registry
@@ -63,7 +69,11 @@ class PacedRegistry(Collector):
     def collect(self) -> Iterator[Metric]:
         pacer = self._pacer()
         for family in self.registry.collect():
-            yield family  # formatted by the caller before it asks for the next one
+            # formatted by the caller before it asks for the next one, a sample at a time:
+            # a family of thousands of series pauses while it is formatted, too
+            paced = copy.copy(family)
+            paced.samples = _PacedSamples(family.samples, pacer)
+            yield paced
             pacer.pace()
 
     def restricted_registry(self, names: Iterable[str]) -> "PacedRegistry":
@@ -72,6 +82,21 @@ class PacedRegistry(Collector):
         own restriction finds collectors by the names they describe, and the exporter's
         collectors describe none)."""
         return PacedRegistry(_Restricted(self.registry, set(names)), self._pacer)
+
+
+class _PacedSamples(list[Any]):
+    """A family's samples that pace whoever reads them."""
+
+    def __init__(self, samples: Iterable[Any], pacer: Pacer):
+        super().__init__(samples)
+        self.pacer = pacer
+
+    def __iter__(self) -> Iterator[Any]:
+        pace = self.pacer.pace
+        for i, sample in enumerate(super().__iter__()):
+            if i and not i % SAMPLES_PER_LOOK:
+                pace()
+            yield sample
 
 
 class _Restricted(Collector):

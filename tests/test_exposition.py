@@ -8,8 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collectors import MappedMetricsCollector
+from exporter.collectors import MappedMetricsCollector, mapped
 from exporter.mapper import Mapping
+from exporter.pacing import Pacer
 from exporter.records import LOG, Batch, Record
 from exporter.rules import parse_rules
 from exporter.store import Store
@@ -47,3 +48,28 @@ def test_histogram_buckets_render_as_prometheus_client_renders_them(render):
     assert mine == theirs
     counts = {line.split(" ")[0]: float(line.split(" ")[1]) for line in mine}
     assert counts['{le="1.048576e+06"}'] == 4 and counts['{le="+Inf"}'] == 7
+
+
+@pytest.mark.parametrize("kind", ["counter", "gauge", "histogram"])
+def test_building_a_large_family_gives_way_to_request_threads(monkeypatch, kind):
+    # a pacer on a clock that moves 1 ms a look pauses at every look: one per series built
+    name = "app_things_total" if kind == "counter" else "app_things"
+    mapping = Mapping(parse_rules([{
+        "metric": name, "type": kind, "match": {"signal": "log", "name": "t"},
+        "labels": {"item": "item"}, "value": {"attribute": "n"}, "buckets": [1, 10]}
+        if kind == "histogram" else {
+        "metric": name, "type": kind, "match": {"signal": "log", "name": "t"},
+        "labels": {"item": "item"}, "value": {"attribute": "n"}}]))
+    store = Store(mapping.metrics)
+    batch = Batch(LOG)
+    batch.records.extend(Record(LOG, "t", 1, {"n": 2, "item": f"i{i}"}) for i in range(50))
+    store.apply(mapping.map_batch(batch).deltas)
+    registry = CollectorRegistry()
+    registry.register(MappedMetricsCollector(store))
+    unpaced = generate_latest(registry)
+    ticks = iter(range(10**6))
+    slept: list[float] = []
+    monkeypatch.setattr(mapped, "Pacer", lambda: Pacer(
+        clock=lambda: next(ticks) / 1000, sleep=slept.append))
+    assert generate_latest(registry) == unpaced
+    assert len(slept) == 50

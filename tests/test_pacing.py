@@ -44,6 +44,24 @@ def test_the_paced_registry_exposes_the_same_text_and_openmetrics():
     assert b"c3_created" not in generate_latest(paced.restricted_registry(names))
 
 
+def test_a_large_family_pauses_while_it_is_formatted():
+    # one family of 4,000 series: prometheus_client formats it between two of the registry's
+    # families, so it must pause within the family, not only after it
+    registry = CollectorRegistry()
+    gauge = Gauge("big", "one large family", ["k"], registry=registry)
+    for i in range(4000):
+        gauge.labels(k=str(i)).set(i)
+    clock = Steps(0.0003)
+    paced = PacedRegistry(registry, lambda: Pacer(work=0.001, pause=0.0002, clock=clock,
+                                                  sleep=clock.sleep))
+    for latest in (generate_latest, openmetrics_latest):
+        clock.slept.clear()
+        assert latest(paced) == latest(registry)
+        # a look at the clock per 16 samples (0.3 ms each): a pause after every fourth
+        # look, about 60 in all
+        assert 55 <= len(clock.slept) <= 70
+
+
 def test_work_pauses_after_every_slice_of_it():
     clock = Steps(0.0003)  # each family takes 0.3 ms (one clock reading each)
     pacer_of = lambda: Pacer(work=0.001, pause=0.0002, clock=clock, sleep=clock.sleep)  # noqa: E731

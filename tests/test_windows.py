@@ -12,11 +12,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collectors.windows import WindowsCollector
 from exporter.config import ConfigError, load_config
+from exporter.pacing import Pacer
 from exporter.privacy import IdentityHasher
 from exporter.rules import parse_duration
 from exporter.windows import (
     BreakdownSpec, MemoryWindowStore, WindowsConfig, relative_error_bound, window_spec,
 )
+from exporter.windows import memory
 from tests.helpers import parse_samples
 from tests.otel import logger_provider
 
@@ -209,6 +211,23 @@ def test_a_late_event_in_a_closed_bucket_renews_the_unions_that_cover_it(monkeyp
     # built again: the 5m, 1h and 1d windows, whose closed buckets (10 s, 1 min, 30 min) the
     # late events landed in; the 7d and 30d windows' current buckets (3 h, a day) hold them
     assert len(calls) == 3 * 3
+
+
+def test_a_scrape_pauses_between_window_merges_without_the_ingest_lock(monkeypatch):
+    # Sketch merges hold the interpreter lock: a scrape gives way to request threads after
+    # every slice of them (a pacer on a clock that moves 1 ms a look, so it pauses at every
+    # window), and never while it holds the lock ingest needs.
+    clock = Clock(NOW - NOW % 86400 + 3605)
+    w = MemoryWindowStore(WindowsConfig(), clock=clock)
+    w.add([(clock.t - age, HASHER.hash(f"u{age}"), None, False, ())
+           for age in (5, 30, 200, 1000, 5000, 90_000)])
+    ticks = iter(range(10**6))
+    paused: list[bool] = []
+    monkeypatch.setattr(memory, "Pacer", lambda: Pacer(
+        work=0.0005, pause=0.0002, clock=lambda: next(ticks) / 1000,
+        sleep=lambda _seconds: paused.append(w.lock.locked())))
+    assert users_of(w) == {"5m": 3, "1h": 4, "1d": 5, "7d": 6, "30d": 6}
+    assert len(paused) >= 4 and not any(paused)
 
 
 def test_a_union_built_while_a_late_event_lands_is_not_kept(monkeypatch):

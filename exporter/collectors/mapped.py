@@ -15,6 +15,7 @@ from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.naming import OVERFLOW_LABEL
+from exporter.pacing import Pacer
 from exporter.rules import COUNTER, GAUGE
 from exporter.store import COUNTER_EXEMPLAR, OVERFLOW, Exemplar as StoredExemplar, Store
 
@@ -47,6 +48,9 @@ class MappedMetricsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         store = self._store
+        # a metric at its series cap is thousands of samples to build, while request threads
+        # wait for the interpreter lock: give way to them after every slice of the work
+        pacer = Pacer()
         all_exemplars = store.exemplars()
         for definition, series, _overflow, _expired in store.snapshot():
             if not series:
@@ -58,6 +62,7 @@ class MappedMetricsCollector(Collector):
                 family = Metric(base, definition.help, "counter")
                 sample_name = definition.name
                 for labels, value in series.items():
+                    pacer.pace()
                     lab = _OVERFLOW_LABELS if labels == OVERFLOW else dict(zip(names, labels))
                     ex = exemplars.get(labels)
                     family.samples.append(Sample(sample_name, lab, value, None, exemplar(
@@ -65,6 +70,7 @@ class MappedMetricsCollector(Collector):
             elif definition.type == GAUGE:
                 family = Metric(definition.name, definition.help, "gauge")
                 for labels, (_t, value) in series.items():
+                    pacer.pace()
                     lab = _OVERFLOW_LABELS if labels == OVERFLOW else dict(zip(names, labels))
                     family.samples.append(Sample(definition.name, lab, value, None, None))
             else:
@@ -75,6 +81,7 @@ class MappedMetricsCollector(Collector):
                 bucket_name = definition.name + "_bucket"
                 samples = family.samples
                 for labels, h in series.items():
+                    pacer.pace()
                     lab = dict(_OVERFLOW_LABELS) if labels == OVERFLOW else dict(zip(names, labels))
                     ex = exemplars.get(labels) or {}
                     acc = 0
