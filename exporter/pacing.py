@@ -7,13 +7,15 @@ their latency doubles. Scrape work therefore pauses briefly after every slice of
 request thread waiting for the lock takes it and keeps it for its own switch interval, and
 when no thread waits the pause costs only itself. Scrapes get slower when requests are
 busy (the work still completes; a scrape of a few milliseconds takes a few more), requests
-are not slowed by them.
+are not slowed by them. A pacer stops pausing once it has run for ``BUDGET_SECONDS``: a very
+large page scraped while requests arrive flat out would otherwise give way so often that it
+could near Prometheus' scrape timeout; past the budget it finishes at full speed.
 
 :class:`Pacer` is the pause; :class:`PacedRegistry` gives a registry's metric families to the
 exposition with a pacer between them and between every few samples of a family (a family of
 thousands of series takes tens of milliseconds to format). Long computations in a collector
-(the KPI windows' sketch merges) use a pacer of their own; a collector building one family's
-samples does not pause (about 30 ms for a histogram at the 2,000-series cap).
+(the KPI windows' sketch merges, the mapped metrics' collector building a family of
+thousands of series) use a pacer of their own.
 """
 
 from __future__ import annotations
@@ -25,32 +27,43 @@ from typing import Any, Callable, Iterable, Iterator
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["Pacer", "PacedRegistry", "WORK_SECONDS", "PAUSE_SECONDS"]
+__all__ = ["Pacer", "PacedRegistry", "WORK_SECONDS", "PAUSE_SECONDS", "BUDGET_SECONDS"]
 
 # Work done between two pauses, and the length of a pause. Measured with
 # benchmarks/window_scrapes.py (a scrape back to back against small export requests on two
 # cores): shorter slices or longer pauses cost scrape time for little ingest latency.
 WORK_SECONDS = 0.0005
 PAUSE_SECONDS = 0.0002
+# How long a pacer pauses at all (from when it is made): a bound on what pacing adds to one
+# scrape, far under Prometheus' default scrape timeout of 10 s.
+BUDGET_SECONDS = 1.0
 # Samples formatted between two looks at the clock (each takes a few microseconds).
 SAMPLES_PER_LOOK = 16
 
 
 class Pacer:
     """Call :meth:`pace` between steps of a long computation: after each ``work`` seconds
-    of it, sleeps ``pause`` seconds so that waiting threads run first."""
+    of it, sleeps ``pause`` seconds so that waiting threads run first; ``budget`` seconds
+    after it was made it no longer pauses."""
 
-    __slots__ = ("work", "pause", "clock", "sleep", "_until", "pauses")
+    __slots__ = ("work", "pause", "clock", "sleep", "_until", "_end", "pauses")
 
     def __init__(self, work: float = WORK_SECONDS, pause: float = PAUSE_SECONDS,
                  clock: Callable[[], float] = time.perf_counter,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 budget: float = BUDGET_SECONDS):
         self.work, self.pause, self.clock, self.sleep = work, pause, clock, sleep
-        self._until = clock() + work
+        start = clock()
+        self._until = start + work
+        self._end = start + budget
         self.pauses = 0
 
     def pace(self) -> None:
-        if self.clock() > self._until:
+        now = self.clock()
+        if now > self._until:
+            if now > self._end:
+                self._until = float("inf")  # past the budget: never again
+                return
             self.sleep(self.pause)
             self.pauses += 1
             self._until = self.clock() + self.work

@@ -71,6 +71,22 @@ def test_work_pauses_after_every_slice_of_it():
     assert set(clock.slept) == {0.0002}
 
 
+def test_a_pacer_stops_pausing_when_its_budget_is_spent():
+    # a very large page scraped under flat-out ingest would give way so often that it could
+    # near the scrape timeout: past its budget a pacer lets the work finish at full speed
+    clock = Steps(0.001)  # every look at the clock: 1 ms of work
+    pacer = Pacer(work=0.0005, pause=0.0002, clock=clock, sleep=clock.sleep, budget=0.05)
+    for _ in range(1000):
+        pacer.pace()
+    # two looks per paced step (before and after the sleep): 2 ms each, 25 steps in 50 ms
+    assert 20 <= pacer.pauses <= 26
+    assert len(clock.slept) == pacer.pauses
+    paused = pacer.pauses
+    for _ in range(1000):
+        pacer.pace()
+    assert pacer.pauses == paused
+
+
 def test_quick_work_never_pauses():
     clock = Steps(0.0)
     pacer = Pacer(work=0.001, pause=0.0002, clock=clock, sleep=clock.sleep)
