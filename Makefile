@@ -32,7 +32,7 @@ generate: $(BIN)/kpi-exporter
 	$(BIN)/python -m exporter.metricsdoc
 
 ## bench: throughput, scrape and memory benchmarks, scrapes against ingest in the KPI
-## windows, then the shared window store and --reuse-port against one process, then the
+## windows and in one large metric family, then the shared window store and --reuse-port against one process, then the
 ## OTLP transports (HTTP and gRPC, plain and TLS) and new requests while idle connections
 ## are open, then what visits cost (not part of the tests; the scale-out and visit runs
 ## start their own redis-server, from
@@ -40,6 +40,7 @@ generate: $(BIN)/kpi-exporter
 bench: $(BIN)/kpi-exporter
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/window_scrapes.py --json benchmarks/results/window-scrapes.json
+	$(BIN)/python benchmarks/large_family_scrapes.py
 	$(BIN)/python benchmarks/scale_out.py
 	$(BIN)/python benchmarks/transports.py
 	$(BIN)/python benchmarks/idle_clients.py
