@@ -366,8 +366,8 @@ class StateManager:
         by the store, under its lock, before the first change after each snapshot. True when
         the mark is written. When it cannot be (a full disk), the snapshot is withdrawn
         (renamed, which needs no free space) so it is never restored as complete, and False
-        tells the store to try the mark again at its next change. Parts marking at the same
-        time (the store, the windows, the visits, each under its own lock) wait for one
+        tells the store to try the mark again at its next change. Stores marking at the same
+        time (the mapped and the visit counters, each under its own lock) wait for one
         another, and a snapshot already marked is not written again."""
         with self._mark_lock:
             generation = self.generation

@@ -260,18 +260,16 @@ class Store:
             exemplars={k: v for k, v in deltas.exemplars.items() if k[0] not in stale})
 
     def _apply_cumulative(self, c: Cumulative, now: float) -> None:
-        known = self.metrics.get(c.metric)
-        if known is None:  # the metric left the config while this request was in flight
-            return
-        if c.start_ns > time.time_ns():
-            prev = known.streams.get(c.stream)
-            if prev is None or prev[0] != c.start_ns:
-                self._hold_back(c)
-                return
-        state, key = self._slot(c.metric, c.labels, now)
-        if state is None:
+        state = self.metrics.get(c.metric)
+        if state is None:  # the metric left the config while this request was in flight
             return
         streams = state.streams
+        if c.start_ns > time.time_ns():
+            held = streams.get(c.stream)
+            if held is None or held[0] != c.start_ns:
+                self._hold_back(c)
+                return
+        key = self._slot(c.metric, c.labels, now)[1]
         prev = streams.pop(c.stream, None)
         value = c.value
         inc: Any = value

@@ -7,7 +7,7 @@ record); per-metric series counts come from the store at scrape time.
 from __future__ import annotations
 
 import platform
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics,
@@ -93,6 +93,18 @@ class SelfMetrics:
         self.last_reload_time.set_to_current_time()
 
 
+_Family = GaugeMetricFamily | CounterMetricFamily
+
+
+def _per_metric(rows: Iterable[tuple[Any, ...]], *families: _Family) -> tuple[_Family, ...]:
+    """``families`` labelled by metric, filled from ``rows`` of (metric name, one value per
+    family)."""
+    for name, *values in rows:
+        for family, value in zip(families, values):
+            family.add_metric([name], value)
+    return families
+
+
 class StoreStatsCollector(Collector):
     """Series, overflow and expiry per mapped metric, and the rule lookup cache."""
 
@@ -124,15 +136,7 @@ class StoreStatsCollector(Collector):
                                  s.streams_evicted, s.streams_expired)
                                 for s in store.metrics.values()
                                 if s.streams or s.streams_evicted or s.streams_expired]
-        for name, n, cap, over, exp in rows:
-            series.add_metric([name], n)
-            limit.add_metric([name], cap)
-            overflow.add_metric([name], over)
-            expired.add_metric([name], exp)
-        yield series
-        yield limit
-        yield overflow
-        yield expired
+        yield from _per_metric(rows, series, limit, overflow, expired)
         streams = GaugeMetricFamily(P + "metric_streams", "Cumulative OTLP streams a mapped "
                                     "metric remembers now, to turn their points into "
                                     "increases.", labels=["metric"])
@@ -147,15 +151,7 @@ class StoreStatsCollector(Collector):
                                     "forgotten after sending nothing for limits.stream_ttl; "
                                     "one that comes back counts from its next point.",
                                     labels=["metric"])
-        for name, n, cap, gone, idle in stream_rows:
-            streams.add_metric([name], n)
-            streams_limit.add_metric([name], cap)
-            evicted.add_metric([name], gone)
-            stale.add_metric([name], idle)
-        yield streams
-        yield streams_limit
-        yield evicted
-        yield stale
+        yield from _per_metric(stream_rows, streams, streams_limit, evicted, stale)
         hits, misses = self._cache_stats()
         cache = CounterMetricFamily(P + "rule_cache_lookups", "Lookups of the rules for a "
                                     "(signal, name), by result (hit, miss).", labels=["result"])
